@@ -1,0 +1,66 @@
+"""Optimisers over a model's flat parameter buffer, and learning-rate schedules."""
+
+import math
+
+import numpy as np
+
+
+class GD:
+    """Plain gradient descent: p = p - lr·g."""
+
+    name = "gd"
+
+    def __init__(self, size, dtype):
+        self.step = 0
+
+    def update(self, K, params, grads, lr):
+        """One step; True when every parameter is still finite."""
+        self.step += 1
+        return K.sgd_update(params, grads, lr)
+
+    def state(self):
+        return {"step": np.array(self.step)}
+
+    def load_state(self, state):
+        self.step = int(state["step"])
+
+
+class Adam:
+    """Adam with bias-corrected moments; beta1 drives the first moment, beta2 the second."""
+
+    name = "adam"
+
+    def __init__(self, size, dtype, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = np.zeros(size, dtype)
+        self.v = np.zeros(size, dtype)
+        self.step = 0
+
+    def update(self, K, params, grads, lr):
+        self.step += 1
+        return K.adam_update(params, grads, self.m, self.v, self.step, lr, self.beta1, self.beta2, self.eps)
+
+    def state(self):
+        return {"step": np.array(self.step), "m": self.m, "v": self.v}
+
+    def load_state(self, state):
+        self.step = int(state["step"])
+        self.m[...] = state["m"]
+        self.v[...] = state["v"]
+
+
+OPTIMIZERS = {"adam": Adam, "gd": GD}
+
+
+def learning_rate(base, schedule, step, total_steps, warmup=0):
+    """The learning rate at optimiser step `step` (0-based) of `total_steps`.
+
+    constant: base. cosine: linear warm-up over `warmup` steps, then base·(1 + cos(pi·t))/2 with
+    t going from 0 to 1 over the remaining steps, so the last step's rate is near zero.
+    """
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    t = (step - warmup) / max(total_steps - warmup, 1)
+    return base * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))

@@ -1,0 +1,256 @@
+"""python -m fastnet.train: train an MLP on an IDX data set and report accuracy and timings."""
+
+import argparse
+import json
+import os
+import resource
+import signal
+import sys
+import time
+
+import numpy as np
+
+from . import checkpoint, data
+from .backend import DEFAULT_BACKEND, get_backend
+from .cli import ArgumentParser, positive_float, positive_int, run
+from .errors import InputError
+from .model import MLP, evaluate, parse_layers
+from .optim import OPTIMIZERS
+from .progress import ProgressBar
+from .threads import set_threads
+from .training import TrainState, fit, split_validation
+
+START = time.perf_counter()
+
+# Recipes: `seed` is the blog walkthrough's, `fastnet` the measured default (see README).
+PRESETS = {
+    "fastnet": dict(lr=2e-3, schedule="cosine", warmup=0, standardize=True, val_split=5000),
+    "seed": dict(lr=5e-4, schedule="constant", warmup=0, standardize=False, val_split=0),
+}
+
+
+def build_parser():
+    p = ArgumentParser(prog="python -m fastnet.train", description=__doc__)
+    p.add_argument("--preset", choices=PRESETS, default="fastnet",
+                   help="recipe for the flags left unset: fastnet (default) or seed (the blog's)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="total epochs (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="samples per step (default 128)")
+    p.add_argument("--lr", type=positive_float, help="base learning rate (preset: 2e-3; seed 5e-4)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
+    p.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up (default 0)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, help="standardise inputs with the training set's mean and deviation")
+    p.add_argument("--val-split", type=int, help="training images held out for validation (preset: 5000; seed 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, validation split and order")
+    p.add_argument("--layers", default="784,128,10", help="layer sizes, input first (default 784,128,10)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--backend", choices=("numba", "numpy"), default=DEFAULT_BACKEND)
+    p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
+    p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
+    p.add_argument("--data-dir", help="directory holding the four IDX files")
+    p.add_argument("--save", metavar="PATH", help="write the model (and its training state) to PATH (.npz)")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="with --save, also save every N epochs")
+    p.add_argument("--resume", metavar="PATH", help="continue the run saved in PATH up to --epochs in total")
+    p.add_argument("--metrics-json", metavar="PATH", help="write the run's settings and metrics as JSON")
+    p.add_argument("--plot", metavar="DIR", help="write learning curves and a confusion matrix as PNG files")
+    p.add_argument("--quiet", action="store_true", help="print only the final result")
+    return p
+
+
+def settings_from(args):
+    """Fill the flags left unset from the preset; check the ones argparse cannot."""
+    s = {k: v for k, v in vars(args).items()}
+    for key, value in PRESETS[args.preset].items():
+        if s[key] is None:
+            s[key] = value
+    if s["warmup"] < 0:
+        raise InputError(f"--warmup must be >= 0, got {s['warmup']}")
+    if s["val_split"] < 0:
+        raise InputError(f"--val-split must be >= 0, got {s['val_split']}")
+    if s["checkpoint_every"] and not s["save"]:
+        raise InputError("--checkpoint-every needs --save PATH")
+    for key in ("save", "metrics_json"):
+        if s[key]:
+            folder = os.path.dirname(os.path.abspath(s[key]))
+            if not os.path.isdir(folder):
+                raise InputError(f"--{key.replace('_', '-')}: directory {folder} does not exist")
+    return s
+
+
+def new_state(s, sizes, train_images):
+    """A fresh model (He initialisation), optimiser and generator for settings s."""
+    rng = np.random.default_rng(s["seed"])
+    scale, shift = 1 / 255, 0.0
+    if s["standardize"]:
+        mean, std = pixel_moments(train_images)
+        scale, shift = 1 / (255 * std), -mean / std
+    model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift)
+    return TrainState(model, OPTIMIZERS[s["optimizer"]](model.params.size, model.dtype), rng)
+
+
+def pixel_moments(images):
+    """Mean and standard deviation of all pixels of uint8 images, scaled to [0, 1]."""
+    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256) / 255
+    mean = counts @ levels / counts.sum()
+    std = np.sqrt(counts @ (levels - mean) ** 2 / counts.sum())
+    return float(mean), float(max(std, 1e-12))
+
+
+def check_layers(sizes, images, k):
+    if sizes[0] != images.shape[1]:
+        raise InputError(f"--layers starts with {sizes[0]} inputs but the images have {images.shape[1]} pixels")
+    if sizes[-1] != k:
+        raise InputError(f"--layers ends with {sizes[-1]} outputs but the data has {k} classes")
+
+
+def resume_state(s):
+    """Load the checkpoint named by --resume; its recipe wins over flags (except --epochs)."""
+    state, saved, names = checkpoint.load_state(s["resume"], OPTIMIZERS)
+    keep = {k: s[k] for k in ("epochs", "resume", "save", "checkpoint_every", "metrics_json", "plot",
+                              "quiet", "backend", "threads", "data_dir")}
+    s.update(saved)
+    s.update(keep)
+    if state.epoch >= s["epochs"]:
+        raise InputError(f"{s['resume']} already has {state.epoch} epochs; ask for more with --epochs")
+    return state, names
+
+
+class Interrupt:
+    """Turns the first Ctrl-C into a request to stop after the current step; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __call__(self):
+        return self.requested
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def epoch_line(state, epochs, n_train):
+    h = state.history
+    secs = h.epoch_seconds[-1]
+    val = f"  val_loss {h.val_loss[-1]:.4f}  val_acc {h.val_accuracy[-1]:.4f}" if not np.isnan(h.val_loss[-1]) else ""
+    return (f"epoch {state.epoch}/{epochs}  loss {h.train_loss[-1]:.4f}  acc {h.train_accuracy[-1]:.4f}{val}"
+            f"  {secs:.2f}s ({n_train / secs:,.0f} samples/s)  eval {h.eval_seconds[-1]:.2f}s")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    s = settings_from(args)
+    K = get_backend(s["backend"])
+    threads = set_threads(s["threads"])
+    say = (lambda *a: None) if s["quiet"] else print
+    state = names = None
+    if s["resume"]:
+        state, names = resume_state(s)
+    images, labels = data.load_split(s["dataset"], "train", s["data_dir"])
+    k = data.num_classes(s["dataset"], labels)
+    sizes = parse_layers(s["layers"]) if state is None else state.model.sizes
+    check_layers(sizes, images, k)
+    if s["val_split"] >= len(labels):
+        raise InputError(f"--val-split {s['val_split']} leaves no training images (the set has {len(labels)})")
+    if state is None:
+        state = new_state(s, sizes, images)
+        names = data.class_names(s["dataset"], k)
+    s["layers"] = ",".join(map(str, sizes))
+    train_idx, val_idx = split_validation(len(labels), s["val_split"], np.random.default_rng([s["seed"], 1]))
+    train = (np.ascontiguousarray(images[train_idx]), labels[train_idx])
+    val = (images[val_idx], labels[val_idx])
+    say(f"fastnet: {s['dataset']} {len(train[1])} train / {len(val[1])} val, layers {s['layers']}, "
+        f"{s['dtype']}, backend {s['backend']}, {threads} threads, {s['optimizer']} lr {s['lr']:g} "
+        f"{s['schedule']}, batch {s['batch_size']}")
+
+    bar = ProgressBar(len(train[1]))
+
+    def on_epoch(st):
+        bar.close()
+        say(epoch_line(st, s["epochs"], len(train[1])))
+        if s["save"] and s["checkpoint_every"] and st.epoch % s["checkpoint_every"] == 0:
+            checkpoint.save(s["save"], st, s, names)
+        bar.reset(f"epoch {st.epoch + 1}/{s['epochs']}")
+
+    stop = Interrupt()
+    bar.reset(f"epoch {state.epoch + 1}/{s['epochs']}")
+    s["startup_seconds"] = time.perf_counter() - START
+    try:
+        done = fit(state, K, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"],
+                   s["warmup"], on_epoch, bar.update, stop)
+    finally:
+        bar.close()
+        stop.restore()
+    if not done:
+        if s["save"]:
+            checkpoint.save(s["save"], state, s, names)
+            print(f"interrupted at epoch {state.epoch + 1}, step {state.batch}; saved to {s['save']}. "
+                  f"Resume with: python -m fastnet.train --resume {s['save']} --epochs {s['epochs']}",
+                  file=sys.stderr)
+        else:
+            print("interrupted; nothing saved (pass --save PATH to keep a resumable checkpoint)", file=sys.stderr)
+        return 130
+    return report(s, state, K, names, train)
+
+
+def report(s, state, K, names, train):
+    """Evaluate on the test set, print the summary, write the model, metrics and plots."""
+    t = time.perf_counter()
+    test_images, test_labels = data.load_split(s["dataset"], "test", s["data_dir"])
+    data.check_labels(test_labels, state.model.num_classes, "test labels")
+    test_loss, test_acc = evaluate(state.model, K, test_images, test_labels)
+    h = state.history
+    train_seconds = sum(h.epoch_seconds)
+    print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.4f}  train time {train_seconds:.2f}s "
+          f"(median epoch {np.median(h.epoch_seconds):.3f}s)  total {time.perf_counter() - START:.1f}s")
+    if s["save"]:
+        checkpoint.save(s["save"], state, s, names)
+    metrics = {
+        "backend": s["backend"], "dtype": s["dtype"], "layers": s["layers"], "epochs": s["epochs"],
+        "batch_size": s["batch_size"], "lr": s["lr"], "optimizer": s["optimizer"], "seed": s["seed"],
+        "schedule": s["schedule"], "warmup": s["warmup"], "standardize": s["standardize"],
+        "preset": s["preset"], "threads": s["threads"], "val_split": s["val_split"],
+        "epoch_seconds": h.epoch_seconds, "eval_seconds": h.eval_seconds, "train_loss": h.train_loss,
+        "train_accuracy": h.train_accuracy[-1], "train_accuracy_per_epoch": h.train_accuracy,
+        "val_loss": h.val_loss, "val_accuracy": h.val_accuracy,
+        "test_loss": test_loss, "test_accuracy": test_acc, "test_eval_seconds": time.perf_counter() - t,
+        "startup_seconds": s["startup_seconds"], "total_seconds": time.perf_counter() - START,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if s["metrics_json"]:
+        write_json(s["metrics_json"], metrics)
+    if s["plot"]:
+        from . import plots
+
+        plots.training_plots(s["plot"], h, state.model, K, test_images, test_labels, names)
+    return 0
+
+
+def write_json(path, obj):
+    """Write obj as JSON to path via a temporary file and a rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(_no_nan(obj), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _no_nan(obj):
+    """NaN is not JSON: write null instead."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,122 @@
+"""The training loop: shuffled mini-batches, backprop, optimiser steps, per-epoch metrics."""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DivergenceError
+from .model import Workspace, evaluate, loss_and_grads
+from .optim import learning_rate
+
+
+@dataclass
+class History:
+    """What each finished epoch measured; lists grow by one per epoch."""
+
+    epoch_seconds: list = field(default_factory=list)
+    eval_seconds: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    step_loss: list = field(default_factory=list)
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue exactly: model, optimiser, data-order generator, progress."""
+
+    model: object
+    optimizer: object
+    rng: np.random.Generator
+    epoch: int = 0
+    history: History = field(default_factory=History)
+    batch: int = 0  # batches of the current epoch already done (non-zero only after an interrupt)
+    epoch_rng: dict = None  # state.rng's state when the current epoch drew its order
+    partial_losses: list = field(default_factory=list)  # step losses of the current epoch so far
+
+
+def train_epoch(state, K, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None):
+    """One pass over (images, labels) in a fresh order drawn from state.rng; the last partial batch is kept.
+
+    lr_at(step) gives the learning rate of optimiser step `step` (0-based). Returns the mean loss
+    over the epoch's samples. Raises DivergenceError as soon as the loss or a parameter is non-finite.
+    stop() is asked after each step; when it returns True the epoch ends early and None is returned.
+    """
+    model, opt = state.model, state.optimizer
+    n = len(labels)
+    if state.batch == 0:
+        state.epoch_rng = state.rng.bit_generator.state
+        state.partial_losses = []
+        order = state.rng.permutation(n)
+    else:  # resuming mid-epoch: draw the same order again, skip what was done
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.epoch_rng
+        order = rng.permutation(n)
+    for start in range(state.batch * batch_size, n, batch_size):
+        index = order[start : start + batch_size]
+        X = ws.inputs[: len(index)]
+        K.gather_rows(images, index, model.input_scale, model.input_shift, X)
+        loss = loss_and_grads(model, K, X, labels[index], ws)
+        finite = opt.update(K, model.params, model.grads, lr_at(opt.step))
+        if not (finite and np.isfinite(loss)):
+            raise DivergenceError(
+                f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: "
+                f"{'loss' if not np.isfinite(loss) else 'a parameter'} is not finite "
+                "(learning rate too high? try a smaller --lr)"
+            )
+        state.batch += 1
+        state.partial_losses.append(loss)
+        if on_batch is not None:
+            on_batch(len(index), loss)
+        if stop is not None and stop():
+            return None
+    losses = np.array(state.partial_losses)
+    state.history.step_loss.extend(state.partial_losses)
+    state.batch, state.partial_losses = 0, []
+    sizes = np.full(len(losses), batch_size)
+    sizes[-1] = n - batch_size * (len(losses) - 1)
+    return float(np.dot(losses, sizes) / n)
+
+
+def fit(state, K, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
+        on_epoch=None, on_batch=None, stop=None):
+    """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
+
+    train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
+    checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
+    apart. Returns True when all epochs ran, False when stop() cut the run short.
+    """
+    images, labels = train
+    steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
+    total = steps_per_epoch * epochs
+
+    def lr_at(step):
+        return learning_rate(lr, schedule, step, total, warmup)
+
+    ws = Workspace(state.model.sizes, min(batch_size, len(labels)), state.model.dtype)
+    h = state.history
+    while state.epoch < epochs:
+        t0 = time.perf_counter()
+        loss = train_epoch(state, K, images, labels, batch_size, lr_at, ws, on_batch, stop)
+        t1 = time.perf_counter()
+        if loss is None:
+            return False
+        state.epoch += 1
+        h.epoch_seconds.append(t1 - t0)
+        h.train_loss.append(loss)
+        h.train_accuracy.append(evaluate(state.model, K, images, labels)[1])
+        val_loss, val_acc = evaluate(state.model, K, *val) if len(val[1]) else (float("nan"),) * 2
+        h.val_loss.append(val_loss)
+        h.val_accuracy.append(val_acc)
+        h.eval_seconds.append(time.perf_counter() - t1)
+        if on_epoch is not None:
+            on_epoch(state)
+    return True
+
+
+def split_validation(n, n_val, rng):
+    """Shuffle 0..n-1 with rng and hold out n_val of them: returns (train_index, val_index), sorted."""
+    order = rng.permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

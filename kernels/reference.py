@@ -1,0 +1,134 @@
+"""NumPy reference kernels: the specification that the JIT twins in `kernels.jit` must match.
+
+Each function reads like its maths. Where it is cheap, the reference is more precise than the
+fast path: softmax, cross-entropy and Adam work in float64 and round once at the end. Outputs keep
+the dtype of the inputs. Every function takes its output buffers as arguments (`out`, `dZ`, ...)
+so a fast twin with the same signature can write in place; the reference may allocate freely.
+
+Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classes, P parameters.
+Rows are samples (row-major, samples x features): a batch is a contiguous block of rows.
+"""
+
+import numpy as np
+
+
+def _store(value, out):
+    """Write value into out (rounding to out's dtype) and return out."""
+    out[...] = value
+    return out
+
+
+def gather_rows(images, index, scale, shift, out):
+    """out[i] = images[index[i]] * scale + shift: a shuffled batch of pixels as floats.
+
+    images (M, D) uint8, index (N,) integer, out (N, D) float. scale and shift turn pixels into
+    network inputs (1/255 and 0 for [0, 1]; or a standardisation).
+    """
+    rows = images[index].astype(np.float64)
+    return _store(rows * scale + shift, out)
+
+
+def linear_forward(X, W, b, out, relu):
+    """out = X·W + b, then max(out, 0) when relu. X (N, D), W (D, H), b (H,) -> out (N, H)."""
+    Z = X @ W + b
+    if relu:
+        Z = np.maximum(Z, 0)
+    return _store(Z, out)
+
+
+def relu_forward(Z, out):
+    """out = max(Z, 0). Z (N, H) -> out (N, H)."""
+    return _store(np.maximum(Z, 0), out)
+
+
+def relu_backward(dA, A, out):
+    """out = dA where the unit was active, else 0. A is the ReLU's output: A > 0 exactly where Z > 0."""
+    return _store(np.where(A > 0, dA, 0), out)
+
+
+def softmax(Z, out):
+    """out[n] = exp(Z[n] - max Z[n]) / sum exp(Z[n] - max Z[n]). Z (N, K) -> out (N, K).
+
+    Subtracting the row maximum keeps exp from overflowing; the result is unchanged.
+    """
+    Z = Z.astype(np.float64)
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return _store(E / E.sum(axis=1, keepdims=True), out)
+
+
+def cross_entropy(Z, y):
+    """Mean over rows of -log softmax(Z[n])[y[n]] = log sum exp(Z[n] - m) - (Z[n, y[n]] - m).
+
+    Z (N, K) logits, y (N,) class indices -> float. Computed from logits, never log(softmax):
+    log sum exp(Z - m) >= 0 because the maximum's term is exp(0) = 1, so no log(0) can occur.
+    Both terms are taken relative to the row maximum m, so K equal logits of 1e6 give exactly ln K.
+    """
+    Z = Z.astype(np.float64)
+    shifted = Z - Z.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=1))
+    picked = shifted[np.arange(len(y)), y]
+    return float(np.mean(log_sum - picked))
+
+
+def softmax_xent_backward(A, y, out):
+    """out = (A - Y) / N: the gradient of the mean cross-entropy w.r.t. the logits.
+
+    A (N, K) softmax output, y (N,) class indices (Y their one-hot rows) -> out (N, K).
+    """
+    Y = np.zeros(A.shape)
+    Y[np.arange(len(y)), y] = 1.0
+    return _store((A.astype(np.float64) - Y) / len(y), out)
+
+
+def softmax_cross_entropy(Z, y, dZ):
+    """Fused output layer: returns the mean cross-entropy of logits Z and writes dZ = (A - Y) / N."""
+    A = softmax(Z, np.empty(Z.shape))
+    softmax_xent_backward(A, y, dZ)
+    return cross_entropy(Z, y)
+
+
+def linear_backward(dZ, X, W, dW, db, dX, relu):
+    """Gradients of a linear layer out = X·W + b, given dZ = dLoss/dout.
+
+    dW = Xᵀ·dZ (D, H), db = sum over rows of dZ (H,), and unless dX is None (the input layer: no
+    one needs dLoss/dX) dX = dZ·Wᵀ (N, D), masked by X > 0 when relu (X is a ReLU's output).
+    dZ (N, H), X (N, D), W (D, H).
+    """
+    _store(X.T @ dZ, dW)
+    _store(dZ.sum(axis=0), db)
+    if dX is not None:
+        G = dZ @ W.T
+        if relu:
+            G = np.where(X > 0, G, 0)
+        _store(G, dX)
+
+
+def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
+    """One Adam step (Kingma & Ba, 2015) on flat buffers p, g, m, v of shape (P,), in place.
+
+    m = beta1·m + (1 - beta1)·g          first moment, decays with beta1
+    v = beta2·v + (1 - beta2)·g²         second moment, decays with beta2
+    p = p - lr · m̂ / (sqrt(v̂) + eps),   m̂ = m / (1 - beta1^step), v̂ = v / (1 - beta2^step)
+    step counts from 1. Returns True when every updated parameter is finite (a divergence check
+    that costs nothing extra in the fused twin).
+    """
+    g64 = g.astype(np.float64)
+    m64 = beta1 * m.astype(np.float64) + (1 - beta1) * g64
+    v64 = beta2 * v.astype(np.float64) + (1 - beta2) * g64**2
+    m_hat = m64 / (1 - beta1**step)
+    v_hat = v64 / (1 - beta2**step)
+    _store(p - lr * m_hat / (np.sqrt(v_hat) + eps), p)
+    _store(m64, m)
+    _store(v64, v)
+    return all_finite(p)
+
+
+def sgd_update(p, g, lr):
+    """Plain gradient descent on flat buffers, in place: p = p - lr·g. True when p stays finite."""
+    _store(p - lr * g.astype(np.float64), p)
+    return all_finite(p)
+
+
+def all_finite(x):
+    """True when no element of x is NaN or infinite."""
+    return bool(np.isfinite(x).all())
