@@ -1,0 +1,44 @@
+# make train: set up, get the data, train, report.  make test: set up, run the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DATA   := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data train test test-nojit bench compare gradcheck clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,plot]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The data set: Debian's package where apt is usable as root; otherwise fastnet downloads it
+# from the official mirror into ~/.cache/fastnet on first use.
+data:
+	@if [ -f $(DATA)/train-images-idx3-ubyte.gz ]; then echo "data: $(DATA)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "data: not installed system-wide; fastnet will download it on first use"; fi
+
+train: setup data
+	$(PY) -m fastnet.train --save model.npz --plot plots
+
+test: setup data
+	$(PY) -m pytest
+
+test-nojit: setup data
+	NUMBA_DISABLE_JIT=1 $(PY) -m pytest tests/test_kernels.py
+
+bench: setup data
+	$(PY) -m pytest bench --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,min,rounds
+
+compare: setup data
+	$(PY) -m bench.compare
+
+gradcheck: setup data
+	$(PY) -m fastnet.gradcheck
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks *.egg-info
