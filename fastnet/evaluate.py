@@ -1,0 +1,143 @@
+"""python -m fastnet.evaluate: test accuracy, loss and per-class accuracy of a saved model, with optional plots."""
+
+import json
+import os
+
+import numpy as np
+
+from . import checkpoint, data, plots
+from .backend import DEFAULT_BACKEND, get_backend
+from .cli import ArgumentParser, run
+from .errors import InputError
+from .model import predict_logits
+
+GRID_SIZE = 25
+GRID_WRONG = 8
+
+
+def build_parser():
+    """The command line of fastnet.evaluate."""
+    p = ArgumentParser(prog="python -m fastnet.evaluate", description=__doc__)
+    p.add_argument("model", metavar="MODEL", help="model file written by python -m fastnet.train --save")
+    p.add_argument("--dataset", choices=tuple(data.DATASETS),
+                   help="data set to test on (default: the one the model was trained on)")
+    p.add_argument("--data-dir", help="directory holding the four IDX files")
+    p.add_argument("--backend", choices=("numba", "numpy"), default=DEFAULT_BACKEND)
+    p.add_argument("--plot", metavar="DIR", help="write test_predictions.png and confusion_matrix.png into DIR")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    return p
+
+
+def probabilities(K, logits):
+    """Softmax class probabilities (N, classes) of logits (N, classes), via the backend's K.softmax."""
+    return K.softmax(logits, np.empty_like(logits))
+
+
+def data_dir(args, settings):
+    """--data-dir, else the directory the model was trained from while it still exists, else None (search)."""
+    saved = settings.get("data_dir")
+    if args.data_dir is None and isinstance(saved, str) and os.path.isdir(saved):
+        return saved
+    return args.data_dir
+
+
+def check_compatible(model, images, labels, where):
+    """InputError unless the images have model.sizes[0] pixels and every label names one of its classes."""
+    if images.shape[1] != model.sizes[0]:
+        raise InputError(f"{where} has images of {images.shape[1]} pixels but the model takes {model.sizes[0]} inputs")
+    if len(labels) and int(labels.max()) >= model.num_classes:
+        raise InputError(f"{where} has label {int(labels.max())} but the model knows only "
+                         f"{model.num_classes} classes (0..{model.num_classes - 1})")
+
+
+def per_class(labels, predictions, names):
+    """One dict per class: its name, test images, correct predictions and accuracy (None with no images)."""
+    rows = []
+    for c, name in enumerate(names):
+        mask = labels == c
+        count, correct = int(mask.sum()), int((predictions[mask] == c).sum())
+        rows.append({"class": name, "count": count, "correct": correct,
+                     "accuracy": correct / count if count else None})
+    return rows
+
+
+def table(rows):
+    """The per-class results as aligned text lines, the class names left-aligned in their own column."""
+    width = max(len("class"), *(len(r["class"]) for r in rows))
+    lines = [f"{'class':<{width}}  accuracy  correct / images"]
+    for r in rows:
+        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
+        lines.append(f"{r['class']:<{width}}  {acc:>8}  {r['correct']:>7} / {r['count']}")
+    return lines
+
+
+def grid_sample(labels, predictions, rng, size=GRID_SIZE, wrong=GRID_WRONG):
+    """Indices of up to `size` test images, about `wrong` of them misclassified, in test-set order.
+
+    A purely random sample of a good model shows one or two mistakes; a few are picked on purpose
+    so the picture shows what the model gets wrong as well as right.
+    """
+    bad = np.flatnonzero(predictions != labels)
+    good = np.flatnonzero(predictions == labels)
+    n_bad = min(wrong, len(bad), size)
+    n_good = min(size - n_bad, len(good))
+    n_bad = min(size - n_good, len(bad))
+    chosen = np.concatenate([rng.choice(bad, n_bad, replace=False), rng.choice(good, n_good, replace=False)])
+    return np.sort(chosen).astype(np.int64)
+
+
+def write_plots(folder, images, labels, probs, names, matrix):
+    """test_predictions.png (a sample with predictions, mistakes included) and confusion_matrix.png in folder."""
+    plots.make_dir(folder)
+    predictions = probs.argmax(axis=1)
+    idx = grid_sample(labels, predictions, np.random.default_rng(0))
+    n_wrong = int((predictions[idx] != labels[idx]).sum())
+    mistakes = (f"the {n_wrong} in red are mistakes, included on purpose" if n_wrong
+                else "the model got all of them right")
+    title = f"{len(idx)} test images: the model's prediction (confidence) and the true class\n{mistakes}"
+    grid = plots.image_grid(os.path.join(folder, "test_predictions.png"), images[idx], labels[idx], names,
+                            predictions[idx], probs[idx, predictions[idx]], title)
+    confusion = plots.plot_confusion_matrix(os.path.join(folder, "confusion_matrix.png"), matrix, names,
+                                            plots.accuracy_title(matrix))
+    return [grid, confusion]
+
+
+def main(argv=None):
+    """Evaluate MODEL on its data set's test split; print the report (or JSON) and write any plots."""
+    args = build_parser().parse_args(argv)
+    K = get_backend(args.backend)
+    if args.plot:
+        plots.require_matplotlib()
+    model, settings, names, _ = checkpoint.load(args.model)
+    settings = settings if isinstance(settings, dict) else {}
+    dataset = args.dataset or settings.get("dataset", "fashion-mnist")
+    if not isinstance(dataset, str) or dataset not in data.DATASETS:
+        raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
+    images, labels = data.load_split(dataset, "test", data_dir(args, settings))
+    check_compatible(model, images, labels, f"the {dataset} test set")
+    logits = predict_logits(model, K, images)
+    probs = probabilities(K, logits)
+    predictions = probs.argmax(axis=1)
+    loss = K.cross_entropy(logits, labels)
+    accuracy = float(np.mean(predictions == labels))
+    rows = per_class(labels, predictions, names)
+    plotted = []
+    if args.plot:
+        matrix = plots.confusion_matrix(labels, predictions, model.num_classes)
+        plotted = write_plots(args.plot, images, labels, probs, names, matrix)
+    if args.json:
+        print(json.dumps({"model": args.model, "dataset": dataset, "test_images": len(labels),
+                          "test_accuracy": accuracy, "test_loss": loss, "per_class": rows, "plots": plotted},
+                         indent=2))
+        return 0
+    print(f"{args.model}: layers {','.join(map(str, model.sizes))}, {dataset} test set of {len(labels)} images")
+    print(f"test accuracy {accuracy:.4f} ({int(np.sum(predictions == labels))} / {len(labels)})  test loss {loss:.4f}")
+    print()
+    print("\n".join(table(rows)))
+    for path in plotted:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

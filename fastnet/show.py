@@ -1,0 +1,55 @@
+"""python -m fastnet.show: save a grid of randomly chosen images of a data set, each with its class name."""
+
+import os
+
+import numpy as np
+
+from . import data, plots
+from .cli import ArgumentParser, positive_int, run
+from .errors import InputError
+
+MAX_COUNT = 100
+TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
+
+
+def build_parser():
+    """The command line of fastnet.show."""
+    p = ArgumentParser(prog="python -m fastnet.show", description=__doc__)
+    p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
+    p.add_argument("--data-dir", help="directory holding the four IDX files")
+    p.add_argument("--split", choices=("train", "test"), default="train",
+                   help="which split to draw from (default train)")
+    p.add_argument("--count", type=positive_int, default=25, help=f"images to show, at most {MAX_COUNT} (default 25)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random choice of images (default 0)")
+    p.add_argument("--out", default="fashion_samples.png", metavar="PATH",
+                   help="PNG file to write (default fashion_samples.png)")
+    return p
+
+
+def check_out(path):
+    """InputError unless path's folder exists, so a typo fails before the data is read."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"--out: directory {folder} does not exist")
+
+
+def main(argv=None):
+    """Draw --count random images of the chosen split into --out and print the path written."""
+    args = build_parser().parse_args(argv)
+    if args.count > MAX_COUNT:
+        raise InputError(f"--count is at most {MAX_COUNT} (a bigger grid is unreadable), got {args.count}")
+    check_out(args.out)
+    plots.require_matplotlib()
+    images, labels = data.load_split(args.dataset, args.split, args.data_dir)
+    names = data.class_names(args.dataset, data.num_classes(args.dataset, labels))
+    count = min(args.count, len(labels))
+    chosen = np.sort(np.random.default_rng(args.seed).choice(len(labels), count, replace=False))
+    split = "training" if args.split == "train" else "test"
+    title = (f"{TITLES.get(args.dataset, args.dataset)}: {count} random {split} images "
+             f"with their classes (seed {args.seed})")
+    print(plots.image_grid(args.out, images[chosen], labels[chosen], names, title=title))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
