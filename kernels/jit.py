@@ -106,7 +106,7 @@ def softmax(Z, out):
     return out
 
 
-@_jit_fast
+@_jit  # not fastmath: reassociation would regroup log(s) - (z_y - m) and cancel large m
 def _cross_entropy(Z, y):
     total = 0.0
     for i in range(Z.shape[0]):
@@ -171,7 +171,7 @@ def _column_sums(out, dZ):
 def _mask_inactive(G, X):
     for i in range(G.shape[0]):
         for j in range(G.shape[1]):
-            if X[i, j] <= 0:
+            if not X[i, j] > 0:  # as the reference: a NaN activation passes no gradient
                 G[i, j] = 0
 
 

@@ -1,0 +1,177 @@
+"""Backprop against central differences, in float64, through both backends.
+
+For a parameter θ_i the numerical derivative is (J(θ + ε e_i) - J(θ - ε e_i)) / 2ε, with J the mean
+cross-entropy computed by the reference kernels (kernels.reference.cross_entropy of
+fastnet.model.forward's logits). The backprop gradient comes from fastnet.model.loss_and_grads
+through the backend under test. The check is ||num - bp|| / (||num|| + ||bp||) < 1e-7.
+
+Why 1e-7 holds with ε = 1e-6: the truncation error of central differences is ε²/6·|J'''| ~ 1e-13,
+and rounding in J (~u·|J| = 1e-16·2.3) divided by 2ε gives ~1e-10 per coordinate, against
+gradient coordinates of 1e-3..1e-1: relative differences ~1e-9 for a correct backward pass, while a
+wrong one (a missing mask, a transposed product, a missing 1/N) gives O(1).
+
+ReLU kinks: a finite difference across a kink (a pre-activation crossing 0) measures neither
+one-sided derivative. A perturbation of ε = 1e-6 moves any pre-activation by at most ~1e-6·|x|, so
+the tests keep only samples whose every hidden pre-activation is at least 1e-4 from zero (drawn from
+a larger pool; the assertion below says how many were kept). No coordinate is skipped.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+
+from fastnet.model import MLP, Workspace, forward, loss_and_grads
+from kernels import jit, reference
+from tolerances import blas_threads
+
+BACKENDS = pytest.mark.parametrize("K", [reference, jit], ids=["reference", "jit"])
+EPS = 1e-6
+KINK_MARGIN = 1e-4
+THRESHOLD = 1e-7
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Hundreds of small products: one BLAS thread is far faster than several fighting for 2 cores."""
+    with blas_threads(1):
+        yield
+
+
+def rng_for(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def model_with_biases(sizes, rng):
+    """He weights and small random biases (so b's gradient check is not at b = 0), float64."""
+    model = MLP.he_init(sizes, rng, np.float64)
+    for b in model.b:
+        b[...] = rng.standard_normal(b.shape) * 0.1
+    return model
+
+
+def min_distance_to_kink(model, X):
+    """Per sample, the smallest |pre-activation| over all hidden units (the output layer has none)."""
+    A, closest = X, np.full(len(X), np.inf)
+    for W, b in zip(model.W[:-1], model.b[:-1]):
+        Z = reference.linear_forward(A, W, b, np.empty((len(X), W.shape[1])), False)
+        closest = np.minimum(closest, np.abs(Z).min(axis=1))
+        A = np.maximum(Z, 0)
+    return closest
+
+
+def kink_free(model, pool, count):
+    """The first `count` rows of pool whose hidden pre-activations all stay KINK_MARGIN from 0."""
+    keep = np.flatnonzero(min_distance_to_kink(model, pool) > KINK_MARGIN)
+    assert len(keep) >= count, f"only {len(keep)} of {len(pool)} samples are clear of ReLU kinks"
+    return pool[keep[:count]]
+
+
+def reference_loss(model, X, y):
+    acts = [np.empty((len(y), d)) for d in model.sizes[1:]]
+    return reference.cross_entropy(forward(model, reference, X, acts), y)
+
+
+def central_differences(model, X, y, indices):
+    numeric = np.empty(len(indices))
+    for k, i in enumerate(indices):
+        saved = model.params[i]
+        model.params[i] = saved + EPS
+        plus = reference_loss(model, X, y)
+        model.params[i] = saved - EPS
+        minus = reference_loss(model, X, y)
+        model.params[i] = saved
+        numeric[k] = (plus - minus) / (2 * EPS)
+    return numeric
+
+
+def backprop(model, K, X, y):
+    model.grads[...] = np.nan  # every gradient must be written
+    loss_and_grads(model, K, X, y, Workspace(model.sizes, len(y), np.float64))
+    return model.grads.copy()
+
+
+def relative_difference(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300))
+
+
+def tensor_slices(model):
+    """(name, flat slice) of every W and b in the flat parameter buffer, in order."""
+    out, at = [], 0
+    for l, (W, b) in enumerate(zip(model.W, model.b)):
+        out.append((f"W{l + 1}", slice(at, at + W.size)))
+        at += W.size
+        out.append((f"b{l + 1}", slice(at, at + b.size)))
+        at += b.size
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(6, 5, 4, 3) with 10 kink-free samples, and central differences for all 74 parameters."""
+    with blas_threads(1):
+        rng = rng_for("tiny")
+        model = model_with_biases((6, 5, 4, 3), rng)
+        X = kink_free(model, rng.standard_normal((60, 6)), 10)
+        y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])  # first and last class
+        indices = np.arange(model.params.size)
+        return model, X, y, indices, central_differences(model, X, y, indices)
+
+
+@pytest.fixture(scope="module")
+def default_network():
+    """784-128-10 with 10 kink-free samples, and central differences for 25 random entries of each
+    W and b (all 10 of b2): every layer is covered."""
+    with blas_threads(1):
+        rng = rng_for("784-128-10")
+        model = model_with_biases((784, 128, 10), rng)
+        images = rng.integers(0, 256, (40, 784), dtype=np.uint8)
+        pool = reference.gather_rows(images, np.arange(40), model.input_scale, model.input_shift,
+                                     np.empty((40, 784)))
+        X = kink_free(model, pool, 10)
+        y = rng.integers(0, 10, 10)
+        y[0], y[-1] = 0, 9
+        indices = np.concatenate([s.start + rng.choice(s.stop - s.start, min(25, s.stop - s.start), replace=False)
+                                  for _, s in tensor_slices(model)])
+        return model, X, y, indices, central_differences(model, X, y, indices)
+
+
+def check(case, K):
+    model, X, y, indices, num = case
+    bp = backprop(model, K, X, y)
+    assert np.isfinite(bp).all()
+    assert relative_difference(num, bp[indices]) < THRESHOLD
+    for name, s in tensor_slices(model):  # each W and b alone too, so none hides behind a bigger one
+        mine = (indices >= s.start) & (indices < s.stop)
+        assert mine.any() and np.abs(num[mine]).max() > 0, f"{name}: not checked, or all zero"
+        assert relative_difference(num[mine], bp[indices[mine]]) < THRESHOLD, name
+
+
+@BACKENDS
+def test_every_parameter_of_a_tiny_network(tiny, K):
+    check(tiny, K)
+
+
+@BACKENDS
+def test_a_subset_of_every_layer_of_784_128_10(default_network, K):
+    check(default_network, K)
+
+
+def test_backprop_against_torch_autograd_where_installed():
+    """A second oracle, PyTorch autograd in float64; skipped cleanly where torch is not installed."""
+    torch = pytest.importorskip("torch")
+    rng = rng_for("torch")
+    model = model_with_biases((6, 5, 4, 3), rng)
+    X = rng.standard_normal((10, 6))
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+    bp = backprop(model, reference, X, y)
+    Ws = [torch.tensor(W, requires_grad=True) for W in model.W]
+    bs = [torch.tensor(b, requires_grad=True) for b in model.b]
+    A = torch.tensor(X)
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        A = A @ W + b
+        if l < len(Ws) - 1:
+            A = torch.relu(A)
+    torch.nn.functional.cross_entropy(A, torch.tensor(y)).backward()
+    auto = np.concatenate([t.grad.numpy().ravel() for pair in zip(Ws, bs) for t in pair])
+    assert relative_difference(auto, bp) < 1e-12

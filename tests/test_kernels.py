@@ -1,0 +1,578 @@
+"""kernels.jit against kernels.reference: every kernel in KERNEL_NAMES, both dtypes.
+
+Each test runs a kernel through a backend (the JIT twin, and the reference itself in the same
+dtype) and judges it with tolerances.assert_close against the oracle: the reference kernel run in
+float64 on the same inputs upcast to float64. Inputs are seeded from the test's parameters (so both
+backends and both dtypes see the same data), shapes are awkward (batches of 1, 7, 128 and the last
+partial batch of an epoch, 60000 % 128 = 96 rows, as a view of the first rows of a 128-row
+buffer, which is how the model's Workspace hands them over), and logits are hostile.
+
+Also run once as plain Python: `NUMBA_DISABLE_JIT=1 python -m pytest tests/test_kernels.py`
+(shapes used for the 20-run determinism check shrink then; every other test is unchanged).
+"""
+
+import inspect
+import math
+import zlib
+
+import numba
+import numpy as np
+import pytest
+
+import kernels
+from fastnet.model import MLP, Workspace, loss_and_grads
+from fastnet.optim import Adam
+from kernels import jit, reference
+from tolerances import assert_close, blas_threads, tolerance
+
+NO_JIT = bool(numba.config.DISABLE_JIT)
+
+DTYPES = [np.float32, np.float64]
+BACKENDS = pytest.mark.parametrize("K", [reference, jit], ids=["reference", "jit"])
+# (rows used, rows in the buffer): the last case is the last partial batch, a view of a bigger buffer
+BATCHES = pytest.mark.parametrize("n, rows", [(1, 1), (7, 7), (128, 128), (96, 128)],
+                                  ids=["N1", "N7", "N128", "N96of128"])
+# Row-wise kernels (softmax and the loss) treat rows independently: the partial batch stands for 128
+ROW_BATCHES = pytest.mark.parametrize("n, rows", [(1, 1), (7, 7), (96, 128)], ids=["N1", "N7", "N96of128"])
+# (D, H) of a layer: D covers 1, 13, 784; H covers 1, 7, 128; the last two are 784-128-10's layers
+LAYERS = pytest.mark.parametrize("D, H", [(1, 7), (13, 1), (784, 128), (128, 10)])
+CLASSES = pytest.mark.parametrize("C", [2, 10])
+LOGITS = ["normal", "outliers_x20", "pm1e4", "all_equal", "one_huge", "equal_1e6"]
+
+def rng_for(*key):
+    """A generator seeded by the test's own parameters: the same data for every backend and dtype."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def take(full, n):
+    """The first n rows of a buffer: a contiguous view, as Workspace.first() returns them."""
+    return full[:n]
+
+
+def nan_rows(rows, cols, dtype, n):
+    """An output: the first n rows of a NaN-filled (rows, cols) buffer (NaN shows unwritten cells)."""
+    return np.full((rows, cols), np.nan, dtype)[:n]
+
+
+def assert_rest_untouched(out, n):
+    """Rows past the view (the rest of the buffer) must still hold the NaN they were filled with."""
+    if out.base is not None and out.base.shape[0] > n:
+        assert np.isnan(out.base[n:]).all(), "kernel wrote outside the rows it was given"
+
+
+def up(a):
+    """The float64 copy the oracle works on (exact for float32 values)."""
+    return np.asarray(a, dtype=np.float64)
+
+
+def labels_for(rng, rows, n, C):
+    """Labels with the first class at row 0 and the last at row n-1 (a single row gets the last
+    class for K = 10 and the first for K = 2, so both ends appear). uint8, like the data set's."""
+    y = rng.integers(0, C, rows)
+    y[0] = 0
+    y[n - 1] = C - 1 if (n > 1 or C == 10) else 0
+    return y.astype(np.uint8)
+
+
+def make_logits(case, rng, rows, C, y):
+    """Logits (rows, C) in float64 for one of the LOGITS cases."""
+    if case == "normal":
+        return rng.standard_normal((rows, C)) * 3
+    if case == "outliers_x20":  # a few logits scaled x20 so softmax is far from uniform
+        Z = rng.standard_normal((rows, C))
+        for i in range(rows):
+            Z[i, rng.choice(C, max(1, C // 5), replace=False)] *= 20
+        return Z
+    if case == "pm1e4":
+        return rng.choice([-1e4, 1e4], (rows, C))
+    if case == "all_equal":
+        return np.repeat(rng.choice([0.0, 1.5, -7.0, 1e4, -1e4], rows)[:, None], C, axis=1)
+    if case == "one_huge":  # 1e4 among zeros: on the label for even rows, next to it for odd rows
+        Z = np.zeros((rows, C))
+        Z[np.arange(rows), (y.astype(np.int64) + np.arange(rows) % 2) % C] = 1e4
+        return Z
+    if case == "equal_1e6":
+        return np.full((rows, C), 1e6)
+    raise ValueError(case)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Single-threaded BLAS for speed; the determinism test below runs on every core again."""
+    with blas_threads(1):
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairing
+
+
+def test_both_modules_export_every_kernel_with_the_same_signature():
+    problems = []
+    for name in kernels.KERNEL_NAMES:
+        ref, fast = getattr(reference, name, None), getattr(jit, name, None)
+        if not callable(ref) or not callable(fast):
+            problems.append(f"{name}: reference {'ok' if callable(ref) else 'MISSING'}, "
+                            f"jit {'ok' if callable(fast) else 'MISSING'}")
+        elif inspect.signature(ref) != inspect.signature(fast):
+            problems.append(f"{name}: reference{inspect.signature(ref)} != jit{inspect.signature(fast)}")
+    assert not problems, "kernel twins disagree:\n" + "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and layers
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@BATCHES
+@pytest.mark.parametrize("D", [1, 13, 784])
+@pytest.mark.parametrize("scale, shift", [(1 / 255, 0.0), (1 / (255 * 0.353), -0.286 / 0.353)],
+                         ids=["unit", "standardised"])
+def test_gather_rows(K, dtype, n, rows, D, scale, shift):
+    rng = rng_for("gather", n, D)
+    M = 50
+    images = rng.integers(0, 256, (M, D), dtype=np.uint8)
+    images[0, 0], images[-1, -1] = 0, 255
+    index = rng.integers(0, M, n)
+    index[-1] = M - 1  # the last row
+    if n > 2:
+        index[1] = index[0]  # a repeat
+    out = nan_rows(rows, D, dtype, n)
+    got = K.gather_rows(images, index, scale, shift, out)
+    assert got is out
+    ref = reference.gather_rows(images, index, scale, shift, np.empty((n, D)))
+    assert_close(got, ref, "gather_rows", dtype)
+    assert_rest_untouched(out, n)
+
+
+def layer_inputs(n, rows, D, H, dtype):
+    """X (a ReLU output or pixels in [0, 1]: ~30% exact zeros, a few -0.0), He weights, small bias."""
+    rng = rng_for("layer", n, D, H)
+    X = rng.random((rows, D))
+    X[rng.random((rows, D)) < 0.3] = 0.0
+    X[rng.random((rows, D)) < 0.05] = -0.0
+    W = rng.standard_normal((D, H)) * np.sqrt(2.0 / D)
+    b = rng.standard_normal(H) * 0.1
+    return take(X.astype(dtype), n), W.astype(dtype), b.astype(dtype)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@BATCHES
+@LAYERS
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_linear_forward(K, dtype, n, rows, D, H, relu):
+    X, W, b = layer_inputs(n, rows, D, H, dtype)
+    out = nan_rows(rows, H, dtype, n)
+    got = K.linear_forward(X, W, b, out, relu)
+    assert got is out
+    ref = reference.linear_forward(up(X), up(W), up(b), np.empty((n, H)), relu)
+    assert_close(got, ref, "linear_forward", dtype)
+    if relu:
+        assert (got >= 0).all()
+    assert_rest_untouched(out, n)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@BATCHES
+@LAYERS
+@pytest.mark.parametrize("with_dX, relu", [(False, False), (False, True), (True, False), (True, True)],
+                         ids=["noDX-linear", "noDX-relu", "dX-linear", "dX-relu"])  # noDX: the input layer
+def test_linear_backward(K, dtype, n, rows, D, H, with_dX, relu):
+    X, W, _ = layer_inputs(n, rows, D, H, dtype)
+    rng = rng_for("dZ", n, D, H)
+    dZ = take((rng.standard_normal((rows, H)) / n).astype(dtype), n)  # mean-loss gradients: O(1/N)
+    grads = np.full(D * H + H, np.nan, dtype)  # dW and db as views of one flat buffer, as in MLP
+    dW, db = grads[: D * H].reshape(D, H), grads[D * H :]
+    dX = nan_rows(rows, D, dtype, n) if with_dX else None
+    assert K.linear_backward(dZ, X, W, dW, db, dX, relu) is None
+    rdW, rdb, rdX = np.empty((D, H)), np.empty(H), (np.empty((n, D)) if with_dX else None)
+    reference.linear_backward(up(dZ), up(X), up(W), rdW, rdb, rdX, relu)
+    assert_close(dW, rdW, "linear_backward", dtype)
+    assert_close(db, rdb, "linear_backward", dtype)
+    if with_dX:
+        assert_close(dX, rdX, "linear_backward", dtype)
+        if relu:
+            assert (dX[X <= 0] == 0).all(), "the ReLU mask must zero dX exactly where X <= 0"
+        assert_rest_untouched(dX, n)
+
+
+def relu_input(n, rows, H, dtype):
+    """Z with exact zeros, negative zeros, tiny values of both signs and ordinary ones."""
+    rng = rng_for("relu", n, H)
+    Z = rng.standard_normal((rows, H))
+    pick = rng.random((rows, H))
+    Z[pick < 0.2] = 0.0
+    Z[(pick >= 0.2) & (pick < 0.4)] = -0.0
+    Z[(pick >= 0.4) & (pick < 0.45)] *= 1e-30
+    return take(Z.astype(dtype), n)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@BATCHES
+@pytest.mark.parametrize("H", [1, 7, 128])
+def test_relu_forward_is_exact(K, dtype, n, rows, H):
+    Z = relu_input(n, rows, H, dtype)
+    out = nan_rows(rows, H, dtype, n)
+    got = K.relu_forward(Z, out)
+    assert got is out
+    # exact: compared with ==, under which -0.0 == 0.0 (the JIT returns -0.0 for an input of -0.0,
+    # NumPy +0.0; both are zero to every later comparison, A > 0 or X <= 0)
+    assert_close(got, reference.relu_forward(up(Z), np.empty((n, H))), "relu_forward", dtype)
+    assert np.array_equal(got, np.where(Z > 0, Z, 0))
+    assert not (got < 0).any()
+    assert_rest_untouched(out, n)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@BATCHES
+@pytest.mark.parametrize("H", [1, 7, 128])
+def test_relu_backward_mask_is_exact(K, dtype, n, rows, H):
+    A = np.maximum(relu_input(n, rows, H, dtype), 0)
+    A[np.signbit(relu_input(n, rows, H, dtype)) & (A == 0)] = -0.0  # keep some -0.0 in A too
+    dA = take(rng_for("dA", n, H).standard_normal((rows, H)).astype(dtype), n)
+    out = nan_rows(rows, H, dtype, n)
+    got = K.relu_backward(dA, A, out)
+    assert got is out
+    assert_close(got, reference.relu_backward(up(dA), up(A), np.empty((n, H))), "relu_backward", dtype)
+    active = A > 0
+    assert np.array_equal(got[active].view(np.uint8), dA[active].view(np.uint8)), "active: dA bit for bit"
+    assert (got[~active] == 0).all()
+    assert_rest_untouched(out, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output layer: softmax and cross-entropy on hostile logits
+
+
+def output_case(case, n, rows, C, dtype):
+    rng = rng_for("logits", case, n, C)
+    y = labels_for(rng, rows, n, C)
+    Z = make_logits(case, rng, rows, C, y)
+    return take(Z.astype(dtype), n), y[:n]
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@ROW_BATCHES
+@CLASSES
+@pytest.mark.parametrize("case", LOGITS)
+def test_softmax(K, dtype, n, rows, C, case):
+    Z, _ = output_case(case, n, rows, C, dtype)
+    out = nan_rows(rows, C, dtype, n)
+    got = K.softmax(Z, out)
+    assert got is out
+    assert_close(got, reference.softmax(up(Z), np.empty((n, C))), "softmax", dtype)
+    assert not np.isnan(got).any() and (got >= 0).all()
+    row_sums = got.astype(np.float64).sum(axis=1)
+    assert np.abs(row_sums - 1).max() <= 2 * C * np.finfo(dtype).eps, "rows must sum to 1"
+    assert_rest_untouched(out, n)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@ROW_BATCHES
+@CLASSES
+@pytest.mark.parametrize("case", LOGITS)
+def test_cross_entropy(K, dtype, n, rows, C, case):
+    Z, y = output_case(case, n, rows, C, dtype)
+    got = K.cross_entropy(Z, y)
+    ref = reference.cross_entropy(up(Z), y)
+    assert math.isfinite(got)
+    assert_close(got, ref, "cross_entropy", dtype)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [2, 3, 7, 10])
+def test_cross_entropy_of_equal_huge_logits_is_log_k(K, dtype, C):
+    """K equal logits of 1e6: every class has probability 1/K, the loss is ln K to a few ulp of
+    the dtype (both backends accumulate in float64, but as plain Python the float32 JIT code rounds
+    each row's loss to float32: NumPy 2 keeps float - float32 in float32)."""
+    Z = np.full((5, C), 1e6, dtype)
+    y = np.arange(5) % C
+    for loss in (K.cross_entropy(Z, y), K.softmax_cross_entropy(Z, y, np.empty_like(Z))):
+        assert abs(loss - math.log(C)) <= 4 * np.finfo(dtype).eps * math.log(C), loss - math.log(C)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@ROW_BATCHES
+@CLASSES
+@pytest.mark.parametrize("case", LOGITS)
+def test_softmax_xent_backward(K, dtype, n, rows, C, case):
+    Z, y = output_case(case, n, rows, C, dtype)
+    A = reference.softmax(Z, np.empty_like(Z))  # a softmax output in the dtype, as the model has it
+    out = nan_rows(rows, C, dtype, n)
+    got = K.softmax_xent_backward(A, y, out)
+    assert got is out
+    assert_close(got, reference.softmax_xent_backward(up(A), y, np.empty((n, C))), "softmax_xent_backward", dtype)
+    assert_rest_untouched(out, n)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@ROW_BATCHES
+@CLASSES
+@pytest.mark.parametrize("case", LOGITS)
+def test_softmax_cross_entropy(K, dtype, n, rows, C, case):
+    Z, y = output_case(case, n, rows, C, dtype)
+    dZ = nan_rows(rows, C, dtype, n)
+    loss = K.softmax_cross_entropy(Z, y, dZ)
+    ref_dZ = np.empty((n, C))
+    ref_loss = reference.softmax_cross_entropy(up(Z), y, ref_dZ)
+    assert_close(loss, ref_loss, "softmax_cross_entropy", dtype)
+    assert_close(dZ, ref_dZ, "softmax_cross_entropy", dtype)
+    # each row of dZ is (A - Y)/N: it sums to 0
+    assert np.abs(dZ.astype(np.float64).sum(axis=1)).max() <= 4 * C * np.finfo(dtype).eps / n
+    assert_rest_untouched(dZ, n)
+
+
+@BACKENDS
+@pytest.mark.parametrize("label_dtype", [np.int64, np.intp, np.int32, np.uint8])
+def test_output_layer_accepts_every_label_integer_type(K, label_dtype):
+    Z, y = output_case("outliers_x20", 7, 7, 10, np.float32)
+    y = y.astype(label_dtype)
+    ref_dZ = np.empty((7, 10))
+    ref = reference.softmax_cross_entropy(up(Z), y, ref_dZ)
+    dZ = np.empty_like(Z)
+    assert_close(K.softmax_cross_entropy(Z, y, dZ), ref, "softmax_cross_entropy", np.float32)
+    assert_close(dZ, ref_dZ, "softmax_cross_entropy", np.float32)
+    assert_close(K.cross_entropy(Z, y), ref, "cross_entropy", np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisers and the divergence check
+
+SIZES = pytest.mark.parametrize("P", [1, 7, 1001])
+
+
+def flat_gradients(rng, P, dtype):
+    """O(1) gradients with exact zeros and a few tiny and large entries."""
+    g = rng.standard_normal(P)
+    pick = rng.random(P)
+    g[pick < 0.1] = 0.0
+    g[(pick >= 0.1) & (pick < 0.15)] *= 1e-9
+    g[(pick >= 0.15) & (pick < 0.2)] *= 1e3
+    return g.astype(dtype)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@SIZES
+@pytest.mark.parametrize("lr, beta1, beta2, eps", [(1e-3, 0.9, 0.999, 1e-8), (3e-2, 0.8, 0.99, 1e-6)],
+                         ids=["default", "other"])
+def test_adam_update_steps_1_to_5(K, dtype, P, lr, beta1, beta2, eps):
+    rng = rng_for("adam", P, lr)
+    p = rng.standard_normal(P).astype(dtype)
+    m, v = np.zeros(P, dtype), np.zeros(P, dtype)
+    rp, rm, rv = up(p), np.zeros(P), np.zeros(P)
+    for step in range(1, 6):
+        g = flat_gradients(rng, P, dtype)
+        ok = K.adam_update(p, g, m, v, step, lr, beta1, beta2, eps)
+        assert reference.adam_update(rp, up(g), rm, rv, step, lr, beta1, beta2, eps) is True
+        assert ok is True, f"step {step}: finite parameters reported as diverged"
+        for name, got, ref in (("p", p, rp), ("m", m, rm), ("v", v, rv)):
+            assert got.dtype == dtype, f"step {step}: {name} became {got.dtype}"
+            assert_close(got, ref, "adam_update", dtype)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@SIZES
+def test_sgd_update(K, dtype, P):
+    rng = rng_for("sgd", P)
+    p = rng.standard_normal(P).astype(dtype)
+    rp = up(p)
+    for _ in range(3):
+        g = flat_gradients(rng, P, dtype)
+        assert K.sgd_update(p, g, 0.1) is True
+        assert reference.sgd_update(rp, up(g), 0.1) is True
+        assert_close(p, rp, "sgd_update", dtype)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("P, at", [(1, 0), (1001, 0), (1001, 500), (1001, 1000)])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_update_reports_a_nan_gradient(K, dtype, P, at, optimizer):
+    p = np.ones(P, dtype)
+    g = np.full(P, 0.5, dtype)
+    g[at] = np.nan
+    if optimizer == "adam":
+        ok = K.adam_update(p, g, np.zeros(P, dtype), np.zeros(P, dtype), 1, 1e-3, 0.9, 0.999, 1e-8)
+    else:
+        ok = K.sgd_update(p, g, 0.1)
+    assert ok is False
+    assert np.isnan(p[at])
+    assert np.isfinite(np.delete(p, at)).all()
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_update_reports_overflow_to_inf(K, dtype, optimizer):
+    """lr huge and p near the largest float: p overflows to inf, and the flag says so."""
+    big = np.finfo(dtype).max
+    p = np.array([0.9 * big, 1.0, -0.9 * big], dtype)
+    g = np.array([-1.0, 0.0, 1.0], dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if optimizer == "adam":
+            ok = K.adam_update(p, g, np.zeros(3, dtype), np.zeros(3, dtype), 1, float(0.5 * big), 0.9, 0.999, 1e-8)
+        else:
+            ok = K.sgd_update(p, g, float(0.5 * big))
+    assert ok is False
+    assert p[0] == np.inf and p[2] == -np.inf
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0, as plain Python
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (7,), (1001,), (13, 7)])
+@pytest.mark.parametrize("bad, where", [(None, None), (np.nan, "first"), (np.nan, "middle"), (np.nan, "last"),
+                                        (np.inf, "middle"), (np.inf, "last"), (-np.inf, "first"),
+                                        (-np.inf, "middle")])
+def test_all_finite(K, dtype, shape, bad, where):
+    x = rng_for("finite", shape).standard_normal(shape).astype(dtype)
+    x.flat[0] = np.finfo(dtype).max  # huge but finite values are finite
+    x.flat[-1] = -0.0 if x.size > 1 else x.flat[-1]
+    if bad is not None:
+        x.flat[{"first": 0, "middle": x.size // 2, "last": x.size - 1}[where]] = bad
+    got = K.all_finite(x)
+    assert got is (bad is None)
+    assert_close(got, reference.all_finite(up(x)), "all_finite", dtype)
+    if x.ndim == 2:  # a strided view
+        assert K.all_finite(x[:, ::2]) is bool(np.isfinite(x[:, ::2]).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism: the same input 20 times gives bit-identical output (a race would show)
+
+DET_N, DET_D, DET_H = (128, 784, 128) if not NO_JIT else (16, 40, 12)
+
+
+def determinism_case(name, dtype):
+    """A callable running kernel `name` on fresh copies of fixed inputs, returning its outputs."""
+    rng = rng_for("det", name)
+    N, D, H, C, P = DET_N, DET_D, DET_H, 10, 4 * DET_D + 1
+    X = rng.random((N, D)).astype(dtype)
+    W = (rng.standard_normal((D, H)) * np.sqrt(2 / D)).astype(dtype)
+    b = rng.standard_normal(H).astype(dtype)
+    Z = (rng.standard_normal((N, H)) * 3).astype(dtype)
+    L = (rng.standard_normal((N, C)) * 5).astype(dtype)
+    y = rng.integers(0, C, N).astype(np.uint8)
+    A = reference.softmax(L, np.empty_like(L))
+    dZ = (rng.standard_normal((N, H)) / N).astype(dtype)
+    images = rng.integers(0, 256, (200, D), dtype=np.uint8)
+    index = rng.integers(0, 200, N)
+    p, g = rng.standard_normal(P).astype(dtype), rng.standard_normal(P).astype(dtype)
+    e = np.empty
+    cases = {
+        "gather_rows": lambda K: [K.gather_rows(images, index, 1 / 255, 0.0, e((N, D), dtype))],
+        "linear_forward": lambda K: [K.linear_forward(X, W, b, e((N, H), dtype), True)],
+        "relu_forward": lambda K: [K.relu_forward(Z, e_like(Z))],
+        "relu_backward": lambda K: [K.relu_backward(dZ, np.maximum(Z, 0), e_like(Z))],
+        "softmax": lambda K: [K.softmax(L, e_like(L))],
+        "cross_entropy": lambda K: [K.cross_entropy(L, y)],
+        "softmax_xent_backward": lambda K: [K.softmax_xent_backward(A, y, e_like(A))],
+        "softmax_cross_entropy": lambda K: (lambda d: [K.softmax_cross_entropy(L, y, d), d])(e_like(L)),
+        "linear_backward": lambda K: (lambda o: [K.linear_backward(dZ, X, W, *o, True), *o])(
+            (e((D, H), dtype), e(H, dtype), e((N, D), dtype))),
+        "adam_update": lambda K: (lambda q, m, v: [K.adam_update(q, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8), q, m, v])(
+            p.copy(), np.abs(g) * 0.1, g * g * 0.01),
+        "sgd_update": lambda K: (lambda q: [K.sgd_update(q, g, 0.1), q])(p.copy()),
+        "all_finite": lambda K: [K.all_finite(p)],
+    }
+    return cases[name]
+
+
+def e_like(a):
+    return np.empty_like(a)
+
+
+def as_bytes(outputs):
+    return b"|".join(np.asarray(o).tobytes() for o in outputs)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", kernels.KERNEL_NAMES)
+def test_every_kernel_is_deterministic(K, dtype, name):
+    run = determinism_case(name, dtype)  # a KeyError here: a new kernel needs a case above
+    with blas_threads(None):  # every core: threaded BLAS is where a race could show
+        first = as_bytes(run(K))
+        for attempt in range(19):
+            assert as_bytes(run(K)) == first, f"{name}: run {attempt + 2} differs from run 1"
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole network through each backend
+
+SIZES_NET = (784, 33, 17, 10)
+
+
+def network_batch(n, seed=0):
+    rng = np.random.default_rng([seed, n])
+    images = rng.integers(0, 256, (n, SIZES_NET[0]), dtype=np.uint8)
+    labels = rng.integers(0, SIZES_NET[-1], n).astype(np.uint8)
+    labels[0], labels[-1] = 0, SIZES_NET[-1] - 1
+    return images, labels
+
+
+def run_network(K, model, images, labels, rows):
+    """Gather a batch into a Workspace of `rows` rows and run loss_and_grads; (logits, loss, grads)."""
+    ws = Workspace(model.sizes, rows, model.dtype)
+    n = len(labels)
+    X = ws.inputs[:n]
+    K.gather_rows(images, np.arange(n), model.input_scale, model.input_shift, X)
+    loss = loss_and_grads(model, K, X, labels, ws)
+    return ws.acts[-1][:n].copy(), loss, model.grads.copy()
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, rows", [(7, 7), (96, 128)], ids=["N7", "N96of128"])
+def test_network_loss_and_grads_match_float64_reference(K, dtype, n, rows):
+    model = MLP.he_init(SIZES_NET, np.random.default_rng(1), dtype)
+    model.params[...] += (np.random.default_rng(2).standard_normal(model.params.size) * 0.01).astype(dtype)
+    oracle = MLP(SIZES_NET, np.float64)
+    oracle.params[...] = model.params  # the same (dtype-valued) parameters, exactly
+    images, labels = network_batch(n)
+    logits, loss, grads = run_network(K, model, images, labels, rows)
+    ref_logits, ref_loss, ref_grads = run_network(reference, oracle, images, labels, rows)
+    assert_close(logits, ref_logits, "network", dtype)
+    assert_close(loss, ref_loss, "network", dtype)
+    assert_close(grads, ref_grads, "network", dtype)
+    assert np.abs(ref_grads).max() > 0 and all(np.abs(dW).max() > 0 for dW in oracle.dW)
+
+
+def loss_curve(K, dtype, steps=20, batch=32):
+    """Losses of `steps` Adam steps (lr 1e-3) on random uint8 images with random labels."""
+    model = MLP.he_init(SIZES_NET, np.random.default_rng(3), dtype)
+    opt = Adam(model.params.size, dtype)
+    images, labels = network_batch(256, seed=4)
+    ws = Workspace(model.sizes, batch, dtype)
+    order = np.random.default_rng(5).permutation(256)
+    losses = []
+    for step in range(steps):
+        index = order[(step * batch) % 256 :][:batch]
+        X = ws.inputs[: len(index)]
+        K.gather_rows(images, index, model.input_scale, model.input_shift, X)
+        losses.append(loss_and_grads(model, K, X, labels[index], ws))
+        assert opt.update(K, model.params, model.grads, 1e-3)
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_curve_agrees_between_backends(dtype):
+    fast, ref = loss_curve(jit, dtype), loss_curve(reference, dtype)
+    for step, (f, r) in enumerate(zip(fast, ref)):
+        try:
+            assert_close(float(f), float(r), "loss_curve", dtype)
+        except AssertionError as exc:
+            raise AssertionError(f"step {step + 1} of {len(ref)}: {exc}") from None
+    assert ref[-5:].mean() < ref[:5].mean(), "the curve should go down, or it proves little"
