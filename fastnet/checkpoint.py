@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -31,7 +32,11 @@ def save(path, state, settings, class_names):
 
     The bytes go to a temporary file in the destination's own directory (a rename across file
     systems would fail), are flushed and fsynced, then renamed over path: a reader, or a crash at
-    any moment, sees either the old complete file or the new complete one.
+    any moment, sees either the old complete file or the new complete one. An exception (Ctrl-C
+    included) removes the temporary file; a process killed outright (SIGKILL, power loss) may leave
+    one hidden .tmp-*.npz beside path. It is never read and is left alone rather than guessed
+    stale: it could be another process's save in progress. The file gets the permissions of any
+    newly created file (0666 less the umask), not the temporary file's private 0600.
     """
     model, opt = state.model, state.optimizer
     arrays = {
@@ -53,16 +58,20 @@ def save(path, state, settings, class_names):
     if not all(np.isfinite(a).all() for a in (model.params, *opt.state().values())):
         raise InputError(f"refusing to write {path}: the model has non-finite values")
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -72,19 +81,46 @@ def save(path, state, settings, class_names):
         pass
 
 
+def _umask():
+    """The process's umask (reading it means setting it: set 0, then put it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# What a damaged zip can raise from zipfile, zlib or numpy's reader, besides ValueError.
+_READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError,
+                RuntimeError, MemoryError)
+
+
 def _read_arrays(path):
     """All arrays of an .npz, refusing pickles; a file that is not a readable .npz is an InputError."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise InputError(f"model file {path} does not exist")
+    if not os.path.isfile(path):
+        raise InputError(f"model file {path} is not a file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise InputError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    # np.load would take anything else for a .npy array or a pickle ("holds pickled objects")
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise InputError(f"{path} is {'empty' if not magic else 'not an .npz (zip) file'}; "
+                         "not a fastnet model file")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            arrays = {k: f[k] for k in f.files}
     except ValueError as exc:
         if "pickle" in str(exc):
             raise InputError(f"{path} holds pickled objects; fastnet never loads those") from None
         raise InputError(f"{path} is not a valid fastnet model file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except _READ_ERRORS as exc:
         raise InputError(f"{path} is not a readable .npz model file ({type(exc).__name__})") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a zip member that is not .npy comes back as bytes
+            raise InputError(f"{path}: '{key}' is not a NumPy array; not a fastnet model file")
+    return arrays
 
 
 def _field(arrays, path, key, kind=None, shape=None):
@@ -100,10 +136,14 @@ def _field(arrays, path, key, kind=None, shape=None):
 
 
 def _json(arrays, path, key):
+    """The JSON object (a dict) stored under key."""
     try:
-        return json.loads(str(_field(arrays, path, key, "U", ())))
-    except json.JSONDecodeError:
+        value = json.loads(str(_field(arrays, path, key, "U", ())))
+    except (json.JSONDecodeError, RecursionError):
         raise InputError(f"{path}: '{key}' is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: '{key}' is not a JSON object")
+    return value
 
 
 def load(path):
@@ -114,18 +154,20 @@ def load(path):
     version = int(_field(arrays, path, "version", "iu", ()))
     if version != VERSION:
         raise InputError(f"{path} has model format version {version}; this fastnet reads version {VERSION}")
-    sizes = tuple(int(s) for s in _field(arrays, path, "sizes", "iu"))
-    if len(sizes) < 2 or min(sizes) <= 0:
-        raise InputError(f"{path}: impossible layer sizes {sizes}")
+    sizes = _field(arrays, path, "sizes", "iu")
+    if sizes.ndim != 1 or len(sizes) < 2 or sizes.min() <= 0:
+        raise InputError(f"{path}: impossible layer sizes {sizes.tolist()}")
+    sizes = tuple(int(s) for s in sizes)
     params = _field(arrays, path, "params", "f")
     if params.dtype not in (np.float32, np.float64):
         raise InputError(f"{path}: parameters have dtype {params.dtype}, expected float32 or float64")
+    count = sum(a * b + b for a, b in zip(sizes, sizes[1:]))  # before MLP() allocates that many
+    if params.shape != (count,):
+        raise InputError(f"{path}: parameters of shape {params.shape} do not fit layers "
+                         f"{','.join(map(str, sizes))} ({count} expected)")
     model = MLP(sizes, params.dtype,
                 float(_field(arrays, path, "input_scale", "f", ())),
                 float(_field(arrays, path, "input_shift", "f", ())))
-    if params.shape != model.params.shape:
-        raise InputError(f"{path}: {params.size} parameters do not fit layers {sizes} "
-                         f"({model.params.size} expected)")
     if not (np.isfinite(params).all() and np.isfinite([model.input_scale, model.input_shift]).all()):
         raise InputError(f"{path}: the model holds non-finite values")
     model.params[...] = params
@@ -147,6 +189,10 @@ def load_state(path, optimizers):
         state = TrainState(model, opt, rng, int(progress["epoch"]), History(**progress["history"]),
                            int(progress["batch"]), progress["epoch_rng"],
                            [float(x) for x in progress["partial_losses"]])
+        if state.batch:  # a mid-epoch checkpoint redraws the epoch's order from epoch_rng
+            np.random.default_rng().bit_generator.state = state.epoch_rng
+        if min(state.epoch, state.batch, opt.step) < 0:
+            raise ValueError("negative epoch, step or batch count")
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path} cannot be resumed: its training state is incomplete ({exc})") from None
     if not all(np.isfinite(a).all() for a in opt.state().values()):

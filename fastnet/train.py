@@ -58,23 +58,45 @@ def build_parser():
 
 
 def settings_from(args):
-    """Fill the flags left unset from the preset; check the ones argparse cannot."""
-    s = {k: v for k, v in vars(args).items()}
+    """Fill the flags left unset from the preset, then check them all."""
+    s = dict(vars(args))
     for key, value in PRESETS[args.preset].items():
         if s[key] is None:
             s[key] = value
-    if s["warmup"] < 0:
-        raise InputError(f"--warmup must be >= 0, got {s['warmup']}")
-    if s["val_split"] < 0:
-        raise InputError(f"--val-split must be >= 0, got {s['val_split']}")
-    if s["checkpoint_every"] and not s["save"]:
+    check_settings(s)
+    return s
+
+
+def _is_int(x, least):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= least
+
+
+def check_settings(s):
+    """InputError unless every recipe value has its type and range (flags, or a checkpoint's copy)."""
+    rules = {"epochs": 1, "batch_size": 1, "warmup": 0, "val_split": 0, "seed": 0}
+    for key, least in rules.items():
+        if not _is_int(s.get(key), least):
+            raise InputError(f"--{key.replace('_', '-')} must be an integer >= {least}, got {s.get(key)!r}")
+    lr = s.get("lr")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")):
+        raise InputError(f"--lr must be a positive finite number, got {lr!r}")
+    choices = {"schedule": ("constant", "cosine"), "optimizer": tuple(OPTIMIZERS),
+               "dtype": ("float32", "float64"), "dataset": tuple(data.DATASETS)}
+    for key, allowed in choices.items():
+        if s.get(key) not in allowed:
+            raise InputError(f"--{key} must be one of {', '.join(allowed)}, got {s.get(key)!r}")
+    if not isinstance(s.get("layers"), str):
+        raise InputError(f"--layers must look like 784,128,10, got {s.get('layers')!r}")
+    parse_layers(s["layers"])
+    if s.get("threads") is not None and not _is_int(s["threads"], 1):
+        raise InputError(f"--threads must be a positive integer, got {s['threads']!r}")
+    if s.get("checkpoint_every") and not s.get("save"):
         raise InputError("--checkpoint-every needs --save PATH")
     for key in ("save", "metrics_json"):
-        if s[key]:
+        if s.get(key):
             folder = os.path.dirname(os.path.abspath(s[key]))
             if not os.path.isdir(folder):
                 raise InputError(f"--{key.replace('_', '-')}: directory {folder} does not exist")
-    return s
 
 
 def new_state(s, sizes, train_images):
@@ -105,12 +127,18 @@ def check_layers(sizes, images, k):
 
 
 def resume_state(s):
-    """Load the checkpoint named by --resume; its recipe wins over flags (except --epochs)."""
+    """Load the checkpoint named by --resume. Its recipe and data wins over flags, except the
+    flags that say how to run (--epochs, --backend, --threads, output paths, and --data-dir when
+    given). Without --save, the run keeps saving to the checkpoint it resumed."""
     state, saved, names = checkpoint.load_state(s["resume"], OPTIMIZERS)
     keep = {k: s[k] for k in ("epochs", "resume", "save", "checkpoint_every", "metrics_json", "plot",
-                              "quiet", "backend", "threads", "data_dir")}
+                              "quiet", "backend", "threads")}
+    keep["save"] = s["save"] or s["resume"]
+    if s["data_dir"] is not None or not isinstance(saved.get("data_dir"), str):
+        keep["data_dir"] = s["data_dir"]
     s.update(saved)
     s.update(keep)
+    check_settings(s)
     if state.epoch >= s["epochs"]:
         raise InputError(f"{s['resume']} already has {state.epoch} epochs; ask for more with --epochs")
     return state, names
@@ -182,8 +210,9 @@ def main(argv=None):
     bar.reset(f"epoch {state.epoch + 1}/{s['epochs']}")
     s["startup_seconds"] = time.perf_counter() - START
     try:
-        done = fit(state, K, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"],
-                   s["warmup"], on_epoch, bar.update, stop)
+        with np.errstate(all="ignore"):  # divergence is detected and reported by fit, not by warnings
+            done = fit(state, K, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"],
+                       s["warmup"], on_epoch, bar.update, stop)
     finally:
         bar.close()
         stop.restore()

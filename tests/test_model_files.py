@@ -1,0 +1,416 @@
+"""Model files as an attacker, a crash or a careless user leaves them: every bad file is one clear error.
+
+A model .npz is read with allow_pickle=False and checked array by array; whatever is wrong with it
+(truncated, not a zip, empty, missing or misshapen arrays, wrong dtypes, non-finite values, a
+future format, another network's sizes) ends as one InputError, which the commands print as one
+line `error: ...` with exit status 2. A good file round-trips exactly.
+"""
+
+import ast
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_idx
+from fastnet import checkpoint, evaluate, training
+from fastnet.cli import run
+from fastnet.errors import InputError
+from fastnet.model import MLP
+from fastnet.optim import OPTIMIZERS
+from fastnet.training import TrainState
+
+import kernels.reference as ref
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = (16, 8, 3)
+NAMES = ["cat", "dog", "bird"]
+SETTINGS = {"dataset": "fashion-mnist", "lr": 2e-3, "layers": "16,8,3", "standardize": True,
+            "warmup": 0, "save": None, "note": "ünïcode ☃", "nested": {"a": [1, 2.5, None]}}
+
+
+def make_state(dtype=np.float32, optimizer="adam", stop_after=3, seed=0):
+    """A state `stop_after` steps into its second epoch (5 steps each) on random data: every field set."""
+    rng = np.random.default_rng(seed)
+    model = MLP.he_init(SIZES, rng, dtype, input_scale=1 / 255, input_shift=-0.25)
+    state = TrainState(model, OPTIMIZERS[optimizer](model.params.size, model.dtype), rng)
+    data = np.random.default_rng(99)
+    images = data.integers(0, 256, (40, SIZES[0]), dtype=np.uint8)
+    labels = data.integers(0, SIZES[-1], 40).astype(np.uint8)
+    steps = iter(range(1, 10**9))
+    done = training.fit(state, ref, (images, labels), (images[:10], labels[:10]), 3, 8, 1e-2,
+                        "cosine", 2, stop=lambda: next(steps) == 5 + stop_after)
+    assert not done and state.epoch == 1 and state.batch == stop_after
+    return state
+
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("good") / "model.npz"
+    checkpoint.save(str(path), make_state(), SETTINGS, NAMES)
+    return path
+
+
+def arrays_of(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def rewrite(good, dst, drop=(), **changes):
+    """A copy of the good model file with arrays replaced, added or dropped."""
+    arrays = arrays_of(good)
+    arrays.update(changes)
+    for key in drop:
+        del arrays[key]
+    with open(dst, "wb") as f:  # np.savez(path) would append .npz to some names; a file object keeps dst
+        np.savez(f, **arrays)
+    return dst
+
+
+def zip_with_member(dst, good, member, payload):
+    """The good file's members plus (or with a replaced) member holding raw payload bytes."""
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(dst, "w") as out:
+        for info in src.infolist():
+            if info.filename != member:
+                out.writestr(info.filename, src.read(info.filename))
+        out.writestr(member, payload)
+    return dst
+
+
+def write(dst, data):
+    dst.write_bytes(data)
+    return dst
+
+
+def npy(dst):
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(P, np.float32))
+    return write(dst, buf.getvalue())
+
+
+def empty_zip(dst):
+    zipfile.ZipFile(dst, "w").close()
+    return dst
+
+
+P = sum(a * b + b for a, b in zip(SIZES, SIZES[1:]))
+
+# name -> (how to make it from (good, dst), words the one-line error must contain)
+BAD_FILES = {
+    "truncated": (lambda g, d: write(d, g.read_bytes()[: g.stat().st_size // 2]), ["not a readable"]),
+    "truncated_header": (lambda g, d: write(d, g.read_bytes()[:30]), ["not a readable"]),
+    "not_a_zip": (lambda g, d: write(d, b"just some text, not a model\n"), ["not an .npz"]),
+    "npy_named_npz": (lambda g, d: npy(d), ["not an .npz"]),
+    "empty": (lambda g, d: write(d, b""), ["empty"]),
+    "empty_zip": (lambda g, d: empty_zip(d), ["missing 'format'"]),
+    "missing_params": (lambda g, d: rewrite(g, d, drop=["params"]), ["missing 'params'"]),
+    "missing_sizes": (lambda g, d: rewrite(g, d, drop=["sizes"]), ["missing 'sizes'"]),
+    "missing_class_names": (lambda g, d: rewrite(g, d, drop=["class_names"]), ["missing 'class_names'"]),
+    "missing_settings": (lambda g, d: rewrite(g, d, drop=["settings"]), ["missing 'settings'"]),
+    "missing_input_scale": (lambda g, d: rewrite(g, d, drop=["input_scale"]), ["missing 'input_scale'"]),
+    "missing_version": (lambda g, d: rewrite(g, d, drop=["version"]), ["missing 'version'"]),
+    "params_2d": (lambda g, d: rewrite(g, d, params=arrays_of(g)["params"].reshape(1, -1)), ["shape (1, "]),
+    "sizes_2d": (lambda g, d: rewrite(g, d, sizes=np.array([SIZES])), ["layer sizes"]),
+    "sizes_0d": (lambda g, d: rewrite(g, d, sizes=np.array(16)), ["layer sizes"]),
+    "sizes_zero": (lambda g, d: rewrite(g, d, sizes=np.array([16, 0, 3])), ["layer sizes"]),
+    "sizes_float": (lambda g, d: rewrite(g, d, sizes=np.array(SIZES, float)), ["'sizes'", "dtype"]),
+    "input_scale_1d": (lambda g, d: rewrite(g, d, input_scale=np.array([1.0])), ["'input_scale'", "shape"]),
+    "params_int": (lambda g, d: rewrite(g, d, params=np.zeros(P, np.int32)), ["'params'", "dtype"]),
+    "params_complex": (lambda g, d: rewrite(g, d, params=np.zeros(P, np.complex64)), ["'params'", "dtype"]),
+    "params_float16": (lambda g, d: rewrite(g, d, params=np.zeros(P, np.float16)), ["float16"]),
+    "params_bytes": (lambda g, d: rewrite(g, d, params=np.zeros(P, "S4")), ["'params'", "dtype"]),
+    "format_bytes": (lambda g, d: rewrite(g, d, format=np.array(b"fastnet-model")), ["'format'", "dtype"]),
+    "other_format": (lambda g, d: rewrite(g, d, format=np.array("keras")), ["not a fastnet model"]),
+    "params_nan": (lambda g, d: rewrite(g, d, params=np.where(np.arange(P) == 7, np.nan, 0).astype(np.float32)),
+                   ["non-finite"]),
+    "params_inf": (lambda g, d: rewrite(g, d, params=np.full(P, -np.inf, np.float64)), ["non-finite"]),
+    "input_shift_nan": (lambda g, d: rewrite(g, d, input_shift=np.array(np.nan)), ["non-finite"]),
+    "future_version": (lambda g, d: rewrite(g, d, version=np.array(2)), ["version 2", "version 1"]),
+    "other_network": (lambda g, d: rewrite(g, d, sizes=np.array([784, 128, 10])), ["do not fit", "784,128,10"]),
+    # 20 billion parameters: must be refused by arithmetic, not by trying to allocate 80 GB
+    "absurd_sizes": (lambda g, d: rewrite(g, d, sizes=np.array([200_000, 100_000, 3])), ["do not fit"]),
+    "class_names_short": (lambda g, d: rewrite(g, d, class_names=np.array(["a", "b"])),
+                          ["'class_names'", "shape"]),
+    "class_names_long": (lambda g, d: rewrite(g, d, class_names=np.array(list("abcd"))), ["'class_names'"]),
+    "settings_not_json": (lambda g, d: rewrite(g, d, settings=np.array("{lr: 1")), ["'settings'", "JSON"]),
+    "settings_not_object": (lambda g, d: rewrite(g, d, settings=np.array("[1, 2]")), ["'settings'", "object"]),
+    "settings_deep": (lambda g, d: rewrite(g, d, settings=np.array("[" * 100_000 + "]" * 100_000)),
+                      ["'settings'"]),
+    "pickled_extra": (lambda g, d: rewrite(g, d, extra=np.array([{"evil": 1}, None], dtype=object)), ["pickle"]),
+    "pickled_params": (lambda g, d: rewrite(g, d, params=np.array([1.0, "x"], dtype=object)), ["pickle"]),
+    "member_not_npy": (lambda g, d: zip_with_member(d, g, "params.npy", b"not an npy payload"), ["'params'"]),
+}
+
+
+@pytest.fixture(params=sorted(BAD_FILES))
+def bad_file(request, good_file, tmp_path):
+    make, words = BAD_FILES[request.param]
+    path = tmp_path / f"{request.param}.npz"
+    make(good_file, path)
+    assert path.exists()
+    return path, words
+
+
+def test_bad_model_file_is_one_input_error(bad_file):
+    path, words = bad_file
+    with pytest.raises(InputError) as info:
+        checkpoint.load(str(path))
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    for w in words:
+        assert w in message, message
+
+
+def test_bad_model_file_through_evaluate_cli_is_one_line_exit_2(bad_file, capsys):
+    """fastnet.evaluate's command path (cli.run) in-process: `error: ...`, exit 2, no traceback."""
+    path, words = bad_file
+    with pytest.raises(SystemExit) as info:
+        run(evaluate.main, [str(path), "--backend", "numpy"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize("name", ["truncated", "pickled_extra", "other_network"])
+def test_bad_model_file_evaluate_subprocess(name, good_file, tmp_path):
+    """The real command line: `python -m fastnet.evaluate BADFILE` prints one line and exits 2."""
+    path = BAD_FILES[name][0](good_file, tmp_path / "bad.npz")
+    proc = subprocess.run([sys.executable, "-m", "fastnet.evaluate", str(path), "--backend", "numpy"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert proc.stdout == ""
+
+
+class _Booby:
+    """Unpickling this calls open(marker, "w"): a file that appears if anything ran the pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_in_a_model_file_is_never_run(good_file, tmp_path, capsys):
+    marker = tmp_path / "pickle-ran"
+    path = rewrite(good_file, tmp_path / "trap.npz", params=np.array([_Booby(str(marker))], dtype=object))
+    with pytest.raises(SystemExit) as info:
+        run(evaluate.main, [str(path), "--backend", "numpy"])
+    assert info.value.code == 2 and "pickled objects" in capsys.readouterr().err
+    with pytest.raises(InputError, match="pickled objects"):
+        checkpoint.load_state(str(path), OPTIMIZERS)
+    assert not marker.exists()
+    np.load(path, allow_pickle=True)["params"]  # the trap works: loading it with pickles springs it
+    assert marker.exists()
+
+
+def test_missing_and_directory_paths(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        checkpoint.load(str(tmp_path / "nope.npz"))
+    with pytest.raises(InputError, match="not a file"):
+        checkpoint.load(str(tmp_path))
+
+
+def test_every_truncation_and_random_corruption_is_an_input_error(good_file, tmp_path):
+    """Every prefix length of a model file, and bytes flipped at random in a plain and a compressed
+    copy: nothing but InputError escapes (zlib, zipfile's NotImplementedError, ... included)."""
+    raw = good_file.read_bytes()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays_of(good_file))
+    compressed = buf.getvalue()
+    rng = np.random.default_rng(2024)
+    bad = tmp_path / "bad.npz"
+    cases = [raw[:n] for n in range(0, len(raw), max(1, len(raw) // 150))]
+    for source in (raw, compressed):
+        for _ in range(300):
+            b = bytearray(source)
+            for i in rng.integers(0, len(b), rng.integers(1, 4)):
+                b[i] = rng.integers(256)
+            cases.append(bytes(b))
+    loaded = 0
+    for case in cases:
+        bad.write_bytes(case)
+        try:
+            checkpoint.load_state(str(bad), OPTIMIZERS)
+            loaded += 1  # a flip inside the JSON text or a name can leave a valid file
+        except InputError as exc:
+            assert "\n" not in str(exc)
+    assert loaded < len(cases) // 2
+
+
+# checkpoints that load as a model but cannot be resumed
+def _progress_with(good, **changes):
+    progress = json.loads(str(arrays_of(good)["progress"]))
+    progress.update(changes)
+    return np.array(json.dumps(progress))
+
+
+BAD_CHECKPOINTS = {
+    "missing_adam_m": (lambda g, d: rewrite(g, d, drop=["opt_m"]), "incomplete"),
+    "adam_v_nan": (lambda g, d: rewrite(g, d, opt_v=np.full(P, np.nan, np.float32)), "non-finite"),
+    "adam_m_wrong_shape": (lambda g, d: rewrite(g, d, opt_m=np.zeros(P + 1, np.float32)), "'opt_m'"),
+    "adam_m_complex": (lambda g, d: rewrite(g, d, opt_m=np.zeros(P, np.complex64)), "'opt_m'"),
+    "unknown_optimizer": (lambda g, d: rewrite(g, d, progress=_progress_with(g, optimizer="lbfgs")), "incomplete"),
+    "bad_rng": (lambda g, d: rewrite(g, d, progress=_progress_with(g, rng={"bit_generator": "MT19937"})),
+                "incomplete"),
+    "bad_epoch_rng": (lambda g, d: rewrite(g, d, progress=_progress_with(g, epoch_rng=None)), "incomplete"),
+    "negative_epoch": (lambda g, d: rewrite(g, d, progress=_progress_with(g, epoch=-3)), "negative"),
+    "epoch_text": (lambda g, d: rewrite(g, d, progress=_progress_with(g, epoch="two")), "incomplete"),
+    "history_extra": (lambda g, d: rewrite(g, d, progress=_progress_with(g, history={"x": []})), "incomplete"),
+    "progress_list": (lambda g, d: rewrite(g, d, progress=np.array("[]")), "'progress'"),
+    "missing_progress": (lambda g, d: rewrite(g, d, drop=["progress"]), "missing 'progress'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CHECKPOINTS))
+def test_bad_checkpoint_cannot_be_resumed(name, good_file, tmp_path):
+    make, word = BAD_CHECKPOINTS[name]
+    path = make(good_file, tmp_path / f"{name}.npz")
+    checkpoint.load(str(path))  # still a usable model for evaluate/predict
+    with pytest.raises(InputError) as info:
+        checkpoint.load_state(str(path), OPTIMIZERS)
+    assert word in str(info.value) and "\n" not in str(info.value)
+
+
+def idx_data(folder, side, classes=3):
+    """A custom IDX data set of side x side images in `classes` classes."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, side, side)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % classes)
+    return folder
+
+
+@pytest.fixture
+def tiny_data(tmp_path, tmp_cache):
+    """25-pixel images in 3 classes, which a 16,8,3 model does not fit."""
+    return idx_data(tmp_path / "data25", 5)
+
+
+def resume(path, data, *extra):
+    return subprocess.run([sys.executable, "-m", "fastnet.train", "--resume", str(path), "--epochs", "5",
+                           "--data-dir", str(data), "--backend", "numpy", "--threads", "1", *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_exit_2(proc):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_resume_model_whose_sizes_do_not_fit_the_data(good_file, tiny_data):
+    """A 16,8,3 checkpoint resumed on 25-pixel images, or on 16-pixel images in 5 classes: one
+    line naming both sizes, exit 2."""
+    line = assert_one_line_exit_2(resume(good_file, tiny_data))
+    assert "16" in line and "25" in line, line
+    line = assert_one_line_exit_2(resume(good_file, idx_data(tiny_data.parent / "data16", 4, classes=5)))
+    assert "3" in line and "5 classes" in line, line
+
+
+@pytest.mark.parametrize("key, value", [("batch_size", 0), ("lr", "fast")])
+def test_resume_checkpoint_with_bad_settings_is_one_line_error(good_file, tmp_path, tmp_cache, key, value):
+    """A checkpoint whose recipe holds batch_size 0 (ZeroDivisionError in fit) or lr "fast"
+    (ValueError formatting the banner) must be refused like the same flag would be: exit 2."""
+    settings = np.array(json.dumps({**SETTINGS, "val_split": 0, key: value}))
+    bad = rewrite(good_file, tmp_path / "bad.npz", settings=settings)
+    assert_one_line_exit_2(resume(bad, idx_data(tmp_path / "data16", 4)))
+
+
+@pytest.mark.parametrize("dtype, optimizer", [(np.float32, "adam"), (np.float64, "adam"), (np.float64, "gd")])
+def test_round_trip_is_exact(tmp_path, dtype, optimizer):
+    state = make_state(dtype, optimizer)
+    path = tmp_path / "model.npz"
+    checkpoint.save(str(path), state, SETTINGS, NAMES)
+    model, settings, names, _ = checkpoint.load(str(path))
+    back, settings2, names2 = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert settings == settings2 == SETTINGS and names == names2 == NAMES
+    for m in (model, back.model):
+        assert m.sizes == SIZES and m.dtype == np.dtype(dtype)
+        assert m.params.tobytes() == state.model.params.tobytes()  # bit for bit
+        assert (m.input_scale, m.input_shift) == (state.model.input_scale, state.model.input_shift)
+    opt, opt2 = state.optimizer, back.optimizer
+    assert type(opt2) is type(opt) and opt2.step == opt.step > 0
+    for key, value in opt.state().items():
+        got = opt2.state()[key]
+        assert got.dtype == value.dtype and got.tobytes() == value.tobytes(), key
+    assert back.rng.bit_generator.state == state.rng.bit_generator.state
+    assert back.rng.random(5).tolist() == state.rng.random(5).tolist()
+    assert (back.epoch, back.batch, back.epoch_rng) == (state.epoch, state.batch, state.epoch_rng)
+    assert back.partial_losses == state.partial_losses and len(back.partial_losses) == 3
+    assert json.dumps(vars(back.history)) == json.dumps(vars(state.history))  # NaN-aware equality
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path, good_file):
+    """mkstemp creates 0600 files; the model file must get the umask's usual permissions."""
+    path = tmp_path / "model.npz"
+    checkpoint.save(str(path), make_state(), SETTINGS, NAMES)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_save_failures_are_input_errors_and_leave_no_temporary_file(tmp_path):
+    state = make_state()
+    target = tmp_path / "a_directory"
+    target.mkdir()
+    with pytest.raises(InputError, match="cannot write"):
+        checkpoint.save(str(target), state, SETTINGS, NAMES)
+    with pytest.raises(InputError, match="cannot write"):
+        checkpoint.save(str(tmp_path / "missing" / "m.npz"), state, SETTINGS, NAMES)
+    good = tmp_path / "m.npz"
+    checkpoint.save(str(good), state, SETTINGS, NAMES)
+    before = good.read_bytes()
+    state.model.params[3] = np.inf
+    with pytest.raises(InputError, match="non-finite"):
+        checkpoint.save(str(good), state, SETTINGS, NAMES)
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_directory", "m.npz"]
+
+
+@pytest.mark.parametrize("source", ["fastnet/checkpoint.py", "fastnet/data.py"])
+def test_reading_never_relies_on_assert(source):
+    """`python -O` strips assert statements: validation must be real if/raise code."""
+    tree = ast.parse((ROOT / source).read_text())
+    asserts = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+    assert asserts == [], f"{source} has assert statements at lines {asserts}"
+
+
+def test_loading_works_and_validates_under_python_O(good_file, tmp_path):
+    bad = []
+    for name in ("truncated", "params_int", "other_network", "params_nan", "pickled_extra", "empty"):
+        bad.append(str(BAD_FILES[name][0](good_file, tmp_path / f"{name}.npz")))
+    script = (
+        "import sys, json\n"
+        "from fastnet import checkpoint\n"
+        "from fastnet.errors import InputError\n"
+        "from fastnet.optim import OPTIMIZERS\n"
+        "state, settings, names = checkpoint.load_state(sys.argv[1], OPTIMIZERS)\n"
+        "out = {'optimize': sys.flags.optimize, 'good': [list(state.model.sizes), names], 'bad': []}\n"
+        "for path in sys.argv[2:]:\n"
+        "    try:\n"
+        "        checkpoint.load(path)\n"
+        "        out['bad'].append('loaded')\n"
+        "    except InputError:\n"
+        "        out['bad'].append('InputError')\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-O", "-c", script, str(good_file), *bad], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["optimize"] == 1
+    assert out["good"] == [list(SIZES), NAMES]
+    assert out["bad"] == ["InputError"] * len(bad)
