@@ -44,8 +44,8 @@ def save(path, state, settings, class_names):
         "version": np.array(VERSION),
         "sizes": np.array(model.sizes, np.int64),
         "params": model.params,
-        "input_scale": np.array(model.input_scale),
-        "input_shift": np.array(model.input_shift),
+        "input_scale": model.input_scale,
+        "input_shift": model.input_shift,
         "class_names": np.array(list(class_names), dtype=str),
         "settings": _text(settings),
         "progress": _text({
@@ -166,9 +166,9 @@ def load(path):
         raise InputError(f"{path}: parameters of shape {params.shape} do not fit layers "
                          f"{','.join(map(str, sizes))} ({count} expected)")
     model = MLP(sizes, params.dtype,
-                float(_field(arrays, path, "input_scale", "f", ())),
-                float(_field(arrays, path, "input_shift", "f", ())))
-    if not (np.isfinite(params).all() and np.isfinite([model.input_scale, model.input_shift]).all()):
+                _field(arrays, path, "input_scale", "f", sizes[:1]),
+                _field(arrays, path, "input_shift", "f", sizes[:1]))
+    if not all(np.isfinite(a).all() for a in (params, model.input_scale, model.input_shift)):
         raise InputError(f"{path}: the model holds non-finite values")
     model.params[...] = params
     names = [str(n) for n in _field(arrays, path, "class_names", "U", (sizes[-1],))]
@@ -180,7 +180,9 @@ def load_state(path, optimizers):
     model, settings, names, arrays = load(path)
     progress = _json(arrays, path, "progress")
     try:
-        opt = optimizers[progress["optimizer"]](model.params.size, model.dtype)
+        kind = optimizers[progress["optimizer"]]
+        hyper = {k: settings[k] for k in kind.HYPER if k in settings}
+        opt = kind(model.params.size, model.dtype, **hyper)
         opt.load_state({k[4:]: _field(arrays, path, k, "fiu",
                                       () if k == "opt_step" else model.params.shape)
                         for k in arrays if k.startswith("opt_")})

@@ -41,14 +41,15 @@ def _layer_views(flat, sizes):
 class MLP:
     """Parameters and gradients of the network, plus how raw pixels become inputs.
 
-    Inputs are pixels * input_scale + input_shift (1/255 and 0 map uint8 pixels to [0, 1]).
+    Inputs are pixels * input_scale + input_shift, per pixel: (D0,) vectors in the model's dtype
+    (1/255 and 0 map uint8 pixels to [0, 1]; a standardisation stores 1/(255·sd) and -mean/sd).
     """
 
     def __init__(self, sizes, dtype=np.float32, input_scale=1 / 255, input_shift=0.0):
         self.sizes = tuple(int(s) for s in sizes)
         self.dtype = np.dtype(dtype)
-        self.input_scale = float(input_scale)
-        self.input_shift = float(input_shift)
+        self.input_scale = np.broadcast_to(np.asarray(input_scale, self.dtype), self.sizes[:1]).copy()
+        self.input_shift = np.broadcast_to(np.asarray(input_shift, self.dtype), self.sizes[:1]).copy()
         count = sum(a * b + b for a, b in zip(self.sizes, self.sizes[1:]))
         self.params = np.zeros(count, self.dtype)
         self.grads = np.zeros(count, self.dtype)

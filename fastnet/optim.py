@@ -9,6 +9,7 @@ class GD:
     """Plain gradient descent: p = p - lr·g."""
 
     name = "gd"
+    HYPER = ()  # hyper-parameters taken from the run's settings
 
     def __init__(self, size, dtype):
         self.step = 0
@@ -29,9 +30,12 @@ class Adam:
     """Adam with bias-corrected moments; beta1 drives the first moment, beta2 the second."""
 
     name = "adam"
+    HYPER = ("beta1", "beta2", "eps")
 
     def __init__(self, size, dtype, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and 0 < eps < float("inf")):
+            raise ValueError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {beta1}, {beta2}, {eps}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.m = np.zeros(size, dtype)
         self.v = np.zeros(size, dtype)
         self.step = 0

@@ -23,16 +23,29 @@ _jit_fast = njit(fastmath=FASTMATH, **JIT_OPTIONS)
 
 @_jit
 def _gather_rows(out, images, index, scale, shift):
+    # Shuffled rows are scattered over the whole data set: first load one byte per cache line of
+    # every row. Those loads are independent, so the memory system serves many rows at once; the
+    # converting pass then finds them in cache (measured 33 -> 20 ms per epoch here).
+    touched = 0
+    for i in range(index.shape[0]):
+        src = images[index[i]]
+        for j in range(0, src.shape[0], 64):
+            touched += src[j]
     for i in range(index.shape[0]):
         src = images[index[i]]
         for j in range(out.shape[1]):
-            out[i, j] = src[j] * scale + shift
+            out[i, j] = src[j] * scale[j] + shift[j]
+    return touched
 
 
 def gather_rows(images, index, scale, shift, out):
-    """out[i] = images[index[i]] * scale + shift, in one pass (the uint8 -> float scale fused in)."""
-    t = out.dtype.type
-    _gather_rows(out, images, index, t(scale), t(shift))
+    """out[i] = images[index[i]] * scale + shift, in one pass (the uint8 -> float scaling fused in).
+
+    scale and shift (D,) are used as given when they already have out's dtype (the model keeps
+    them so); otherwise they are converted first, since Numba would promote the arithmetic.
+    """
+    _gather_rows(out, images, index, scale.astype(out.dtype, copy=False),
+                 shift.astype(out.dtype, copy=False))
     return out
 
 

@@ -1,7 +1,7 @@
 """NumPy reference kernels: the specification that the JIT twins in `kernels.jit` must match.
 
 Each function reads like its maths. Where it is cheap, the reference is more precise than the
-fast path: softmax, cross-entropy and Adam work in float64 and round once at the end. Outputs keep
+fast path: softmax and cross-entropy work in float64 and round once at the end. Outputs keep
 the dtype of the inputs. Every function takes its output buffers as arguments (`out`, `dZ`, ...)
 so a fast twin with the same signature can write in place; the reference may allocate freely.
 
@@ -21,8 +21,8 @@ def _store(value, out):
 def gather_rows(images, index, scale, shift, out):
     """out[i] = images[index[i]] * scale + shift: a shuffled batch of pixels as floats.
 
-    images (M, D) uint8, index (N,) integer, out (N, D) float. scale and shift turn pixels into
-    network inputs (1/255 and 0 for [0, 1]; or a standardisation).
+    images (M, D) uint8, index (N,) integer, scale and shift (D,) per pixel, out (N, D) float.
+    scale and shift turn pixels into network inputs (1/255 and 0 for [0, 1]; or a standardisation).
     """
     rows = images[index].astype(np.float64)
     return _store(rows * scale + shift, out)
@@ -109,23 +109,20 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
     m = beta1·m + (1 - beta1)·g          first moment, decays with beta1
     v = beta2·v + (1 - beta2)·g²         second moment, decays with beta2
     p = p - lr · m̂ / (sqrt(v̂) + eps),   m̂ = m / (1 - beta1^step), v̂ = v / (1 - beta2^step)
-    step counts from 1. Returns True when every updated parameter is finite (a divergence check
-    that costs nothing extra in the fused twin).
+    step counts from 1. Computed in p's dtype, as the JIT twin does: float64 here would cost more
+    than the whole forward pass. Returns True when every updated parameter is finite.
     """
-    g64 = g.astype(np.float64)
-    m64 = beta1 * m.astype(np.float64) + (1 - beta1) * g64
-    v64 = beta2 * v.astype(np.float64) + (1 - beta2) * g64**2
-    m_hat = m64 / (1 - beta1**step)
-    v_hat = v64 / (1 - beta2**step)
-    _store(p - lr * m_hat / (np.sqrt(v_hat) + eps), p)
-    _store(m64, m)
-    _store(v64, v)
+    m[...] = beta1 * m + (1 - beta1) * g
+    v[...] = beta2 * v + (1 - beta2) * g**2
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    p -= lr * m_hat / (np.sqrt(v_hat) + eps)
     return all_finite(p)
 
 
 def sgd_update(p, g, lr):
     """Plain gradient descent on flat buffers, in place: p = p - lr·g. True when p stays finite."""
-    _store(p - lr * g.astype(np.float64), p)
+    p -= lr * g
     return all_finite(p)
 
 

@@ -274,8 +274,8 @@ import kernels.reference as K
 from fastnet import cli, train
 fail, real, calls = int(sys.argv[1]), K.adam_update, [0]
 def adam_update(p, g, *rest):
-    calls[0] += 1
-    if calls[0] == fail:
+    calls[0] += p.size > 100  # count the real model's steps, not the kernel warm-up's tiny one
+    if calls[0] == fail and p.size > 100:
         g = g.copy()
         g[0] = np.nan
     return real(p, g, *rest)

@@ -127,8 +127,8 @@ def test_both_modules_export_every_kernel_with_the_same_signature():
 @pytest.mark.parametrize("dtype", DTYPES)
 @BATCHES
 @pytest.mark.parametrize("D", [1, 13, 784])
-@pytest.mark.parametrize("scale, shift", [(1 / 255, 0.0), (1 / (255 * 0.353), -0.286 / 0.353)],
-                         ids=["unit", "standardised"])
+@pytest.mark.parametrize("scale, shift", [(1 / 255, 0.0), (1 / (255 * 0.353), -0.286 / 0.353), ("pixel", None)],
+                         ids=["unit", "standardised", "per_pixel"])
 def test_gather_rows(K, dtype, n, rows, D, scale, shift):
     rng = rng_for("gather", n, D)
     M = 50
@@ -138,10 +138,14 @@ def test_gather_rows(K, dtype, n, rows, D, scale, shift):
     index[-1] = M - 1  # the last row
     if n > 2:
         index[1] = index[0]  # a repeat
+    if isinstance(scale, str):  # per-pixel standardisation, deviations floored as fastnet.train does
+        scale, shift = 1 / (255 * rng.uniform(0.05, 0.5, D)), -rng.uniform(0, 3, D)
+    scale = np.broadcast_to(np.asarray(scale, dtype), (D,)).copy()  # the model keeps (D,) vectors
+    shift = np.broadcast_to(np.asarray(shift, dtype), (D,)).copy()  # in its own dtype
     out = nan_rows(rows, D, dtype, n)
     got = K.gather_rows(images, index, scale, shift, out)
     assert got is out
-    ref = reference.gather_rows(images, index, scale, shift, np.empty((n, D)))
+    ref = reference.gather_rows(images, index, up(scale), up(shift), np.empty((n, D)))
     assert_close(got, ref, "gather_rows", dtype)
     assert_rest_untouched(out, n)
 
@@ -472,7 +476,8 @@ def determinism_case(name, dtype):
     p, g = rng.standard_normal(P).astype(dtype), rng.standard_normal(P).astype(dtype)
     e = np.empty
     cases = {
-        "gather_rows": lambda K: [K.gather_rows(images, index, 1 / 255, 0.0, e((N, D), dtype))],
+        "gather_rows": lambda K: [K.gather_rows(images, index, np.full(D, 1 / 255, dtype), np.zeros(D, dtype),
+                                                e((N, D), dtype))],
         "linear_forward": lambda K: [K.linear_forward(X, W, b, e((N, H), dtype), True)],
         "relu_forward": lambda K: [K.relu_forward(Z, e_like(Z))],
         "relu_backward": lambda K: [K.relu_backward(dZ, np.maximum(Z, 0), e_like(Z))],

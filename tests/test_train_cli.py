@@ -121,18 +121,57 @@ def test_divergence_stops_cleanly_and_keeps_the_saved_model(tmp_path):
 
 
 @needs_real
-def test_resume_equals_straight_run_float64_numpy(tmp_path):
-    """2 epochs + resume to 4 equals 4 straight epochs to 1e-12 (reference backend, float64)."""
-    common = ["--backend", "numpy", "--dtype", "float64", "--val-split", "1000", "--threads", "2"]
+@pytest.mark.parametrize("backend, dtype, atol", [
+    ("numpy", "float64", 1e-12),  # the issue's bound for the reference
+    # numba float32: the same kernels on the same inputs in the same order are bit-identical; the
+    # bound allows one float32 ulp of a parameter of size ~1 should BLAS pick another code path
+    ("numba", "float32", 1.2e-7),
+])
+def test_resume_equals_straight_run(tmp_path, backend, dtype, atol):
+    """2 epochs, then --resume to 4, equals 4 straight epochs.
+
+    The schedule is constant here: a cosine schedule's horizon is the run's --epochs, so a run
+    planned for 2 epochs decays differently from one planned for 4 (an interrupted run resumed
+    to its own --epochs is exact with any schedule: see test_interrupts.py)."""
+    common = ["--backend", backend, "--dtype", dtype, "--schedule", "constant", "--val-split", "1000",
+              "--threads", "2"]
     straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
     a = fastnet("fastnet.train", *common, "--epochs", "4", "--save", str(straight))
     b = fastnet("fastnet.train", *common, "--epochs", "2", "--save", str(part))
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    c = fastnet("fastnet.train", "--resume", str(part), "--epochs", "4", "--save", str(part))
+    c = fastnet("fastnet.train", "--resume", str(part), "--epochs", "4", "--backend", backend)
     assert c.returncode == 0, c.stderr
-    s, _ = checkpoint.load_state(str(straight), OPTIMIZERS)[:2]
-    r, _ = checkpoint.load_state(str(part), OPTIMIZERS)[:2]
+    assert len([l for l in c.stdout.splitlines() if l.startswith("epoch ")]) == 2
+    s, _, _ = checkpoint.load_state(str(straight), OPTIMIZERS)
+    r, _, _ = checkpoint.load_state(str(part), OPTIMIZERS)  # the resumed run kept saving to part
     assert r.epoch == s.epoch == 4
-    np.testing.assert_allclose(r.model.params, s.model.params, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(r.optimizer.m, s.optimizer.m, rtol=0, atol=1e-12)
-    assert r.history.train_loss[:2] == pytest.approx(s.history.train_loss[:2], abs=1e-12)
+    np.testing.assert_allclose(r.model.params, s.model.params, rtol=0, atol=atol)
+    np.testing.assert_allclose(r.optimizer.m, s.optimizer.m, rtol=0, atol=atol)
+    np.testing.assert_allclose(r.history.train_loss, s.history.train_loss, rtol=0, atol=atol)
+
+
+@needs_real
+def test_seed_recipe_on_the_jit_backend_reaches_86_percent(tmp_path):
+    """The blog's recipe through the default (numba) backend, like the reference: >= 0.86."""
+    out = tmp_path / "m.json"
+    proc = fastnet("fastnet.train", "--preset", "seed", "--metrics-json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(out.read_text())
+    assert (m["backend"], m["preset"], m["lr"], m["schedule"], m["standardize"]) == \
+        ("numba", "seed", 5e-4, "constant", False)
+    assert m["test_accuracy"] >= 0.86, m["test_accuracy"]
+
+
+@needs_real
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_recipe_reaches_88_5_percent(tmp_path, seed):
+    """python -m fastnet.train with no recipe flags: 784-128-10, 5 epochs, batch 128 -> >= 0.885,
+    with validation reported every epoch from the held-out images."""
+    out = tmp_path / "m.json"
+    proc = fastnet("fastnet.train", "--seed", str(seed), "--metrics-json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(out.read_text())
+    assert (m["layers"], m["epochs"], m["batch_size"]) == ("784,128,10", 5, 128)
+    assert m["val_split"] > 0 and len(m["val_accuracy"]) == 5 and all(0 < a < 1 for a in m["val_accuracy"])
+    assert all("val_acc" in l for l in proc.stdout.splitlines() if l.startswith("epoch "))
+    assert m["test_accuracy"] >= 0.885, m["test_accuracy"]

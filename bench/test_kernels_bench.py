@@ -1,0 +1,282 @@
+"""Every kernel of kernels.KERNEL_NAMES, NumPy reference vs Numba JIT, at the shapes training uses.
+
+The shapes are one float32 step of the 784-128-10 network with batches of N = 128: the parameters,
+gradients and optimiser moments are the model's flat buffers of P = 101,770 (weights as views
+into them, as in training), labels are uint8 as load_split returns them, a batch index is int64
+as a slice of rng.permutation. Each benchmark first runs both backends on identical inputs and
+checks the JIT against the reference (which also compiles the JIT for exactly these dtypes and
+layouts), then times one backend. Units in extra_info: GFLOP/s for kernels with matrix products,
+ns per element for element-wise ones, µs per call for all.
+"""
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import pytest
+
+import kernels
+from fastnet.backend import get_backend
+from fastnet.model import MLP
+
+N, D, H, K = 128, 784, 128, 10
+M = 60000  # training images
+BACKENDS = ("numpy", "numba")
+
+
+@dataclass
+class Case:
+    """One kernel call: fresh identical arguments on every make(), what it writes, how much work it is."""
+
+    kernel: str
+    make: object  # () -> tuple of arguments, seeded: every call gives the same values
+    written: tuple = ()  # indices of the arguments the kernel writes
+    flop: int = 0  # flops of its matrix products (2·m·n·k each); 0 for element-wise kernels
+    elements: int = 0  # elements of its largest operand
+    shape: str = ""  # names the case where a kernel has several
+
+
+@cache
+def _images():
+    """Random uint8 pixels (M, D), made once: gather_rows only reads them."""
+    return np.random.default_rng(1).integers(0, 256, (M, D), dtype=np.uint8)
+
+
+def _rng():
+    """The generator every case draws from, seeded so each make() repeats the same arguments."""
+    return np.random.default_rng(0)
+
+
+def _normal(rng, shape, scale=1.0):
+    """float32 normal values of the given spread."""
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _relu_output(rng, shape):
+    """What a ReLU layer emits: float32, about half of it exact zeros."""
+    return np.maximum(_normal(rng, shape), 0)
+
+
+def _labels(rng):
+    """A batch of uint8 class labels, as load_split gives them."""
+    return rng.integers(0, K, N).astype(np.uint8)
+
+
+def _logits(rng):
+    """Output-layer logits (N, K), spread like a trained network's."""
+    return _normal(rng, (N, K), 3.0)
+
+
+def _net(rng):
+    """A He-initialised 784-128-10 float32 MLP with small random gradients in its flat buffer."""
+    model = MLP.he_init((D, H, K), rng)
+    model.grads[...] = _normal(rng, model.grads.shape, 1e-2)
+    return model
+
+
+def _gather_rows():
+    """A shuffled batch of 128 of 60000 images into float32 (index int64, a slice of a permutation)."""
+    return _images(), _rng().permutation(M)[:N], 1 / 255, 0.0, np.empty((N, D), np.float32)
+
+
+def _forward_hidden():
+    """Pixels (N, D) through the 784->128 layer, ReLU on."""
+    rng = _rng()
+    net = _net(rng)
+    return rng.random((N, D), dtype=np.float32), net.W[0], net.b[0], np.empty((N, H), np.float32), True
+
+
+def _forward_output():
+    """Hidden activations (N, H) through the 128->10 layer to logits."""
+    rng = _rng()
+    net = _net(rng)
+    return _relu_output(rng, (N, H)), net.W[1], net.b[1], np.empty((N, K), np.float32), False
+
+
+def _backward_hidden():
+    """The 784->128 layer's gradients: dW and db only (dX = None, nobody needs dLoss/dpixels)."""
+    rng = _rng()
+    net = _net(rng)
+    X = rng.random((N, D), dtype=np.float32)
+    return _normal(rng, (N, H), 1 / N), X, net.W[0], net.dW[0], net.db[0], None, False
+
+
+def _backward_output():
+    """The 128->10 layer's gradients: dW, db and dX masked by the hidden ReLU."""
+    rng = _rng()
+    net = _net(rng)
+    dX = np.empty((N, H), np.float32)
+    return _normal(rng, (N, K), 1 / N), _relu_output(rng, (N, H)), net.W[1], net.dW[1], net.db[1], dX, True
+
+
+def _relu_forward():
+    """max(Z, 0) over a hidden layer (N, H)."""
+    return _normal(_rng(), (N, H)), np.empty((N, H), np.float32)
+
+
+def _relu_backward():
+    """The ReLU mask over a hidden layer's gradient (N, H)."""
+    rng = _rng()
+    return _normal(rng, (N, H)), _relu_output(rng, (N, H)), np.empty((N, H), np.float32)
+
+
+def _softmax():
+    """Row softmax of the logits (N, K)."""
+    return _logits(_rng()), np.empty((N, K), np.float32)
+
+
+def _cross_entropy():
+    """Mean cross-entropy of the logits (N, K)."""
+    rng = _rng()
+    return _logits(rng), _labels(rng)
+
+
+def _softmax_xent_backward():
+    """(A - Y) / N from softmax outputs (N, K)."""
+    rng = _rng()
+    Z = _logits(rng)
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True), _labels(rng), np.empty((N, K), np.float32)
+
+
+def _softmax_cross_entropy():
+    """The fused output layer: loss and dZ from logits (N, K)."""
+    rng = _rng()
+    return _logits(rng), _labels(rng), np.empty((N, K), np.float32)
+
+
+def _adam_update():
+    """One Adam step (the tenth) over the network's flat buffers (P,)."""
+    rng = _rng()
+    net = _net(rng)
+    m = _normal(rng, net.params.shape, 1e-2)
+    return net.params, net.grads, m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8
+
+
+def _sgd_update():
+    """One gradient-descent step over the flat buffers (P,)."""
+    net = _net(_rng())
+    return net.params, net.grads, 1e-3
+
+
+def _all_finite():
+    """The divergence check over the flat parameters (P,)."""
+    return (_net(_rng()).params,)
+
+
+P = D * H + H + H * K + K  # 101,770 parameters
+CASES = {
+    "gather_rows": Case("gather_rows", _gather_rows, (4,), elements=N * D),
+    "linear_forward 784x128 relu": Case("linear_forward", _forward_hidden, (3,), 2 * N * D * H, N * H, "784x128 relu"),
+    "linear_forward 128x10": Case("linear_forward", _forward_output, (3,), 2 * N * H * K, N * K, "128x10"),
+    "linear_backward 784x128": Case("linear_backward", _backward_hidden, (3, 4), 2 * N * D * H, D * H, "784x128"),
+    "linear_backward 128x10": Case("linear_backward", _backward_output, (3, 4, 5), 4 * N * H * K, N * H, "128x10"),
+    "relu_forward": Case("relu_forward", _relu_forward, (1,), elements=N * H),
+    "relu_backward": Case("relu_backward", _relu_backward, (2,), elements=N * H),
+    "softmax": Case("softmax", _softmax, (1,), elements=N * K),
+    "cross_entropy": Case("cross_entropy", _cross_entropy, elements=N * K),
+    "softmax_xent_backward": Case("softmax_xent_backward", _softmax_xent_backward, (2,), elements=N * K),
+    "softmax_cross_entropy": Case("softmax_cross_entropy", _softmax_cross_entropy, (2,), elements=N * K),
+    "adam_update": Case("adam_update", _adam_update, (0, 2, 3), elements=P),
+    "sgd_update": Case("sgd_update", _sgd_update, (0,), elements=P),
+    "all_finite": Case("all_finite", _all_finite, elements=P),
+}
+
+
+def _outputs(backend, case):
+    """Run the kernel once on fresh arguments; its return value (unless None) and what it wrote."""
+    args = case.make()
+    result = getattr(get_backend(backend), case.kernel)(*args)
+    return ([] if result is None else [result]) + [args[i].copy() for i in case.written]
+
+
+def _assert_close(got, want):
+    """Same shape and dtype, values within float32 rounding (atol + rtol·|want|)."""
+    for g, w in zip(got, want, strict=True):
+        g, w = np.asarray(g), np.asarray(w)
+        assert (g.shape, g.dtype) == (w.shape, w.dtype)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def check_then_time(benchmark, backend, case, report):
+    """Check the JIT against the reference (compiling it), then time `backend` on fresh arguments."""
+    _assert_close(_outputs("numba", case), _outputs("numpy", case))
+    benchmark.group = f"{case.kernel} {case.shape}".strip()
+    benchmark(getattr(get_backend(backend), case.kernel), *case.make())
+    seconds = benchmark.stats.stats.median if benchmark.stats is not None else float("nan")
+    benchmark.extra_info["us_per_call"] = seconds * 1e6
+    if case.flop:
+        benchmark.extra_info["GFLOP/s"] = case.flop / seconds / 1e9
+    else:
+        benchmark.extra_info["ns_per_element"] = seconds / case.elements * 1e9
+    report(benchmark, backend)
+
+
+def test_cases_cover_every_kernel():
+    """A kernel added to kernels.KERNEL_NAMES needs a case here."""
+    assert {c.kernel for c in CASES.values()} == set(kernels.KERNEL_NAMES)
+
+
+backends = pytest.mark.parametrize("backend", BACKENDS)
+
+
+@backends
+def test_gather_rows(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["gather_rows"], report)
+
+
+@backends
+@pytest.mark.parametrize("shape", ["784x128 relu", "128x10"])
+def test_linear_forward(benchmark, backend, shape, report):
+    check_then_time(benchmark, backend, CASES[f"linear_forward {shape}"], report)
+
+
+@backends
+@pytest.mark.parametrize("shape", ["784x128", "128x10"])
+def test_linear_backward(benchmark, backend, shape, report):
+    check_then_time(benchmark, backend, CASES[f"linear_backward {shape}"], report)
+
+
+@backends
+def test_relu_forward(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["relu_forward"], report)
+
+
+@backends
+def test_relu_backward(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["relu_backward"], report)
+
+
+@backends
+def test_softmax(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["softmax"], report)
+
+
+@backends
+def test_cross_entropy(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["cross_entropy"], report)
+
+
+@backends
+def test_softmax_xent_backward(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["softmax_xent_backward"], report)
+
+
+@backends
+def test_softmax_cross_entropy(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["softmax_cross_entropy"], report)
+
+
+@backends
+def test_adam_update(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["adam_update"], report)
+
+
+@backends
+def test_sgd_update(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["sgd_update"], report)
+
+
+@backends
+def test_all_finite(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["all_finite"], report)
