@@ -166,16 +166,20 @@ def compare(args):
     before = floors(shapes, 5)
     common = ["--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads)]
     results = round_robin(entries, args.runs, lambda name, n: common)
-    floor = merge(before, floors(shapes, 5))
+    after = floors(shapes, 5)
+    floor = merge(before, after)
     torch_runs = results.get(TORCH)
     torch_median = float(np.median(warm_epochs(torch_runs))) if torch_runs else None
     rows = [summarise(name, results[name], floor[(128, 128, n)], torch_median) for name, _, n in entries]
     cold = cold_start(args.threads)
     print_table(rows)
-    print(f"floor (784-128-10, batch 128, 60000 images): {floor[(128, 128, N_TRAIN)]:.3f}s")
+    key = (128, 128, N_TRAIN)
+    print(f"floor (784-128-10, batch 128, 60000 images): median {floor[key]:.3f}s "
+          f"(before the runs {np.median(before[key]):.3f}s, after {np.median(after[key]):.3f}s)")
     print_cold_start(cold, rows[0]["epoch_median"])
-    return {"rows": rows, "floor_seconds": {f"b{b} w{w} n{n}": s for (b, w, n), s in floor.items()},
-            "cold_start": cold}
+    samples = {f"b{b} w{w} n{n}": {"median": floor[(b, w, n)], "before": before[(b, w, n)], "after": after[(b, w, n)]}
+               for b, w, n in shapes}
+    return {"rows": rows, "floor_seconds": samples, "cold_start": cold}
 
 
 def scale(args):

@@ -75,8 +75,12 @@ def _net(rng):
 
 
 def _gather_rows():
-    """A shuffled batch of 128 of 60000 images into float32 (index int64, a slice of a permutation)."""
-    return _images(), _rng().permutation(M)[:N], 1 / 255, 0.0, np.empty((N, D), np.float32)
+    """A shuffled batch of 128 of 60000 images into float32 (index int64, a slice of a permutation;
+    scale and shift per pixel in float32, as the model keeps them)."""
+    rng = _rng()
+    net = _net(rng)
+    index = rng.permutation(M)[:N]
+    return _images(), index, net.input_scale, net.input_shift, np.empty((N, D), np.float32)
 
 
 def _forward_hidden():
