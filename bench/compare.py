@@ -5,7 +5,8 @@ count and the same data, in its own subprocess (`python -m fastnet.train ... --m
 `python -m bench.torch_mlp`), round-robin over the contenders for --runs rounds (the order rotates
 each round) so that a noisy neighbour hurts them alike. The shared recipe is fastnet's `--preset
 seed` (lr 5e-4 constant, pixels in [0, 1], all 60,000 training images), so accuracies compare
-directly; fastnet's default preset (lr 2e-3 cosine, standardised, 55,000 images) is an extra row.
+directly; fastnet's default preset (its own lr, schedule, betas, standardisation, and fewer images:
+some are held out for validation) is an extra row.
 Epoch times are training passes only (evaluation excluded) and leave out each run's first epoch
 (JIT cache load, first touch of memory) when there are several. The floor (bench.floor: the
 epoch's matrix products alone) is measured in this process before and after the runs.
@@ -29,6 +30,7 @@ import numpy as np
 
 from bench.floor import floor_samples
 from fastnet.threads import set_threads
+from fastnet.train import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -51,7 +53,8 @@ def contenders(with_torch):
     ]
     if with_torch:
         rows.append((TORCH, ["-m", "bench.torch_mlp", "--lr", "5e-4"], N_TRAIN))
-    rows.append(("fastnet numba f32 (fastnet preset, 55k)", fastnet("numba", preset="fastnet"), N_TRAIN - 5000))
+    n = N_TRAIN - PRESETS["fastnet"]["val_split"]  # the default preset holds images out for validation
+    rows.append((f"fastnet numba f32 (fastnet preset, {n // 1000}k)", fastnet("numba", preset="fastnet"), n))
     return rows
 
 
