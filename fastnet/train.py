@@ -281,7 +281,8 @@ def report(s, state, K, names, train):
         "train_accuracy": h.train_accuracy[-1], "train_accuracy_per_epoch": h.train_accuracy,
         "val_loss": h.val_loss, "val_accuracy": h.val_accuracy,
         "test_loss": test_loss, "test_accuracy": test_acc, "test_eval_seconds": time.perf_counter() - t,
-        "startup_seconds": s["startup_seconds"], "kernel_load_seconds": s["kernel_load_seconds"], "total_seconds": time.perf_counter() - START,
+        "startup_seconds": s["startup_seconds"], "kernel_load_seconds": s["kernel_load_seconds"],
+        "total_seconds": time.perf_counter() - START,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if s["metrics_json"]:

@@ -23,7 +23,7 @@ import kernels
 from fastnet.model import MLP, Workspace, loss_and_grads
 from fastnet.optim import Adam
 from kernels import jit, reference
-from tolerances import assert_close, blas_threads, tolerance
+from tolerances import assert_close, blas_threads
 
 NO_JIT = bool(numba.config.DISABLE_JIT)
 

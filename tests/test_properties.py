@@ -14,7 +14,6 @@ with sane values, or an InputError, never another exception (no SystemExit, no V
 """
 
 import math
-import sys
 
 import numpy as np
 import pytest
