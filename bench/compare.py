@@ -8,8 +8,10 @@ seed` (lr 5e-4 constant, pixels in [0, 1], all 60,000 training images), so accur
 directly; fastnet's default preset (its own lr, schedule, betas, standardisation, and fewer images:
 some are held out for validation) is an extra row.
 Epoch times are training passes only (evaluation excluded) and leave out each run's first epoch
-(JIT cache load, first touch of memory) when there are several. The floor (bench.floor: the
-epoch's matrix products alone) is measured in this process before and after the runs.
+(first touch of memory, warm caches) when there are several. The floor (bench.floor: the epoch's
+matrix products alone) is sampled in this process at the start and after every round, and its
+median taken, so that it sees the same neighbours as the runs; a row that trains on fewer images
+gets the floor scaled by its share of the 60,000.
 
 Also: cold start (two one-epoch runs sharing a fresh NUMBA_CACHE_DIR: the first compiles, the
 second loads the cache) and, with --scale instead, epoch/floor at other batch sizes and widths.
@@ -70,15 +72,20 @@ def run_once(argv, common, env=None):
             return json.load(f)
 
 
-def round_robin(entries, runs, common_of):
-    """{name: [metrics of each run]}, running the entries in turn for `runs` rounds, rotating the start."""
+def round_robin(entries, runs, common_of, between):
+    """{name: [metrics of each run]}, running the entries in turn for `runs` rounds, rotating the start.
+
+    between() runs before the first round and after each round (it samples the floor).
+    """
     results = {name: [] for name, *_ in entries}
+    between()
     for r in range(runs):
         for name, argv, *rest in entries[r % len(entries):] + entries[: r % len(entries)]:
             metrics = run_once(argv, common_of(name, *rest))
             results[name].append(metrics)
             print(f"  round {r + 1}/{runs}  {name:40} epochs {_fmt(metrics['epoch_seconds'])}  "
                   f"acc {metrics['test_accuracy']:.4f}", file=sys.stderr, flush=True)
+        between()
     return results
 
 
@@ -92,14 +99,15 @@ def warm_epochs(runs):
     return [s for m in runs for s in (m["epoch_seconds"][1:] or m["epoch_seconds"])]
 
 
-def floors(shapes, repeats):
-    """{(batch, width, n): [seconds...]}: floor samples of each shape."""
-    return {shape: floor_samples(shape[0], (784, shape[1], 10), shape[2], repeats=repeats) for shape in shapes}
+def floor_sampler(shapes, repeats=3):
+    """({(batch, width): [seconds...]}, a function adding `repeats` floor samples of each shape to it)."""
+    samples = {shape: [] for shape in shapes}
 
+    def sample():
+        for (b, w), times in samples.items():
+            times += floor_samples(b, (784, w, 10), N_TRAIN, repeats=repeats)
 
-def merge(before, after):
-    """Median floor seconds per shape from the samples before and after the runs."""
-    return {shape: float(np.median(before[shape] + after[shape])) for shape in before}
+    return samples, sample
 
 
 def summarise(name, runs, floor, torch_median):
@@ -165,38 +173,33 @@ def machine():
 def compare(args):
     """The comparison table and cold start; returns the results to write."""
     entries = contenders(util.find_spec("torch") is not None)
-    shapes = sorted({(128, 128, n) for *_, n in entries})
-    before = floors(shapes, 5)
+    samples, sample = floor_sampler([(128, 128)])
     common = ["--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads)]
-    results = round_robin(entries, args.runs, lambda name, n: common)
-    after = floors(shapes, 5)
-    floor = merge(before, after)
+    results = round_robin(entries, args.runs, lambda name, n: common, sample)
+    floor = float(np.median(samples[(128, 128)]))
     torch_runs = results.get(TORCH)
     torch_median = float(np.median(warm_epochs(torch_runs))) if torch_runs else None
-    rows = [summarise(name, results[name], floor[(128, 128, n)], torch_median) for name, _, n in entries]
+    # a row training on fewer images has a proportionally lower floor: products cost in proportion to rows
+    rows = [summarise(name, results[name], floor * n / N_TRAIN, torch_median) for name, _, n in entries]
     cold = cold_start(args.threads)
     print_table(rows)
-    key = (128, 128, N_TRAIN)
-    print(f"floor (784-128-10, batch 128, 60000 images): median {floor[key]:.3f}s "
-          f"(before the runs {np.median(before[key]):.3f}s, after {np.median(after[key]):.3f}s)")
+    times = samples[(128, 128)]
+    print(f"floor (784-128-10, batch 128, 60000 images): median {floor:.3f}s of {len(times)} samples "
+          f"(min {min(times):.3f}s, max {max(times):.3f}s)")
     print_cold_start(cold, rows[0]["epoch_median"])
-    samples = {f"b{b} w{w} n{n}": {"median": floor[(b, w, n)], "before": before[(b, w, n)], "after": after[(b, w, n)]}
-               for b, w, n in shapes}
-    return {"rows": rows, "floor_seconds": samples, "cold_start": cold}
+    return {"rows": rows, "floor_seconds": {"median": floor, "samples": times}, "cold_start": cold}
 
 
 def scale(args):
     """Epoch time and epoch/floor of the numba backend at other batch sizes and widths."""
     entries = [(f"batch {b} width {w}", fastnet(), b, w) for b, w in SCALE]
-    shapes = [(b, w, N_TRAIN) for b, w in SCALE]
-    before = floors(shapes, 3)
+    samples, sample = floor_sampler(SCALE, repeats=2)
 
     def common_of(name, b, w):  # two epochs: the first is the warm-up, left out by warm_epochs
         return ["--epochs", "2", "--batch-size", str(b), "--layers", f"784,{w},10", "--threads", str(args.threads)]
 
-    results = round_robin(entries, args.runs, common_of)
-    floor = merge(before, floors(shapes, 3))
-    rows = [dict(batch=b, width=w, **summarise(name, results[name], floor[(b, w, N_TRAIN)], None))
+    results = round_robin(entries, args.runs, common_of, sample)
+    rows = [dict(batch=b, width=w, **summarise(name, results[name], float(np.median(samples[(b, w)])), None))
             for name, _, b, w in entries]
     print(f"{'batch':>5} {'width':>5} {'epoch med':>9} {'min':>6} {'max':>6} {'floor':>7} {'x floor':>7}")
     for r in rows:
