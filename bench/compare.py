@@ -100,12 +100,23 @@ def warm_epochs(runs):
 
 
 def floor_sampler(shapes, repeats=3):
-    """({(batch, width): [seconds...]}, a function adding `repeats` floor samples of each shape to it)."""
+    """({(batch, width): [seconds...]}, a function adding `repeats` floor samples of each shape to it).
+
+    Key "single" holds samples of the first shape on one BLAS thread: divided by the thread count,
+    that is what a perfect split of the products over the cores would cost.
+    """
+    from threadpoolctl import threadpool_limits
+
     samples = {shape: [] for shape in shapes}
+    samples["single"] = []
 
     def sample():
-        for (b, w), times in samples.items():
-            times += floor_samples(b, (784, w, 10), N_TRAIN, repeats=repeats)
+        for shape, times in samples.items():
+            if shape != "single":
+                times += floor_samples(shape[0], (784, shape[1], 10), N_TRAIN, repeats=repeats)
+        with threadpool_limits(1, user_api="blas"):
+            b, w = shapes[0]
+            samples["single"] += floor_samples(b, (784, w, 10), N_TRAIN, repeats=repeats)
 
     return samples, sample
 
@@ -183,11 +194,15 @@ def compare(args):
     rows = [summarise(name, results[name], floor * n / N_TRAIN, torch_median) for name, _, n in entries]
     cold = cold_start(args.threads)
     print_table(rows)
-    times = samples[(128, 128)]
-    print(f"floor (784-128-10, batch 128, 60000 images): median {floor:.3f}s of {len(times)} samples "
-          f"(min {min(times):.3f}s, max {max(times):.3f}s)")
+    times, single = samples[(128, 128)], samples["single"]
+    print(f"floor (784-128-10, batch 128, 60000 images, {args.threads} BLAS threads): median {floor:.3f}s "
+          f"of {len(times)} samples (min {min(times):.3f}s, max {max(times):.3f}s)")
+    ideal = float(np.median(single)) / args.threads
+    print(f"on 1 BLAS thread: median {np.median(single):.3f}s; a perfect split over {args.threads} cores would be "
+          f"{ideal:.3f}s, and fastnet numba is {rows[0]['epoch_median'] / ideal:.2f}x that")
     print_cold_start(cold, rows[0]["epoch_median"])
-    return {"rows": rows, "floor_seconds": {"median": floor, "samples": times}, "cold_start": cold}
+    return {"rows": rows, "floor_seconds": {"median": floor, "samples": times, "one_thread_samples": single},
+            "cold_start": cold}
 
 
 def scale(args):

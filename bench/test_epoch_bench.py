@@ -14,6 +14,7 @@ from bench.floor import epoch_gflop, floor_epoch, floor_seconds
 from fastnet.backend import get_backend
 from fastnet.model import MLP, Workspace
 from fastnet.optim import Adam
+from fastnet.threads import set_threads
 from fastnet.training import TrainState, train_epoch
 
 SIZES, BATCH, LR = (784, 128, 10), 128, 5e-4
@@ -22,7 +23,8 @@ GROUP = "epoch 784-128-10 b128 f32"
 
 @pytest.fixture(scope="module")
 def floor():
-    """Median seconds of the floor at the epoch's shapes, for the ratio."""
+    """Median seconds of the floor at the epoch's shapes (BLAS on every core), for the ratio."""
+    set_threads()
     return floor_seconds(BATCH, SIZES, repeats=3)[0]
 
 
@@ -38,7 +40,9 @@ def one_epoch(K, images, labels):
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_epoch(benchmark, backend, train_data, floor, report):
     images, labels = train_data
-    run = one_epoch(get_backend(backend), images, labels)
+    K = get_backend(backend)
+    set_threads(None, K.BLAS_THREADS)
+    run = one_epoch(K, images, labels)
     assert run() < 1.0  # the warm-up epoch learned: ln 10 = 2.3 at the start, ~0.6 over the first epoch
     benchmark.group = GROUP
     benchmark.pedantic(run, rounds=3, iterations=1)
@@ -49,6 +53,7 @@ def test_epoch(benchmark, backend, train_data, floor, report):
 
 
 def test_floor(benchmark, train_data, report):
+    set_threads()
     n = len(train_data[1])
     benchmark.group = GROUP
     benchmark.pedantic(floor_epoch(BATCH, SIZES, n), rounds=5, iterations=1, warmup_rounds=1)

@@ -17,7 +17,8 @@ import pytest
 
 import kernels
 from fastnet.backend import get_backend
-from fastnet.model import MLP
+from fastnet.model import MLP, Workspace
+from fastnet.threads import set_threads
 
 N, D, H, K = 128, 784, 128, 10
 M = 60000  # training images
@@ -68,17 +69,18 @@ def _logits(rng):
 
 
 def _net(rng):
-    """A He-initialised 784-128-10 float32 MLP with small random gradients in its flat buffer."""
+    """A He-initialised 784-128-10 float32 MLP, and a Workspace whose gradients are small random values."""
     model = MLP.he_init((D, H, K), rng)
-    model.grads[...] = _normal(rng, model.grads.shape, 1e-2)
-    return model
+    ws = Workspace(model.sizes, N, model.dtype)
+    ws.grads[...] = _normal(rng, model.params.shape, 1e-2)
+    return model, ws
 
 
 def _gather_rows():
     """A shuffled batch of 128 of 60000 images into float32 (index int64, a slice of a permutation;
     scale and shift per pixel in float32, as the model keeps them)."""
     rng = _rng()
-    net = _net(rng)
+    net, ws = _net(rng)
     index = rng.permutation(M)[:N]
     return _images(), index, net.input_scale, net.input_shift, np.empty((N, D), np.float32)
 
@@ -86,31 +88,31 @@ def _gather_rows():
 def _forward_hidden():
     """Pixels (N, D) through the 784->128 layer, ReLU on."""
     rng = _rng()
-    net = _net(rng)
+    net, ws = _net(rng)
     return rng.random((N, D), dtype=np.float32), net.W[0], net.b[0], np.empty((N, H), np.float32), True
 
 
 def _forward_output():
     """Hidden activations (N, H) through the 128->10 layer to logits."""
     rng = _rng()
-    net = _net(rng)
+    net, ws = _net(rng)
     return _relu_output(rng, (N, H)), net.W[1], net.b[1], np.empty((N, K), np.float32), False
 
 
 def _backward_hidden():
     """The 784->128 layer's gradients: dW and db only (dX = None, nobody needs dLoss/dpixels)."""
     rng = _rng()
-    net = _net(rng)
+    net, ws = _net(rng)
     X = rng.random((N, D), dtype=np.float32)
-    return _normal(rng, (N, H), 1 / N), X, net.W[0], net.dW[0], net.db[0], None, False
+    return _normal(rng, (N, H), 1 / N), X, net.W[0], ws.dW[0], ws.db[0], None, False
 
 
 def _backward_output():
     """The 128->10 layer's gradients: dW, db and dX masked by the hidden ReLU."""
     rng = _rng()
-    net = _net(rng)
+    net, ws = _net(rng)
     dX = np.empty((N, H), np.float32)
-    return _normal(rng, (N, K), 1 / N), _relu_output(rng, (N, H)), net.W[1], net.dW[1], net.db[1], dX, True
+    return _normal(rng, (N, K), 1 / N), _relu_output(rng, (N, H)), net.W[1], ws.dW[1], ws.db[1], dX, True
 
 
 def _relu_forward():
@@ -149,23 +151,41 @@ def _softmax_cross_entropy():
     return _logits(rng), _labels(rng), np.empty((N, K), np.float32)
 
 
+def _mlp_gradients():
+    """A whole training batch of 784-128-10: gather, forward, loss, backward, all gradients."""
+    rng = _rng()
+    net, ws = _net(rng)
+    index = rng.permutation(M)[:N]
+    labels = rng.integers(0, K, M).astype(np.uint8)
+    return _images(), index, labels, net.input_scale, net.input_shift, ws.sizes, net.params, ws.grads, ws.buffers
+
+
+def _mlp_logits():
+    """Logits of a block of 2048 images, as evaluation runs them."""
+    rng = _rng()
+    net, ws = _net(rng)
+    ws = Workspace(net.sizes, 2048, net.dtype)
+    return (_images(), np.arange(2048), net.input_scale, net.input_shift, ws.sizes, net.params,
+            np.empty((2048, K), np.float32), ws.buffers)
+
+
 def _adam_update():
     """One Adam step (the tenth) over the network's flat buffers (P,)."""
     rng = _rng()
-    net = _net(rng)
+    net, ws = _net(rng)
     m = _normal(rng, net.params.shape, 1e-2)
-    return net.params, net.grads, m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8
+    return net.params, ws.grads, m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8
 
 
 def _sgd_update():
     """One gradient-descent step over the flat buffers (P,)."""
-    net = _net(_rng())
-    return net.params, net.grads, 1e-3
+    net, ws = _net(_rng())
+    return net.params, ws.grads, 1e-3
 
 
 def _all_finite():
     """The divergence check over the flat parameters (P,)."""
-    return (_net(_rng()).params,)
+    return (_net(_rng())[0].params,)
 
 
 P = D * H + H + H * K + K  # 101,770 parameters
@@ -181,16 +201,25 @@ CASES = {
     "cross_entropy": Case("cross_entropy", _cross_entropy, elements=N * K),
     "softmax_xent_backward": Case("softmax_xent_backward", _softmax_xent_backward, (2,), elements=N * K),
     "softmax_cross_entropy": Case("softmax_cross_entropy", _softmax_cross_entropy, (2,), elements=N * K),
+    "mlp_gradients": Case("mlp_gradients", _mlp_gradients, (7,), 2 * N * (2 * D * H + 3 * H * K), P),
+    "mlp_logits": Case("mlp_logits", _mlp_logits, (6,), 2 * 2048 * (D * H + H * K), 2048 * D),
     "adam_update": Case("adam_update", _adam_update, (0, 2, 3), elements=P),
     "sgd_update": Case("sgd_update", _sgd_update, (0,), elements=P),
     "all_finite": Case("all_finite", _all_finite, elements=P),
 }
 
 
+def _backend(name):
+    """The kernel module, with the threading plan it is meant to run under (fastnet.threads)."""
+    K = get_backend(name)
+    set_threads(None, K.BLAS_THREADS)
+    return K
+
+
 def _outputs(backend, case):
     """Run the kernel once on fresh arguments; its return value (unless None) and what it wrote."""
     args = case.make()
-    result = getattr(get_backend(backend), case.kernel)(*args)
+    result = getattr(_backend(backend), case.kernel)(*args)
     return ([] if result is None else [result]) + [args[i].copy() for i in case.written]
 
 
@@ -206,7 +235,7 @@ def check_then_time(benchmark, backend, case, report):
     """Check the JIT against the reference (compiling it), then time `backend` on fresh arguments."""
     _assert_close(_outputs("numba", case), _outputs("numpy", case))
     benchmark.group = f"{case.kernel} {case.shape}".strip()
-    benchmark(getattr(get_backend(backend), case.kernel), *case.make())
+    benchmark(getattr(_backend(backend), case.kernel), *case.make())
     seconds = benchmark.stats.stats.median if benchmark.stats is not None else float("nan")
     benchmark.extra_info["us_per_call"] = seconds * 1e6
     if case.flop:
@@ -269,6 +298,16 @@ def test_softmax_xent_backward(benchmark, backend, report):
 @backends
 def test_softmax_cross_entropy(benchmark, backend, report):
     check_then_time(benchmark, backend, CASES["softmax_cross_entropy"], report)
+
+
+@backends
+def test_mlp_gradients(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["mlp_gradients"], report)
+
+
+@backends
+def test_mlp_logits(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["mlp_logits"], report)
 
 
 @backends

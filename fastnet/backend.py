@@ -1,6 +1,11 @@
-"""The one place where `--backend` picks the kernel module that fastnet computes with."""
+"""The one place where `--backend` picks the kernel module that fastnet computes with.
+
+It also passes on what both backends share: the flat parameter layout and the kernels' scratch.
+"""
 
 import importlib
+
+from kernels import layer_views, mlp_workspace, parameter_count  # noqa: F401 (re-exported)
 
 from .errors import InputError
 
@@ -47,15 +52,10 @@ def _exercise(K, dtype):
     labels = np.array([0, 1, 1, 0], np.uint8)
     model = MLP.he_init((3, 2, 2), rng, dtype)
     ws = Workspace(model.sizes, 4, model.dtype)
-    index = rng.permutation(4)
-    K.gather_rows(images, index, model.input_scale, model.input_shift, ws.inputs)
-    loss_and_grads(model, K, ws.inputs, labels[index], ws)
+    loss_and_grads(model, K, images, rng.permutation(4), labels, ws)
     for name in OPTIMIZERS:
-        OPTIMIZERS[name](model.params.size, model.dtype).update(K, model.params, model.grads, 1e-3)
+        opt = OPTIMIZERS[name](model.params.size, model.dtype)
+        opt.update(K, model.params, ws.grads, 1e-3)
+        opt.train_step(K, model, images, rng.permutation(4)[:3], labels, ws, 1e-3)
     K.all_finite(model.params)
     evaluate(model, K, images, labels)
-    Z = ws.acts[-1]
-    K.softmax(Z, np.empty_like(Z))
-    K.relu_forward(Z, np.empty_like(Z))
-    K.relu_backward(Z, Z, np.empty_like(Z))
-    K.softmax_xent_backward(Z, labels, np.empty_like(Z))

@@ -10,6 +10,7 @@ from .backend import DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, run
 from .errors import InputError
 from .model import predict_logits
+from .threads import set_threads
 
 GRID_SIZE = 25
 GRID_WRONG = 8
@@ -106,6 +107,7 @@ def main(argv=None):
     """Evaluate MODEL on its data set's test split; print the report (or JSON) and write any plots."""
     args = build_parser().parse_args(argv)
     K = get_backend(args.backend)
+    set_threads(None, K.BLAS_THREADS)
     if args.plot:
         plots.require_matplotlib()
     model, settings, names, _ = checkpoint.load(args.model)

@@ -9,9 +9,10 @@ import numpy as np
 
 from . import data
 from .backend import DEFAULT_BACKEND, get_backend
-from .errors import InputError
 from .cli import ArgumentParser, positive_int, run
-from .model import MLP, Workspace, forward, loss_and_grads, parse_layers
+from .errors import InputError
+from .model import MLP, Workspace, loss_and_grads, parse_layers, predict_logits
+from .threads import set_threads
 
 THRESHOLD = 1e-7
 
@@ -26,19 +27,18 @@ def choose_parameters(model, per_tensor, rng):
     return np.concatenate(picks)
 
 
-def gradient_check(model, K, X, y, indices, eps=1e-6):
+def gradient_check(model, K, images, labels, indices, eps=1e-6):
     """Relative difference between backprop and central-difference gradients at `indices`.
 
-    model must be float64; X (N, D0) float inputs, y (N,) labels. The loss is evaluated with the
+    model must be float64; images (N, D0) pixels, labels (N,). The loss is evaluated with the
     same kernels K; the parameter is restored after each probe.
     """
-    ws = Workspace(model.sizes, len(y), model.dtype)
-    loss_and_grads(model, K, X, y, ws)
-    backprop = model.grads[indices].copy()
-    acts, _ = ws.first(len(y))
+    ws = Workspace(model.sizes, len(labels), model.dtype)
+    loss_and_grads(model, K, images, np.arange(len(labels)), labels, ws)
+    backprop = ws.grads[indices].copy()
 
     def loss():
-        return K.cross_entropy(forward(model, K, X, acts), y)
+        return K.cross_entropy(predict_logits(model, K, images), labels)
 
     numeric = np.empty(len(indices))
     for k, i in enumerate(indices):
@@ -64,6 +64,7 @@ def main(argv=None):
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
     K = get_backend(args.backend)
+    set_threads(None, K.BLAS_THREADS)
     images, labels = data.load_split(args.dataset, "train", args.data_dir)
     rng = np.random.default_rng(args.seed)
     rows = rng.choice(len(labels), min(args.samples, len(labels)), replace=False)
@@ -71,9 +72,8 @@ def main(argv=None):
     if model.sizes[0] != images.shape[1] or model.num_classes <= int(labels.max()):
         raise InputError(f"--layers {args.layers} does not fit the data "
                          f"({images.shape[1]} pixels, labels up to {int(labels.max())})")
-    X = images[rows] * model.input_scale + model.input_shift
     indices = choose_parameters(model, args.per_tensor, rng)
-    diff = gradient_check(model, K, X, labels[rows], indices)
+    diff = gradient_check(model, K, images[rows], labels[rows], indices)
     print(f"checked {len(indices)} of {model.params.size} parameters on {len(rows)} samples "
           f"(every layer's W and b), float64, backend {args.backend}")
     print(f"relative difference: {diff:.3e}")

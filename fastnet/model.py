@@ -5,12 +5,15 @@ Layout: samples are rows (N, D), weights are (D_in, D_out), so a layer is X·W +
 batch is then a gather of whole rows into one contiguous block, the products are plain row-major
 GEMMs that BLAS likes, and per-sample work (softmax, loss) walks contiguous rows.
 
-All parameters live in one flat buffer (and all gradients in another) with per-layer views, so
-an optimiser updates the whole network in one kernel call.
+All parameters live in one flat buffer with per-layer views (layout: W0, b0, W1, b1, ...), so
+one kernel call runs a whole batch and an optimiser updates the whole network in one pass.
+The forward and backward passes themselves are kernels (mlp_logits, mlp_gradients): the numpy
+backend spells them out layer by layer, the numba backend runs a batch in one compiled call.
 """
 
 import numpy as np
 
+from .backend import layer_views, mlp_workspace, parameter_count
 from .errors import InputError
 
 
@@ -27,17 +30,6 @@ def parse_layers(text):
     return sizes
 
 
-def _layer_views(flat, sizes):
-    """Split a flat (P,) buffer into per-layer views W[l] (D_l, D_l+1) and b[l] (D_l+1,)."""
-    Ws, bs, at = [], [], 0
-    for d_in, d_out in zip(sizes, sizes[1:]):
-        Ws.append(flat[at : at + d_in * d_out].reshape(d_in, d_out))
-        at += d_in * d_out
-        bs.append(flat[at : at + d_out])
-        at += d_out
-    return Ws, bs
-
-
 class MLP:
     """Parameters and gradients of the network, plus how raw pixels become inputs.
 
@@ -50,11 +42,8 @@ class MLP:
         self.dtype = np.dtype(dtype)
         self.input_scale = np.broadcast_to(np.asarray(input_scale, self.dtype), self.sizes[:1]).copy()
         self.input_shift = np.broadcast_to(np.asarray(input_shift, self.dtype), self.sizes[:1]).copy()
-        count = sum(a * b + b for a, b in zip(self.sizes, self.sizes[1:]))
-        self.params = np.zeros(count, self.dtype)
-        self.grads = np.zeros(count, self.dtype)
-        self.W, self.b = _layer_views(self.params, self.sizes)
-        self.dW, self.db = _layer_views(self.grads, self.sizes)
+        self.params = np.zeros(parameter_count(self.sizes), self.dtype)
+        self.W, self.b = layer_views(self.params, self.sizes)
 
     @classmethod
     def he_init(cls, sizes, rng, dtype=np.float32, **kw):
@@ -70,64 +59,44 @@ class MLP:
 
 
 class Workspace:
-    """Activation and gradient buffers for batches of up to `rows` rows, allocated once.
+    """What a training step writes, for batches of up to `rows` rows, allocated once per run.
 
-    acts[l] holds layer l's output (ReLU applied for hidden layers, logits for the last);
-    deltas[l] holds dLoss/d(layer l's pre-activation). A smaller batch uses their first rows.
+    grads (P,): the batch gradient, laid out like the parameters, with per-layer views dW and db;
+    buffers: the kernels' scratch (kernels.mlp_workspace).
     """
 
     def __init__(self, sizes, rows, dtype):
+        self.sizes = np.asarray(sizes, np.int64)
         self.rows = rows
-        self.inputs = np.empty((rows, sizes[0]), dtype)
-        self.acts = [np.empty((rows, d), dtype) for d in sizes[1:]]
-        self.deltas = [np.empty((rows, d), dtype) for d in sizes[1:]]
-
-    def first(self, n):
-        """Views of the first n rows of every buffer (contiguous, since rows are the outer axis)."""
-        return [a[:n] for a in self.acts], [d[:n] for d in self.deltas]
+        self.buffers = mlp_workspace(tuple(sizes), rows, dtype)
+        self.grads = np.zeros(parameter_count(sizes), dtype)
+        self.dW, self.db = layer_views(self.grads, tuple(sizes))
 
 
-def forward(model, K, X, acts):
-    """Logits for X (N, D0) via kernel module K, writing each layer's output into acts; returns acts[-1]."""
-    A = X
-    last = len(model.W) - 1
-    for l, (W, b) in enumerate(zip(model.W, model.b)):
-        K.linear_forward(A, W, b, acts[l], l < last)
-        A = acts[l]
-    return A
+def loss_and_grads(model, K, images, index, labels, ws):
+    """Mean cross-entropy of the batch images[index]; its gradient into ws.grads.
 
-
-def loss_and_grads(model, K, X, y, ws):
-    """Mean cross-entropy of batch (X, y); fills model.grads by backpropagation. Returns the loss.
-
-    The output layer's delta is the fused dZ = (softmax(Z) - Y) / N. No gradient is formed for
-    the network's input X: the first layer's linear_backward gets dX = None.
+    images are raw pixels (M, D0), mapped to inputs by the model's scale and shift on the way in.
     """
-    acts, deltas = ws.first(len(y))
-    forward(model, K, X, acts)
-    loss = K.softmax_cross_entropy(acts[-1], y, deltas[-1])
-    inputs = [X] + acts[:-1]
-    for l in reversed(range(len(model.W))):
-        dX = deltas[l - 1] if l > 0 else None
-        K.linear_backward(deltas[l], inputs[l], model.W[l], model.dW[l], model.db[l], dX, l > 0)
-    return loss
+    return K.mlp_gradients(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
+                           model.params, ws.grads, ws.buffers)
 
 
-def predict_logits(model, K, images, batch=2000):
-    """Logits for uint8 images (M, D0), computed in batches so memory stays bounded."""
+def predict_logits(model, K, images, batch=2048):
+    """Logits for images (M, D0), computed in blocks of rows so memory stays bounded."""
     out = np.empty((len(images), model.num_classes), model.dtype)
-    ws = Workspace(model.sizes, min(batch, max(len(images), 1)), model.dtype)
-    for start in range(0, len(images), ws.rows):
-        n = min(ws.rows, len(images) - start)
-        X = ws.inputs[:n]
-        K.gather_rows(images, np.arange(start, start + n), model.input_scale, model.input_shift, X)
-        acts, _ = ws.first(n)
-        out[start : start + n] = forward(model, K, X, acts)
+    rows = min(batch, max(len(images), 1))
+    buffers = mlp_workspace(model.sizes, rows, model.dtype)
+    sizes = np.asarray(model.sizes, np.int64)
+    for start in range(0, len(images), rows):
+        index = np.arange(start, min(start + rows, len(images)))
+        K.mlp_logits(images, index, model.input_scale, model.input_shift, sizes, model.params,
+                     out[start : start + len(index)], buffers)
     return out
 
 
 def evaluate(model, K, images, labels):
-    """(mean cross-entropy, accuracy) of the model on uint8 images and integer labels."""
+    """(mean cross-entropy, accuracy) of the model on images and integer labels."""
     if len(labels) == 0:
         return float("nan"), float("nan")
     logits = predict_logits(model, K, images)

@@ -1,8 +1,15 @@
-"""Optimisers over a model's flat parameter buffer, and learning-rate schedules."""
+"""Optimisers over a model's flat parameter buffer, and learning-rate schedules.
+
+An optimiser's train_step runs one whole training step through a backend: the gradients of a
+batch, then the update. Adam's is one kernel call (mlp_adam_step), so the numba backend can update
+each band of parameters while its gradients are still in cache.
+"""
 
 import math
 
 import numpy as np
+
+from .model import loss_and_grads
 
 
 class GD:
@@ -18,6 +25,11 @@ class GD:
         """One step; True when every parameter is still finite."""
         self.step += 1
         return K.sgd_update(params, grads, lr)
+
+    def train_step(self, K, model, images, index, labels, ws, lr):
+        """Gradients of the batch images[index], then one step: (loss, every parameter finite)."""
+        loss = loss_and_grads(model, K, images, index, labels, ws)
+        return loss, self.update(K, model.params, ws.grads, lr)
 
     def state(self):
         return {"step": np.array(self.step)}
@@ -43,6 +55,12 @@ class Adam:
     def update(self, K, params, grads, lr):
         self.step += 1
         return K.adam_update(params, grads, self.m, self.v, self.step, lr, self.beta1, self.beta2, self.eps)
+
+    def train_step(self, K, model, images, index, labels, ws, lr):
+        """Gradients of the batch images[index] and the Adam step, in one kernel call: (loss, finite)."""
+        self.step += 1
+        return K.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes, model.params,
+                               ws.grads, self.m, self.v, self.step, lr, self.beta1, self.beta2, self.eps, ws.buffers)
 
     def state(self):
         return {"step": np.array(self.step), "m": self.m, "v": self.v}

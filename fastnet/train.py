@@ -201,7 +201,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     s = settings_from(args)
     K = get_backend(s["backend"])
-    threads = s["threads"] = set_threads(s["threads"])
+    threads = s["threads"] = set_threads(s["threads"], K.BLAS_THREADS)
     say = (lambda *a: None) if s["quiet"] else print
     state = names = None
     if s["resume"]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DivergenceError
-from .model import Workspace, evaluate, loss_and_grads
+from .model import Workspace, evaluate
 from .optim import learning_rate
 
 
@@ -56,10 +56,7 @@ def train_epoch(state, K, images, labels, batch_size, lr_at, ws, on_batch=None, 
         order = rng.permutation(n)
     for start in range(state.batch * batch_size, n, batch_size):
         index = order[start : start + batch_size]
-        X = ws.inputs[: len(index)]
-        K.gather_rows(images, index, model.input_scale, model.input_shift, X)
-        loss = loss_and_grads(model, K, X, labels[index], ws)
-        finite = opt.update(K, model.params, model.grads, lr_at(opt.step))
+        loss, finite = opt.train_step(K, model, images, index, labels, ws, lr_at(opt.step))
         if not (finite and np.isfinite(loss)):
             raise DivergenceError(
                 f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: "

@@ -11,6 +11,10 @@ Rows are samples (row-major, samples x features): a batch is a contiguous block 
 
 import numpy as np
 
+from . import layer_views
+
+BLAS_THREADS = None  # BLAS may use every thread: the products are the only parallel work here
+
 
 def _store(value, out):
     """Write value into out (rounding to out's dtype) and return out."""
@@ -101,6 +105,46 @@ def linear_backward(dZ, X, W, dW, db, dX, relu):
         if relu:
             G = np.where(X > 0, G, 0)
         _store(G, dX)
+
+
+def mlp_gradients(images, index, labels, scale, shift, sizes, params, grads, work):
+    """Mean cross-entropy of the batch images[index] through a ReLU MLP; its gradient into grads.
+
+    params and grads (P,) hold W0, b0, W1, b1, ... (kernels.layer_views); sizes = (D0, ..., K).
+    Gather and scale the N rows, forward through linear+ReLU layers, softmax, dZ = (A - Y)/N at the
+    output, then backward layer by layer without the unused dX of the input layer. work is not
+    needed here.
+    """
+    Ws, bs = layer_views(params, sizes)
+    dWs, dbs = layer_views(grads, sizes)
+    n, y = len(index), labels[index]
+    acts = [gather_rows(images, index, scale, shift, np.empty((n, sizes[0]), params.dtype))]
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        acts.append(linear_forward(acts[-1], W, b, np.empty((n, W.shape[1]), params.dtype), l < len(Ws) - 1))
+    Z = acts.pop()
+    dZ = np.empty_like(Z)
+    loss = softmax_cross_entropy(Z, y, dZ)
+    for l in reversed(range(len(Ws))):
+        dX = np.empty_like(acts[l]) if l > 0 else None
+        linear_backward(dZ, acts[l], Ws[l], dWs[l], dbs[l], dX, relu=l > 0)
+        dZ = dX
+    return loss
+
+
+def mlp_adam_step(images, index, labels, scale, shift, sizes, params, grads, m, v, step, lr, beta1, beta2, eps,
+                  work):
+    """One Adam training step on the batch: mlp_gradients, then adam_update. Returns (loss, p finite)."""
+    loss = mlp_gradients(images, index, labels, scale, shift, sizes, params, grads, work)
+    return loss, adam_update(params, grads, m, v, step, lr, beta1, beta2, eps)
+
+
+def mlp_logits(images, index, scale, shift, sizes, params, out, work):
+    """Logits of images[index] through the MLP of mlp_gradients, into out (N, K). work is not needed."""
+    Ws, bs = layer_views(params, sizes)
+    A = gather_rows(images, index, scale, shift, np.empty((len(index), sizes[0]), params.dtype))
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        A = linear_forward(A, W, b, np.empty((len(index), W.shape[1]), params.dtype), l < len(Ws) - 1)
+    return _store(A, out)
 
 
 def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):

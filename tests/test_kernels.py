@@ -18,12 +18,12 @@ import zlib
 import numba
 import numpy as np
 import pytest
+from tolerances import assert_close, blas_threads
 
 import kernels
 from fastnet.model import MLP, Workspace, loss_and_grads
 from fastnet.optim import Adam
-from kernels import jit, reference
-from tolerances import assert_close, blas_threads
+from kernels import jit, layer_views, reference
 
 NO_JIT = bool(numba.config.DISABLE_JIT)
 
@@ -377,7 +377,9 @@ def test_adam_update_steps_1_to_5(K, dtype, P, lr, beta1, beta2, eps):
     rp, rm, rv = up(p), np.zeros(P), np.zeros(P)
     for step in range(1, 6):
         g = flat_gradients(rng, P, dtype)
+        before = g.copy()
         ok = K.adam_update(p, g, m, v, step, lr, beta1, beta2, eps)
+        assert np.array_equal(g, before), "the gradient must be left as it was"
         assert reference.adam_update(rp, up(g), rm, rv, step, lr, beta1, beta2, eps) is True
         assert ok is True, f"step {step}: finite parameters reported as diverged"
         for name, got, ref in (("p", p, rp), ("m", m, rm), ("v", v, rv)):
@@ -474,6 +476,8 @@ def determinism_case(name, dtype):
     images = rng.integers(0, 256, (200, D), dtype=np.uint8)
     index = rng.integers(0, 200, N)
     p, g = rng.standard_normal(P).astype(dtype), rng.standard_normal(P).astype(dtype)
+    net = MLP.he_init((D, H, C), rng, dtype)
+    y_all = rng.integers(0, C, 200).astype(np.uint8)
     e = np.empty
     cases = {
         "gather_rows": lambda K: [K.gather_rows(images, index, np.full(D, 1 / 255, dtype), np.zeros(D, dtype),
@@ -491,6 +495,15 @@ def determinism_case(name, dtype):
             p.copy(), np.abs(g) * 0.1, g * g * 0.01),
         "sgd_update": lambda K: (lambda q: [K.sgd_update(q, g, 0.1), q])(p.copy()),
         "all_finite": lambda K: [K.all_finite(p)],
+        "mlp_gradients": lambda K: (lambda ws: [loss_and_grads(net, K, images, index, y_all, ws), ws.grads])(
+            Workspace(net.sizes, N, dtype)),
+        "mlp_adam_step": lambda K: (lambda ws, q, m, v: [
+            *K.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes, q, ws.grads, m, v,
+                             3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers), q, m, v, ws.grads])(
+            Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
+        "mlp_logits": lambda K: (lambda ws, out: [K.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes,
+                                                               net.params, out, ws.buffers)])(
+            Workspace(net.sizes, N, dtype), e((N, C), dtype)),
     }
     return cases[name]
 
@@ -520,39 +533,152 @@ def test_every_kernel_is_deterministic(K, dtype, name):
 SIZES_NET = (784, 33, 17, 10)
 
 
-def network_batch(n, seed=0):
+def network_batch(n, seed=0, sizes=SIZES_NET, images=None):
+    """n uint8 images and labels (first class first, last class last) for a network of `sizes`."""
     rng = np.random.default_rng([seed, n])
-    images = rng.integers(0, 256, (n, SIZES_NET[0]), dtype=np.uint8)
-    labels = rng.integers(0, SIZES_NET[-1], n).astype(np.uint8)
-    labels[0], labels[-1] = 0, SIZES_NET[-1] - 1
+    images = rng.integers(0, 256, (max(n, 2), sizes[0]), dtype=np.uint8) if images is None else images
+    labels = rng.integers(0, sizes[-1], len(images)).astype(np.uint8)
+    labels[0], labels[n - 1] = 0, sizes[-1] - 1
     return images, labels
 
 
-def run_network(K, model, images, labels, rows):
-    """Gather a batch into a Workspace of `rows` rows and run loss_and_grads; (logits, loss, grads)."""
+def run_network(K, model, images, index, labels, rows, threads=None):
+    """loss_and_grads and mlp_logits on images[index] through a Workspace of `rows` rows, on
+    `threads` Numba threads (the JIT cuts rows and parameters by it): (logits, loss, gradient).
+    Buffers start as NaN so that unwritten cells show."""
     ws = Workspace(model.sizes, rows, model.dtype)
-    n = len(labels)
-    X = ws.inputs[:n]
-    K.gather_rows(images, np.arange(n), model.input_scale, model.input_shift, X)
-    loss = loss_and_grads(model, K, X, labels, ws)
-    return ws.acts[-1][:n].copy(), loss, model.grads.copy()
+    ws.grads[...] = np.nan
+    for buffer in ws.buffers[:3]:
+        buffer[...] = np.nan
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads or saved)
+    try:
+        loss = loss_and_grads(model, K, images, index, labels, ws)
+        logits = np.full((len(index), model.num_classes), np.nan, model.dtype)
+        K.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, model.params, logits,
+                     ws.buffers)
+    finally:
+        numba.set_num_threads(saved)
+    return logits, loss, ws.grads.copy()
+
+
+def network_pair(sizes, dtype, hostile=False):
+    """A He-initialised model of `dtype` (biases nudged off zero) and its float64 twin, equal values.
+
+    hostile: the output layer's weights x2000, so logits reach ~1e4 and softmax saturates.
+    """
+    model = MLP.he_init(sizes, np.random.default_rng(1), dtype)
+    model.params[...] += (np.random.default_rng(2).standard_normal(model.params.size) * 0.01).astype(dtype)
+    if hostile:
+        model.W[-1][...] *= 2000
+    oracle = MLP(sizes, np.float64, model.input_scale, model.input_shift)
+    oracle.params[...] = model.params  # the same (dtype-valued) parameters, exactly
+    return model, oracle
+
+
+# (sizes, rows used, rows in the buffer, threads): 784-33-17-10 at the awkward batch sizes (one
+# thread without rows when N = 1, uneven parts, the last partial batch in a 128-row workspace,
+# more threads than the 10 classes have bias entries to share); no hidden layer; a hidden layer of
+# width 1 (fewer weight rows than threads); 784-128-10 itself.
+NETWORKS = pytest.mark.parametrize("sizes, n, rows, threads", [
+    (SIZES_NET, 1, 1, 1), (SIZES_NET, 1, 128, 2), (SIZES_NET, 7, 7, 1), (SIZES_NET, 7, 7, 3),
+    (SIZES_NET, 96, 128, 2), (SIZES_NET, 128, 128, 16), ((13, 4), 5, 8, 2), ((5, 1, 3), 6, 6, 4),
+    ((784, 128, 10), 96, 128, 2),
+], ids=["N1", "N1of128_t2", "N7", "N7_t3", "N96of128_t2", "N128_t16", "no_hidden", "width1_t4", "784-128-10"])
 
 
 @BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, rows", [(7, 7), (96, 128)], ids=["N7", "N96of128"])
-def test_network_loss_and_grads_match_float64_reference(K, dtype, n, rows):
-    model = MLP.he_init(SIZES_NET, np.random.default_rng(1), dtype)
-    model.params[...] += (np.random.default_rng(2).standard_normal(model.params.size) * 0.01).astype(dtype)
-    oracle = MLP(SIZES_NET, np.float64)
-    oracle.params[...] = model.params  # the same (dtype-valued) parameters, exactly
-    images, labels = network_batch(n)
-    logits, loss, grads = run_network(K, model, images, labels, rows)
-    ref_logits, ref_loss, ref_grads = run_network(reference, oracle, images, labels, rows)
-    assert_close(logits, ref_logits, "network", dtype)
-    assert_close(loss, ref_loss, "network", dtype)
-    assert_close(grads, ref_grads, "network", dtype)
-    assert np.abs(ref_grads).max() > 0 and all(np.abs(dW).max() > 0 for dW in oracle.dW)
+@NETWORKS
+@pytest.mark.parametrize("hostile", [False, True], ids=["normal", "logits1e4"])
+def test_network_gradients_and_logits_match_float64_reference(K, dtype, sizes, n, rows, threads, hostile):
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # more parts than threads: same code path
+    model, oracle = network_pair(sizes, dtype, hostile)
+    images, labels = network_batch(n, sizes=sizes)
+    index = np.random.default_rng(n).permutation(len(images))[:n]
+    logits, loss, grads = run_network(K, model, images, index, labels, rows, threads)
+    ref_logits, ref_loss, ref_grads = run_network(reference, oracle, images, index, labels, rows)
+    kernel = "network_hostile" if hostile else "network"
+    assert_close(logits, ref_logits, kernel, dtype)
+    assert_close(loss, ref_loss, kernel, dtype)
+    assert_close(grads, ref_grads, kernel, dtype)
+    assert np.isfinite(loss) and loss > 0
+    assert all(np.abs(dW).max() > 0 for dW in layer_views(ref_grads, sizes)[0])
+
+
+def test_jit_network_kernels_agree_on_any_thread_count():
+    """Threads only change which thread computes which rows and which weight-gradient band. BLAS
+    may round a product of 18 rows differently from one of 37 (other kernels for the edges), so
+    the results agree to the float32 network tolerance, not bit for bit."""
+    model, _ = network_pair(SIZES_NET, np.float32)
+    images, labels = network_batch(37)
+    index = np.random.default_rng(0).permutation(37)
+    one = run_network(jit, model, images, index, labels, 64, 1)
+    for threads in range(2, min(4, numba.config.NUMBA_NUM_THREADS) + 1):
+        other = run_network(jit, model, images, index, labels, 64, threads)
+        for a, b in zip(one, other):
+            assert_close(b, a, "network", np.float32)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", DTYPES)
+@NETWORKS
+def test_fused_adam_step_matches_gradients_then_update(K, dtype, sizes, n, rows, threads):
+    """mlp_adam_step, three steps in a row (m and v carry over), at every thread count of NETWORKS:
+    its gradients against the float64 reference's, and its update against the float64 reference
+    adam_update applied to those same gradients. (Against a float64 run of its own, Adam would
+    amplify the gradients' rounding where a gradient is ~0: at step 1 the update is lr·sign(g).)"""
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    model, oracle = network_pair(sizes, dtype)
+    images, labels = network_batch(n, sizes=sizes)
+    ws, ref_ws = Workspace(model.sizes, rows, dtype), Workspace(model.sizes, rows, np.float64)
+    m, v = np.zeros_like(model.params), np.zeros_like(model.params)
+    hyper = (1e-2, 0.8, 0.99, 1e-8)
+    saved = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for step in range(1, 4):
+            index = np.random.default_rng([n, step]).permutation(len(images))[:n]
+            before = [np.array(a, np.float64) for a in (model.params, m, v)]  # copies, also of float64
+            loss, finite = K.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
+                                           model.params, ws.grads, m, v, step, *hyper, ws.buffers)
+            oracle.params[...] = before[0]
+            ref_loss = reference.mlp_gradients(images, index, labels, oracle.input_scale, oracle.input_shift,
+                                               ref_ws.sizes, oracle.params, ref_ws.grads, None)
+            assert finite is True
+            assert_close(loss, ref_loss, "network", dtype)
+            assert_close(ws.grads, ref_ws.grads, "network", dtype)
+            assert reference.adam_update(*before[:1], up(ws.grads), *before[1:], step, *hyper)
+            for got, ref in zip((model.params, m, v), before):
+                assert_close(got, ref, "adam_update", dtype)
+    finally:
+        numba.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("problem", ["label", "index", "negative_index", "small_work", "wrong_grads"])
+def test_compiled_network_kernels_refuse_what_would_leave_their_buffers(problem):
+    """The compiled kernels do no bounds checks of their own: the wrappers must refuse first."""
+    model, _ = network_pair(SIZES_NET, np.float32)
+    images, labels = network_batch(8)
+    index, ws = np.arange(8), Workspace(model.sizes, 8, model.dtype)
+    grads = ws.grads
+    if problem == "label":
+        labels[3] = SIZES_NET[-1]
+    elif problem == "index":
+        index[5] = len(images)
+    elif problem == "negative_index":
+        index[2] = -1
+    elif problem == "small_work":
+        ws = Workspace(model.sizes, 4, model.dtype)
+    else:
+        grads = np.zeros((2, model.params.size), model.dtype)
+    with pytest.raises(ValueError):
+        jit.mlp_gradients(images, index, labels, model.input_scale, model.input_shift, ws.sizes, model.params,
+                          grads, ws.buffers)
+    if problem in ("index", "negative_index", "small_work"):
+        with pytest.raises(ValueError):
+            jit.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, model.params,
+                           np.empty((8, 10), np.float32), ws.buffers)
 
 
 def loss_curve(K, dtype, steps=20, batch=32):
@@ -565,10 +691,8 @@ def loss_curve(K, dtype, steps=20, batch=32):
     losses = []
     for step in range(steps):
         index = order[(step * batch) % 256 :][:batch]
-        X = ws.inputs[: len(index)]
-        K.gather_rows(images, index, model.input_scale, model.input_shift, X)
-        losses.append(loss_and_grads(model, K, X, labels[index], ws))
-        assert opt.update(K, model.params, model.grads, 1e-3)
+        losses.append(loss_and_grads(model, K, images, index, labels, ws))
+        assert opt.update(K, model.params, ws.grads, 1e-3)
     return np.array(losses)
 
 
