@@ -160,6 +160,14 @@ def _mlp_gradients():
     return _images(), index, labels, net.input_scale, net.input_shift, ws.sizes, net.params, ws.grads, ws.buffers
 
 
+def _mlp_adam_step():
+    """A whole training step: mlp_gradients and the Adam update (the tenth step), fused in the JIT."""
+    args = _mlp_gradients()
+    rng = np.random.default_rng(2)
+    m = _normal(rng, args[6].shape, 1e-2)
+    return (*args[:8], m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8, args[8])
+
+
 def _mlp_logits():
     """Logits of a block of 2048 images, as evaluation runs them."""
     rng = _rng()
@@ -202,6 +210,7 @@ CASES = {
     "softmax_xent_backward": Case("softmax_xent_backward", _softmax_xent_backward, (2,), elements=N * K),
     "softmax_cross_entropy": Case("softmax_cross_entropy", _softmax_cross_entropy, (2,), elements=N * K),
     "mlp_gradients": Case("mlp_gradients", _mlp_gradients, (7,), 2 * N * (2 * D * H + 3 * H * K), P),
+    "mlp_adam_step": Case("mlp_adam_step", _mlp_adam_step, (6, 7, 8, 9), 2 * N * (2 * D * H + 3 * H * K), P),
     "mlp_logits": Case("mlp_logits", _mlp_logits, (6,), 2 * 2048 * (D * H + H * K), 2048 * D),
     "adam_update": Case("adam_update", _adam_update, (0, 2, 3), elements=P),
     "sgd_update": Case("sgd_update", _sgd_update, (0,), elements=P),
@@ -303,6 +312,11 @@ def test_softmax_cross_entropy(benchmark, backend, report):
 @backends
 def test_mlp_gradients(benchmark, backend, report):
     check_then_time(benchmark, backend, CASES["mlp_gradients"], report)
+
+
+@backends
+def test_mlp_adam_step(benchmark, backend, report):
+    check_then_time(benchmark, backend, CASES["mlp_adam_step"], report)
 
 
 @backends

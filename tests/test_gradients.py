@@ -20,10 +20,10 @@ import zlib
 
 import numpy as np
 import pytest
-from tolerances import blas_threads
 
 from fastnet.model import MLP, Workspace, loss_and_grads
 from kernels import jit, reference
+from tolerances import blas_threads
 
 BACKENDS = pytest.mark.parametrize("K", [reference, jit], ids=["reference", "jit"])
 EPS = 1e-6

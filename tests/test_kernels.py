@@ -18,12 +18,12 @@ import zlib
 import numba
 import numpy as np
 import pytest
-from tolerances import assert_close, blas_threads
 
 import kernels
 from fastnet.model import MLP, Workspace, loss_and_grads
 from fastnet.optim import Adam
 from kernels import jit, layer_views, reference
+from tolerances import assert_close, blas_threads
 
 NO_JIT = bool(numba.config.DISABLE_JIT)
 
