@@ -13,6 +13,9 @@ Also run once as plain Python: `NUMBA_DISABLE_JIT=1 python -m pytest tests/test_
 
 import inspect
 import math
+import os
+import subprocess
+import sys
 import zlib
 
 import numba
@@ -592,7 +595,7 @@ NETWORKS = pytest.mark.parametrize("sizes, n, rows, threads", [
 @NETWORKS
 @pytest.mark.parametrize("hostile", [False, True], ids=["normal", "logits1e4"])
 def test_network_gradients_and_logits_match_float64_reference(K, dtype, sizes, n, rows, threads, hostile):
-    threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # more parts than threads: same code path
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # capped here; the test below lifts the cap
     model, oracle = network_pair(sizes, dtype, hostile)
     images, labels = network_batch(n, sizes=sizes)
     index = np.random.default_rng(n).permutation(len(images))[:n]
@@ -614,10 +617,29 @@ def test_jit_network_kernels_agree_on_any_thread_count():
     images, labels = network_batch(37)
     index = np.random.default_rng(0).permutation(37)
     one = run_network(jit, model, images, index, labels, 64, 1)
-    for threads in range(2, min(4, numba.config.NUMBA_NUM_THREADS) + 1):
+    for threads in (2, 3, 4, MANY_THREADS):
+        if threads > numba.config.NUMBA_NUM_THREADS:
+            break
         other = run_network(jit, model, images, index, labels, 64, threads)
         for a, b in zip(one, other):
             assert_close(b, a, "network", np.float32)
+
+
+MANY_THREADS = 16
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS >= MANY_THREADS, reason="already run with many threads")
+@pytest.mark.skipif(NO_JIT, reason="threads do not exist without the JIT")
+def test_network_kernels_with_more_threads_than_cores():
+    """The thread-count cases above are capped at this machine's Numba threads (2 here). Run them
+    again in a process allowed 16, so that 3, 4 and 16 parts (uneven rows, empty bands) run too."""
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(MANY_THREADS))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           "network or fused or thread_count"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
 
 
 @BACKENDS
