@@ -67,7 +67,6 @@ class Workspace:
 
     def __init__(self, sizes, rows, dtype):
         self.sizes = np.asarray(sizes, np.int64)
-        self.rows = rows
         self.buffers = mlp_workspace(tuple(sizes), rows, dtype)
         self.grads = np.zeros(parameter_count(sizes), dtype)
         self.dW, self.db = layer_views(self.grads, tuple(sizes))

@@ -22,7 +22,7 @@ _CANDIDATES = (("scipy_cblas_{}64_", types.int64), ("cblas_{}64_", types.int64),
 
 
 def _find():
-    """(sgemm address, dgemm address, int type, library path) of NumPy's BLAS; ImportError if none."""
+    """(sgemm address, dgemm address, int type) of NumPy's BLAS; ImportError if it has none."""
     from threadpoolctl import threadpool_info
 
     for info in threadpool_info():
@@ -35,12 +35,12 @@ def _find():
             except AttributeError:
                 continue
             address = ctypes.cast(s, ctypes.c_void_p).value, ctypes.cast(d, ctypes.c_void_p).value
-            return (*address, int_type, info["filepath"])
+            return (*address, int_type)
     raise ImportError("no CBLAS sgemm/dgemm found in NumPy's BLAS library")
 
 
 np.ones(1)  # NumPy's BLAS is loaded with numpy itself; threadpoolctl lists what is loaded
-_s_address, _d_address, _int, LIBRARY = _find()
+_s_address, _d_address, _int = _find()
 # The int width is part of the name: code cached against one width never links to the other.
 _bits = _int.bitwidth
 llvm.add_symbol(f"fastnet_sgemm{_bits}", _s_address)

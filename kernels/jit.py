@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import FASTMATH, JIT_OPTIONS
+from . import FASTMATH, JIT_OPTIONS, parameter_count
 from .blas import gemm
 
 _jit = njit(**JIT_OPTIONS)
@@ -333,7 +333,7 @@ def _check_network(images, index, scale, shift, sizes, params, work):
     """The checks that keep the compiled kernels inside their buffers (they do no bounds checks)."""
     X, acts, deltas, y = work
     sz = list(sizes.tolist() if isinstance(sizes, np.ndarray) else sizes)
-    count = sum(a * b + b for a, b in zip(sz, sz[1:]))
+    count = parameter_count(sz)
     if params.shape != (count,) or not params.flags.c_contiguous:
         raise ValueError(f"params must be a contiguous ({count},) buffer for sizes {tuple(sz)}")
     if images.ndim != 2 or images.shape[1] != sz[0] or not images.flags.c_contiguous:
