@@ -1,0 +1,80 @@
+"""Writing files safely: the one helper every writer in fastnet uses.
+
+A file is written to a temporary name in its destination's own directory (a rename across file
+systems would fail), flushed, fsynced and renamed over the destination, so a reader, or a crash at
+any moment, sees either the old complete file or the new complete one. Only regular files are
+ever replaced: a device node, a directory or a socket at the destination is refused.
+"""
+
+import os
+import stat
+import tempfile
+from contextlib import contextmanager
+
+from .errors import InputError
+
+
+def _umask():
+    """The process's umask (reading it means setting it: set 0, then put it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_destination(path, what="output"):
+    """InputError unless path can become a regular file: its directory exists and is writable, and
+    nothing but a regular file is there now. Called before work starts, so a bad path costs nothing."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"{what}: the path is empty")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{what}: directory {folder} does not exist")
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise InputError(f"{what}: cannot use {path}: {exc.strerror or exc}") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{what}: {path} is {kind}; fastnet only writes regular files")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what}: directory {folder} is not writable")
+    return path
+
+
+@contextmanager
+def atomic_write(path, mode="wb", what="output"):
+    """Yield a file open on a temporary name beside path; on a clean exit it is fsynced and renamed
+    over path. Any exception (Ctrl-C included) removes the temporary file and leaves path as it was;
+    an OSError becomes one InputError line. The file gets the permissions of any new file
+    (0666 less the umask), not the temporary file's private 0600. A process killed outright
+    (SIGKILL) may leave one hidden .tmp-* file: it could be another process's write in progress,
+    so it is never guessed stale and removed."""
+    path = check_destination(path, what)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+        with os.fdopen(fd, mode) as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        check_destination(path, what)  # nothing else appeared there meanwhile
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
