@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.floor import floor_samples
 from fastnet.threads import set_threads
-from fastnet.train import PRESETS
+from fastnet.recipe import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -18,18 +18,10 @@ from .model import MLP, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
 from .threads import set_threads
-from .training import TrainState, fit, split_validation
+from .recipe import PRESETS, new_state
+from .training import fit, split_validation
 
 START = time.perf_counter()
-
-# Recipes: `seed` is the blog walkthrough's, `fastnet` the measured default (see README).
-PRESETS = {
-    "fastnet": dict(lr=2e-3, schedule="cosine", warmup=0, standardize=True, val_split=3000,
-                    beta1=0.8, beta2=0.99),
-    "seed": dict(lr=5e-4, schedule="constant", warmup=0, standardize=False, val_split=0,
-                 beta1=0.9, beta2=0.999),
-}
-
 
 def build_parser():
     p = ArgumentParser(prog="python -m fastnet.train", description=__doc__)
@@ -108,41 +100,6 @@ def check_settings(s):
             folder = os.path.dirname(os.path.abspath(s[key]))
             if not os.path.isdir(folder):
                 raise InputError(f"--{key.replace('_', '-')}: directory {folder} does not exist")
-
-
-def new_state(s, sizes, train_images):
-    """A fresh model (He initialisation), optimiser and generator for settings s.
-
-    With standardisation, the input scaling comes from the training images alone (never the
-    validation or test images): per pixel, x = (p/255 - mean) / max(sd, SD_FLOOR).
-    """
-    rng = np.random.default_rng(s["seed"])
-    scale, shift = 1 / 255, 0.0
-    if s["standardize"]:
-        mean, sd = pixel_moments(train_images)
-        scale, shift = 1 / (255 * sd), -mean / sd
-    model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift)
-    kind = OPTIMIZERS[s["optimizer"]]
-    opt = kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER})
-    return TrainState(model, opt, rng)
-
-
-# Border pixels of Fashion-MNIST are nearly always 0: dividing by their tiny deviation would
-# turn a rare faint pixel into a huge input. Measured: a floor of 0.05 (on the [0, 1] scale).
-SD_FLOOR = 0.05
-
-
-def pixel_moments(images, chunk=4096):
-    """Per-pixel mean and deviation (floored at SD_FLOOR) of uint8 images scaled to [0, 1]."""
-    total = np.zeros(images.shape[1])
-    squares = np.zeros(images.shape[1])
-    for start in range(0, len(images), chunk):  # float64 sums without a float copy of the set
-        block = images[start : start + chunk].astype(np.float64) / 255
-        total += block.sum(axis=0)
-        squares += (block**2).sum(axis=0)
-    mean = total / len(images)
-    sd = np.sqrt(np.maximum(squares / len(images) - mean**2, 0))
-    return mean, np.maximum(sd, SD_FLOOR)
 
 
 def check_layers(sizes, images, k):
