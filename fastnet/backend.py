@@ -11,6 +11,7 @@ from .errors import InputError
 
 BACKENDS = {"numpy": "kernels.reference", "numba": "kernels.jit"}
 DEFAULT_BACKEND = "numba"
+BACKEND_NAMES = tuple(BACKENDS)
 
 
 def get_backend(name):

@@ -8,13 +8,13 @@ presence, dtype, shape and finiteness, and any failure is one InputError naming 
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_write
 from .model import MLP
 from .training import History, TrainState
 
@@ -28,16 +28,8 @@ def _text(value):
 
 
 def save(path, state, settings, class_names):
-    """Write model, optimiser and progress of `state` to path atomically.
-
-    The bytes go to a temporary file in the destination's own directory (a rename across file
-    systems would fail), are flushed and fsynced, then renamed over path: a reader, or a crash at
-    any moment, sees either the old complete file or the new complete one. An exception (Ctrl-C
-    included) removes the temporary file; a process killed outright (SIGKILL, power loss) may leave
-    one hidden .tmp-*.npz beside path. It is never read and is left alone rather than guessed
-    stale: it could be another process's save in progress. The file gets the permissions of any
-    newly created file (0666 less the umask), not the temporary file's private 0600.
-    """
+    """Write model, optimiser and progress of `state` to path atomically (fastnet.files.atomic_write):
+    a reader, or a crash at any moment, sees the old complete file or the new complete one."""
     model, opt = state.model, state.optimizer
     arrays = {
         "format": np.array(FORMAT),
@@ -57,35 +49,8 @@ def save(path, state, settings, class_names):
     arrays.update({f"opt_{k}": v for k, v in opt.state().items()})
     if not all(np.isfinite(a).all() for a in (model.params, *opt.state().values())):
         raise InputError(f"refusing to write {path}: the model has non-finite values")
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-        os.fsync(dir_fd)
-        os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def _umask():
-    """The process's umask (reading it means setting it: set 0, then put it back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_write(path, "wb", "model file") as f:
+        np.savez(f, **arrays)
 
 
 # What a damaged zip can raise from zipfile, zlib or numpy's reader, besides ValueError.

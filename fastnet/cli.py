@@ -1,9 +1,13 @@
 """What every fastnet command shares: argument checks and turning errors into one line and an exit status."""
 
 import argparse
+import os
+import signal
 import sys
+import time
 
 from .errors import DivergenceError, InputError
+from .files import check_destination
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -24,6 +28,17 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """argparse type: an integer >= 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def positive_float(text):
     """argparse type: a finite float > 0."""
     try:
@@ -36,15 +51,152 @@ def positive_float(text):
 
 
 def run(main, argv=None):
-    """Call main(argv); report InputError/DivergenceError as one line and exit with its status."""
+    """Call main(argv) and exit with its status. InputError and DivergenceError become one line on
+    stderr and their status; Ctrl-C exits 130; standard output that cannot be written (a full disk,
+    a closed pipe) is one line and status 2, never a traceback. Text that the terminal's encoding
+    cannot show is written as escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     try:
         code = main(argv)
+        sys.stdout.flush()
     except (InputError, DivergenceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        code = _fail(f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = _fail("interrupted", 130)
     except BrokenPipeError:
-        sys.exit(1)
+        code = _fail(None, 1)
+    except OSError as exc:
+        if not _stdout_failed():
+            raise
+        code = _fail(f"error: cannot write to standard output ({exc.strerror or exc})", 2)
     sys.exit(code or 0)
+
+
+def _stdout_failed():
+    """True when standard output no longer accepts writes (the error being handled came from it)."""
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        return True
+
+
+def _fail(message, code):
+    """Flush what stdout holds (or, when it cannot take it, point it at /dev/null so exiting does
+    not fail again), print message to stderr and return code."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+    if message:
+        print(message, file=sys.stderr)
+    return code
+
+
+def validation_split(text):
+    """argparse type for --val-split: a count of images ("3000") or a fraction in [0, 1) ("0.05")."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = None
+    if count is not None:
+        if count < 0:
+            raise argparse.ArgumentTypeError(f"expected a count >= 0 or a fraction in [0, 1), got {text!r}")
+        return count
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def check_outputs(s):
+    """Before any work: every output path can be written, and no two outputs share a path.
+
+    --save and --metrics-json must be (or become) regular files in existing, writable directories;
+    --plot a directory; none of them the same file as another or as the checkpoint being resumed.
+    """
+    files = {}
+    for key in ("save", "metrics_json"):
+        if s.get(key) is not None:
+            files[key] = os.path.realpath(check_destination(s[key], f"--{key.replace('_', '-')}"))
+    if s.get("plot") is not None:
+        folder = s["plot"]
+        if not folder or (os.path.exists(folder) and not os.path.isdir(folder)):
+            raise InputError(f"--plot: {folder!r} is not a directory")
+        parent = os.path.dirname(os.path.abspath(folder))
+        if not os.path.isdir(folder) and not os.path.isdir(parent):
+            raise InputError(f"--plot: directory {parent} does not exist")
+        from .plots import require_matplotlib
+
+        require_matplotlib()
+    if "save" in files and files["save"] == files.get("metrics_json"):
+        raise InputError(f"--save and --metrics-json name the same file {s['save']}; give each its own")
+    if s.get("resume") and "metrics_json" in files and files["metrics_json"] == os.path.realpath(s["resume"]):
+        raise InputError("--metrics-json would overwrite the checkpoint being resumed")
+
+
+def printable(text):
+    """text with control characters (terminal escapes among them) shown as escapes, not obeyed."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def seconds_since_launch():
+    """Wall seconds since this process started (read from /proc on Linux; elsewhere since the
+    first call), so a command can report its time to first batch including Python's imports."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        now = time.monotonic()
+        _FIRST_CALL.setdefault("t", now)
+        return now - _FIRST_CALL["t"]
+
+
+_FIRST_CALL = {}
+
+
+class StopRequest:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM asks the run to stop at the next safe
+    point instead of killing it; a second one aborts at once (KeyboardInterrupt).
+
+    Calling the object tells whether a stop was asked for; `name` says which signal asked.
+    """
+
+    NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+    def __init__(self):
+        self.name = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in self.NAMES:
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.name is not None:
+            raise KeyboardInterrupt
+        self.name = self.NAMES[signum]
+
+    def __call__(self):
+        return self.name is not None

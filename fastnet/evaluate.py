@@ -6,10 +6,10 @@ import os
 import numpy as np
 
 from . import checkpoint, data, plots
-from .backend import DEFAULT_BACKEND, get_backend
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, run
 from .errors import InputError
-from .model import predict_logits
+from .model import check_fits, predict_logits
 from .threads import set_threads
 
 GRID_SIZE = 25
@@ -23,15 +23,15 @@ def build_parser():
     p.add_argument("--dataset", choices=tuple(data.DATASETS),
                    help="data set to test on (default: the one the model was trained on)")
     p.add_argument("--data-dir", help="directory holding the four IDX files")
-    p.add_argument("--backend", choices=("numba", "numpy"), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--plot", metavar="DIR", help="write test_predictions.png and confusion_matrix.png into DIR")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return p
 
 
-def probabilities(K, logits):
-    """Softmax class probabilities (N, classes) of logits (N, classes), via the backend's K.softmax."""
-    return K.softmax(logits, np.empty_like(logits))
+def probabilities(kernels, logits):
+    """Softmax class probabilities (N, classes) of logits (N, classes), via the backend's softmax."""
+    return kernels.softmax(logits, np.empty_like(logits))
 
 
 def data_dir(args, settings):
@@ -40,15 +40,6 @@ def data_dir(args, settings):
     if args.data_dir is None and isinstance(saved, str) and os.path.isdir(saved):
         return saved
     return args.data_dir
-
-
-def check_compatible(model, images, labels, where):
-    """InputError unless the images have model.sizes[0] pixels and every label names one of its classes."""
-    if images.shape[1] != model.sizes[0]:
-        raise InputError(f"{where} has images of {images.shape[1]} pixels but the model takes {model.sizes[0]} inputs")
-    if len(labels) and int(labels.max()) >= model.num_classes:
-        raise InputError(f"{where} has label {int(labels.max())} but the model knows only "
-                         f"{model.num_classes} classes (0..{model.num_classes - 1})")
 
 
 def per_class(labels, predictions, names):
@@ -106,8 +97,8 @@ def write_plots(folder, images, labels, probs, names, matrix):
 def main(argv=None):
     """Evaluate MODEL on its data set's test split; print the report (or JSON) and write any plots."""
     args = build_parser().parse_args(argv)
-    K = get_backend(args.backend)
-    set_threads(None, K.BLAS_THREADS)
+    kernels = get_backend(args.backend)
+    set_threads(None, kernels.BLAS_THREADS)
     if args.plot:
         plots.require_matplotlib()
     model, settings, names, _ = checkpoint.load(args.model)
@@ -116,11 +107,11 @@ def main(argv=None):
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
     images, labels = data.load_split(dataset, "test", data_dir(args, settings))
-    check_compatible(model, images, labels, f"the {dataset} test set")
-    logits = predict_logits(model, K, images)
-    probs = probabilities(K, logits)
+    check_fits(model.sizes, images, labels, f"the {dataset} test set")
+    logits = predict_logits(model, kernels, images)
+    probs = probabilities(kernels, logits)
     predictions = probs.argmax(axis=1)
-    loss = K.cross_entropy(logits, labels)
+    loss = kernels.cross_entropy(logits, labels)
     accuracy = float(np.mean(predictions == labels))
     rows = per_class(labels, predictions, names)
     plotted = []

@@ -25,22 +25,22 @@ def check_destination(path, what="output"):
     """InputError unless path can become a regular file: its directory exists and is writable, and
     nothing but a regular file is there now. Called before work starts, so a bad path costs nothing."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise InputError(f"{what}: the path is empty")
+        raise InputError(f"{what}: cannot write to an empty path")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise InputError(f"{what}: directory {folder} does not exist")
+        raise InputError(f"{what}: cannot write {path}: directory {folder} does not exist")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         mode = None
     except OSError as exc:
-        raise InputError(f"{what}: cannot use {path}: {exc.strerror or exc}") from None
+        raise InputError(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
     if mode is not None and not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise InputError(f"{what}: {path} is {kind}; fastnet only writes regular files")
+        raise InputError(f"{what}: cannot write {path}: it is {kind}; fastnet only writes regular files")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{what}: directory {folder} is not writable")
+        raise InputError(f"{what}: cannot write {path}: directory {folder} is not writable")
     return path
 
 
@@ -50,13 +50,13 @@ def atomic_write(path, mode="wb", what="output"):
     over path. Any exception (Ctrl-C included) removes the temporary file and leaves path as it was;
     an OSError becomes one InputError line. The file gets the permissions of any new file
     (0666 less the umask), not the temporary file's private 0600. A process killed outright
-    (SIGKILL) may leave one hidden .tmp-* file: it could be another process's write in progress,
+    (SIGKILL) may leave one hidden .tmp-* file beside path: it could be another process's write in progress,
     so it is never guessed stale and removed."""
     path = check_destination(path, what)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{os.path.basename(path)}", dir=folder)
         with os.fdopen(fd, mode) as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             yield f
@@ -66,7 +66,7 @@ def atomic_write(path, mode="wb", what="output"):
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

@@ -8,10 +8,9 @@ below 1e-7 the hand-derived backward pass is right to the precision the differen
 import numpy as np
 
 from . import data
-from .backend import DEFAULT_BACKEND, get_backend
-from .cli import ArgumentParser, positive_int, run
-from .errors import InputError
-from .model import MLP, Workspace, loss_and_grads, parse_layers, predict_logits
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
+from .cli import ArgumentParser, non_negative_int, positive_int, run
+from .model import MLP, Workspace, check_fits, loss_and_grads, parse_layers, predict_logits
 from .threads import set_threads
 
 THRESHOLD = 1e-7
@@ -27,18 +26,18 @@ def choose_parameters(model, per_tensor, rng):
     return np.concatenate(picks)
 
 
-def gradient_check(model, K, images, labels, indices, eps=1e-6):
+def gradient_check(model, kernels, images, labels, indices, eps=1e-6):
     """Relative difference between backprop and central-difference gradients at `indices`.
 
     model must be float64; images (N, D0) pixels, labels (N,). The loss is evaluated with the
-    same kernels K; the parameter is restored after each probe.
+    same kernels kernels; the parameter is restored after each probe.
     """
     ws = Workspace(model.sizes, len(labels), model.dtype)
-    loss_and_grads(model, K, images, np.arange(len(labels)), labels, ws)
+    loss_and_grads(model, kernels, images, np.arange(len(labels)), labels, ws)
     backprop = ws.grads[indices].copy()
 
     def loss():
-        return K.cross_entropy(predict_logits(model, K, images), labels)
+        return kernels.cross_entropy(predict_logits(model, kernels, images), labels)
 
     numeric = np.empty(len(indices))
     for k, i in enumerate(indices):
@@ -58,22 +57,20 @@ def main(argv=None):
     p.add_argument("--samples", type=positive_int, default=10, help="real training samples used (default 10)")
     p.add_argument("--per-tensor", type=positive_int, default=40, help="random entries checked per W and b")
     p.add_argument("--layers", default="784,128,10")
-    p.add_argument("--backend", choices=("numba", "numpy"), default=DEFAULT_BACKEND)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
-    K = get_backend(args.backend)
-    set_threads(None, K.BLAS_THREADS)
+    kernels = get_backend(args.backend)
+    set_threads(None, kernels.BLAS_THREADS)
     images, labels = data.load_split(args.dataset, "train", args.data_dir)
     rng = np.random.default_rng(args.seed)
     rows = rng.choice(len(labels), min(args.samples, len(labels)), replace=False)
     model = MLP.he_init(parse_layers(args.layers), rng, np.float64)
-    if model.sizes[0] != images.shape[1] or model.num_classes <= int(labels.max()):
-        raise InputError(f"--layers {args.layers} does not fit the data "
-                         f"({images.shape[1]} pixels, labels up to {int(labels.max())})")
+    check_fits(model.sizes, images, labels, "the training set", "--layers")
     indices = choose_parameters(model, args.per_tensor, rng)
-    diff = gradient_check(model, K, images[rows], labels[rows], indices)
+    diff = gradient_check(model, kernels, images[rows], labels[rows], indices)
     print(f"checked {len(indices)} of {model.params.size} parameters on {len(rows)} samples "
           f"(every layer's W and b), float64, backend {args.backend}")
     print(f"relative difference: {diff:.3e}")

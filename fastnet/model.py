@@ -102,3 +102,18 @@ def evaluate(model, K, images, labels):
     loss = K.cross_entropy(logits, labels)
     accuracy = float(np.mean(logits.argmax(axis=1) == labels))
     return loss, accuracy
+
+
+def check_fits(sizes, images, labels, where, what="the model", classes=None):
+    """InputError unless `what` (layer sizes) fits the data `where`: as many inputs as the images have
+    pixels, as many outputs as `classes` (when given), and every label one of its classes."""
+    if images.ndim != 2 or images.shape[1] != sizes[0]:
+        raise InputError(f"{what} takes {sizes[0]} inputs but {where} has images of "
+                         f"{images.shape[1] if images.ndim == 2 else '?'} pixels")
+    if classes is not None and sizes[-1] != classes:
+        raise InputError(f"{what} ends with {sizes[-1]} outputs but {where} has {classes} classes")
+    if len(labels) != len(images):
+        raise InputError(f"{where} has {len(images)} images but {len(labels)} labels")
+    if len(labels) and int(labels.max()) >= sizes[-1]:
+        raise InputError(f"{where} has label {int(labels.max())} but {what} has only {sizes[-1]} "
+                         f"classes (0..{sizes[-1] - 1})")

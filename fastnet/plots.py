@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_write
 from .model import predict_logits
 
 MISSING = "matplotlib is not installed: pip install 'fastnet-mlp[plot]' (or pip install matplotlib pillow)"
@@ -47,20 +48,9 @@ def _figure(width, height):
 
 
 def _save(fig, path):
-    """Render fig as a PNG at path atomically: a temporary name in the same folder, then a rename.
-
-    The temporary file is opened normally (not by mkstemp) so the PNG gets the umask's permissions.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Render fig as a PNG at path atomically (fastnet.files.atomic_write)."""
+    with atomic_write(path, "wb", "plot") as f:
+        fig.savefig(f, format="png", dpi=DPI, facecolor="white")
     return path
 
 
@@ -236,12 +226,12 @@ def accuracy_title(matrix, what="test set"):
     return f"Confusion matrix on the {what}: accuracy {accuracy:.2f}% ({correct} of {total} images)"
 
 
-def training_plots(out_dir, history, model, K, test_images, test_labels, class_names):
+def training_plots(out_dir, history, model, kernels, test_images, test_labels, class_names):
     """Write learning_curves.png and confusion_matrix.png (test set) into out_dir; returns their paths."""
     require_matplotlib()
     make_dir(out_dir)
     curves = plot_learning_curves(os.path.join(out_dir, "learning_curves.png"), history)
-    predictions = predict_logits(model, K, test_images).argmax(axis=1)
+    predictions = predict_logits(model, kernels, test_images).argmax(axis=1)
     matrix = confusion_matrix(test_labels, predictions, model.num_classes)
     confusion = plot_confusion_matrix(os.path.join(out_dir, "confusion_matrix.png"), matrix,
                                       class_names, accuracy_title(matrix))

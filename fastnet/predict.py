@@ -126,8 +126,8 @@ def main(argv=None):
     if side * side != model.sizes[0]:
         raise InputError(f"{args.model} takes {model.sizes[0]} inputs, not a square image")
     pixels = np.stack([to_fashion_mnist(read_image(path), side) for path in args.images])
-    K = get_backend("numpy")
-    probs = probabilities(K, predict_logits(model, K, pixels))
+    kernels = get_backend("numpy")
+    probs = probabilities(kernels, predict_logits(model, kernels, pixels))
     results = [{"file": path, "top": top_classes(p, names, args.top)} for path, p in zip(args.images, probs)]
     if args.json:
         print(json.dumps(results, indent=2))

@@ -6,13 +6,15 @@ same way from the same settings.
 
 import numpy as np
 
+from .backend import parameter_count
+from .errors import InputError
 from .model import MLP
 from .optim import OPTIMIZERS
 from .training import TrainState
 
 # Recipes: `seed` is the blog walkthrough's, `fastnet` the measured default (see README).
 PRESETS = {
-    "fastnet": dict(lr=2e-3, schedule="cosine", warmup=0, standardize=True, val_split=3000,
+    "fastnet": dict(lr=2e-3, schedule="cosine", warmup=0, standardize=True, val_split=0.05,
                     beta1=0.8, beta2=0.99),
     "seed": dict(lr=5e-4, schedule="constant", warmup=0, standardize=False, val_split=0,
                  beta1=0.9, beta2=0.999),
@@ -52,3 +54,47 @@ def pixel_moments(images, chunk=4096):
     mean = total / len(images)
     sd = np.sqrt(np.maximum(squares / len(images) - mean**2, 0))
     return mean, np.maximum(sd, SD_FLOOR)
+
+
+def held_out(n, val_split):
+    """How many of n training images to hold out for validation: a count as given, or a fraction of
+    n, rounded, keeping at least one image on each side when the fraction is above 0."""
+    if isinstance(val_split, int):
+        if val_split >= n:
+            raise InputError(f"--val-split {val_split} leaves no training images (the set has {n})")
+        return val_split
+    if val_split <= 0 or n < 2:
+        return 0
+    return min(max(round(val_split * n), 1), n - 1)
+
+
+def peak_bytes(sizes, batch_size, dtype, data_bytes):
+    """A generous estimate of a training run's peak memory: the data twice (loaded, then the training
+    rows gathered), parameters with gradients and two optimiser moments, the step's and evaluation's
+    activation buffers, and the reference backend's float64 temporaries of a batch."""
+    item = np.dtype(dtype).itemsize
+    params = parameter_count(sizes)
+    width = sum(sizes)
+    rows = batch_size
+    return (2 * data_bytes + 4 * params * item + 3 * rows * width * item + 2048 * width * item
+            + 4 * rows * max(sizes) * 8)
+
+
+def available_bytes():
+    """Memory the machine can still give this process (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(sizes, batch_size, dtype, data_bytes):
+    """InputError, before any work, when the run would need more memory than is available."""
+    need, have = peak_bytes(sizes, batch_size, dtype, data_bytes), available_bytes()
+    if have is not None and need > have:
+        raise InputError(f"this run needs about {need / 2**30:.1f} GiB of memory but {have / 2**30:.1f} GiB "
+                         "are available; use smaller --layers or --batch-size, or float32")

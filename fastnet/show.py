@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from . import data, plots
-from .cli import ArgumentParser, positive_int, run
+from .cli import ArgumentParser, non_negative_int, positive_int, run
 from .errors import InputError
 
 MAX_COUNT = 100
@@ -20,7 +20,7 @@ def build_parser():
     p.add_argument("--split", choices=("train", "test"), default="train",
                    help="which split to draw from (default train)")
     p.add_argument("--count", type=positive_int, default=25, help=f"images to show, at most {MAX_COUNT} (default 25)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random choice of images (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random choice of images (default 0)")
     p.add_argument("--out", default="fashion_samples.png", metavar="PATH",
                    help="PNG file to write (default fashion_samples.png)")
     return p

@@ -1,30 +1,40 @@
-"""python -m fastnet.train: train an MLP on an IDX data set and report accuracy and timings."""
+"""python -m fastnet.train: train an MLP on an IDX data set and report accuracy and timings.
+
+Everything that can be checked is checked before the first step (flags, output paths, both data
+splits, memory); once training has started, the model is saved before anything else can fail.
+"""
 
 import argparse
 import json
-import os
 import resource
-import signal
+import shlex
 import sys
 import time
 
 import numpy as np
 
 from . import checkpoint, data
-from .backend import DEFAULT_BACKEND, get_backend, warm_up
-from .cli import ArgumentParser, positive_float, positive_int, run
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend, warm_up
+from .cli import (ArgumentParser, StopRequest, check_outputs, non_negative_int, positive_float, positive_int,
+                  run, seconds_since_launch, validation_split)
 from .errors import InputError
-from .model import MLP, evaluate, parse_layers
+from .files import atomic_write
+from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
+from .recipe import PRESETS, check_memory, held_out, new_state
 from .threads import set_threads
-from .recipe import PRESETS, new_state
 from .training import fit, split_validation
 
-START = time.perf_counter()
+# Settings that define the recipe: a resumed run keeps the checkpoint's and refuses contradicting flags.
+RECIPE = ("preset", "batch_size", "lr", "schedule", "warmup", "optimizer", "beta1", "beta2", "eps",
+          "standardize", "val_split", "seed", "layers", "dtype", "dataset")
+# Settings that say how to run: a resumed run takes them from the flags, else from the checkpoint.
+RUN = ("backend", "threads")
+
 
 def build_parser():
-    p = ArgumentParser(prog="python -m fastnet.train", description=__doc__)
+    p = ArgumentParser(prog="python -m fastnet.train", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=PRESETS, default="fastnet",
                    help="recipe for the flags left unset: fastnet (default) or seed (the blog's)")
     p.add_argument("--epochs", type=positive_int, default=5, help="total epochs (default 5)")
@@ -38,11 +48,13 @@ def build_parser():
     p.add_argument("--eps", type=float, default=1e-8, help="Adam's epsilon (default 1e-8)")
     p.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                    help="standardise each pixel with the training images' mean and deviation (preset: on)")
-    p.add_argument("--val-split", type=int, help="training images held out for validation (preset: 3000; seed 0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, validation split and order")
+    p.add_argument("--val-split", type=validation_split,
+                   help="held out for validation: a fraction below 1 or a number of images "
+                        "(preset: 0.05; seed 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of initialisation, split and order")
     p.add_argument("--layers", default="784,128,10", help="layer sizes, input first (default 784,128,10)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--backend", choices=("numba", "numpy"), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir", help="directory holding the four IDX files")
@@ -53,6 +65,13 @@ def build_parser():
     p.add_argument("--plot", metavar="DIR", help="write learning curves and a confusion matrix as PNG files")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     return p
+
+
+def given_flags(argv):
+    """The settings named on the command line (not left to their defaults)."""
+    bare = build_parser()
+    bare.set_defaults(**{a.dest: None for a in bare._actions if a.dest != "help"})
+    return {k for k, v in vars(bare.parse_args(argv)).items() if v is not None}
 
 
 def settings_from(args):
@@ -69,81 +88,73 @@ def _is_int(x, least):
     return isinstance(x, int) and not isinstance(x, bool) and x >= least
 
 
-def check_settings(s):
-    """InputError unless every recipe value has its type and range (flags, or a checkpoint's copy)."""
-    rules = {"epochs": 1, "batch_size": 1, "warmup": 0, "val_split": 0, "seed": 0}
-    for key, least in rules.items():
+def check_settings(s, where="--"):
+    """InputError unless every recipe value has its type and range (flags, or a checkpoint's copy).
+
+    `where` starts each message: "--" for flags, "the checkpoint's " for a resumed file.
+    """
+    def name(key):
+        return f"{where}{key.replace('_', '-')}" if where == "--" else f"{where}{key}"
+
+    for key, least in {"epochs": 1, "batch_size": 1, "warmup": 0, "seed": 0}.items():
         if not _is_int(s.get(key), least):
-            raise InputError(f"--{key.replace('_', '-')} must be an integer >= {least}, got {s.get(key)!r}")
+            raise InputError(f"{name(key)} must be an integer >= {least}, got {s.get(key)!r}")
+    split = s.get("val_split")
+    if not (_is_int(split, 0) or (isinstance(split, float) and 0 <= split < 1)):
+        raise InputError(f"{name('val_split')} must be a fraction in [0, 1) or a count >= 0, got {split!r}")
     for key in ("beta1", "beta2"):
         if not (isinstance(s.get(key), float) and 0 <= s[key] < 1):
-            raise InputError(f"--{key} must be a number in [0, 1), got {s.get(key)!r}")
-    if not (isinstance(s.get("eps"), float) and 0 < s["eps"] < float("inf")):
-        raise InputError(f"--eps must be a positive number, got {s.get('eps')!r}")
-    lr = s.get("lr")
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")):
-        raise InputError(f"--lr must be a positive finite number, got {lr!r}")
+            raise InputError(f"{name(key)} must be a number in [0, 1), got {s.get(key)!r}")
     choices = {"schedule": ("constant", "cosine"), "optimizer": tuple(OPTIMIZERS),
                "dtype": ("float32", "float64"), "dataset": tuple(data.DATASETS)}
     for key, allowed in choices.items():
         if s.get(key) not in allowed:
-            raise InputError(f"--{key} must be one of {', '.join(allowed)}, got {s.get(key)!r}")
+            raise InputError(f"{name(key)} must be one of {', '.join(allowed)}, got {s.get(key)!r}")
+    eps = s.get("eps")
+    if not (isinstance(eps, float) and 0 < eps < float("inf")):
+        raise InputError(f"{name('eps')} must be a positive number, got {eps!r}")
+    tiny = float(np.finfo(s["dtype"]).tiny)
+    if eps < tiny:  # below the smallest normal it rounds to 0 or loses precision; Adam would divide by 0
+        raise InputError(f"{name('eps')} {eps:g} is below the smallest normal {s['dtype']} ({tiny:.3g})")
+    lr = s.get("lr")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")):
+        raise InputError(f"{name('lr')} must be a positive finite number, got {lr!r}")
     if not isinstance(s.get("layers"), str):
-        raise InputError(f"--layers must look like 784,128,10, got {s.get('layers')!r}")
+        raise InputError(f"{name('layers')} must look like 784,128,10, got {s.get('layers')!r}")
     parse_layers(s["layers"])
     if s.get("threads") is not None and not _is_int(s["threads"], 1):
-        raise InputError(f"--threads must be a positive integer, got {s['threads']!r}")
+        raise InputError(f"{name('threads')} must be a positive integer, got {s['threads']!r}")
     if s.get("checkpoint_every") and not s.get("save"):
         raise InputError("--checkpoint-every needs --save PATH")
-    for key in ("save", "metrics_json"):
-        if s.get(key):
-            folder = os.path.dirname(os.path.abspath(s[key]))
-            if not os.path.isdir(folder):
-                raise InputError(f"--{key.replace('_', '-')}: directory {folder} does not exist")
 
 
-def check_layers(sizes, images, k):
-    if sizes[0] != images.shape[1]:
-        raise InputError(f"--layers starts with {sizes[0]} inputs but the images have {images.shape[1]} pixels")
-    if sizes[-1] != k:
-        raise InputError(f"--layers ends with {sizes[-1]} outputs but the data has {k} classes")
-
-
-def resume_state(s):
-    """Load the checkpoint named by --resume. Its recipe and data wins over flags, except the
-    flags that say how to run (--epochs, --backend, --threads, output paths, and --data-dir when
-    given). Without --save, the run keeps saving to the checkpoint it resumed."""
+def resume_state(s, given):
+    """Load the checkpoint named by --resume. It keeps its recipe: a flag that contradicts it is an
+    error. --backend and --threads default to the checkpoint's, so the resumed run is exact; output
+    paths and --data-dir come from the flags. Without --save, the run keeps saving to the checkpoint."""
     state, saved, names = checkpoint.load_state(s["resume"], OPTIMIZERS)
-    keep = {k: s[k] for k in ("epochs", "resume", "save", "checkpoint_every", "metrics_json", "plot",
-                              "quiet", "backend", "threads")}
-    keep["save"] = s["save"] or s["resume"]
-    if s["data_dir"] is not None or not isinstance(saved.get("data_dir"), str):
-        keep["data_dir"] = s["data_dir"]
-    s.update(saved)
-    s.update(keep)
-    check_settings(s)
+    for key in RECIPE:
+        if key in given and key in saved and s[key] != saved[key]:
+            raise InputError(f"--{key.replace('_', '-')} {s[key]} contradicts {s['resume']}, which was trained "
+                             f"with {saved[key]}; a resumed run keeps its recipe (drop the flag)")
+    s.update({k: saved[k] for k in RECIPE if k in saved})
+    s.update({k: saved[k] for k in RUN if k not in given and saved.get(k) is not None})
+    if s["data_dir"] is None and isinstance(saved.get("data_dir"), str):
+        s["data_dir"] = saved["data_dir"]
+    s["save"] = s["save"] or s["resume"]
+    check_settings(s, f"{s['resume']}: the checkpoint's ")
     if state.epoch >= s["epochs"]:
         raise InputError(f"{s['resume']} already has {state.epoch} epochs; ask for more with --epochs")
     return state, names
 
 
-class Interrupt:
-    """Turns the first Ctrl-C into a request to stop after the current step; a second one aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __call__(self):
-        return self.requested
-
-    def restore(self):
-        signal.signal(signal.SIGINT, self.previous)
+def resume_command(s):
+    """The command that continues this run exactly: the checkpoint, and how the run was made to run."""
+    words = ["python", "-m", "fastnet.train", "--resume", s["save"], "--epochs", str(s["epochs"]),
+             "--backend", s["backend"], "--threads", str(s["threads"])]
+    if s["data_dir"] is not None:
+        words += ["--data-dir", s["data_dir"]]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def epoch_line(state, epochs, n_train):
@@ -154,31 +165,52 @@ def epoch_line(state, epochs, n_train):
             f"  {secs:.2f}s ({n_train / secs:,.0f} samples/s)  eval {h.eval_seconds[-1]:.2f}s")
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    s = settings_from(args)
-    K = get_backend(s["backend"])
-    threads = s["threads"] = set_threads(s["threads"], K.BLAS_THREADS)
-    say = (lambda *a: None) if s["quiet"] else print
+def prepare(s, given):
+    """Everything before the first step: backend, threads, checkpoint, both data splits, the split
+    into training and validation rows, the model, and the memory check. Returns the run's pieces."""
+    kernels = get_backend(s["backend"])
     state = names = None
     if s["resume"]:
-        state, names = resume_state(s)
-    images, labels = data.load_split(s["dataset"], "train", s["data_dir"])
-    k = data.num_classes(s["dataset"], labels)
-    sizes = parse_layers(s["layers"]) if state is None else state.model.sizes
-    check_layers(sizes, images, k)
-    if s["val_split"] >= len(labels):
-        raise InputError(f"--val-split {s['val_split']} leaves no training images (the set has {len(labels)})")
+        state, names = resume_state(s, given)
+        kernels = get_backend(s["backend"])
+    check_outputs(s)
+    s["threads"], s["threads_note"] = set_threads(s["threads"], kernels.BLAS_THREADS, s["backend"])
+    train_split = data.load_split(s["dataset"], "train", s["data_dir"])
+    test_split = data.load_split(s["dataset"], "test", s["data_dir"])
+    images, labels = train_split
+    classes = data.num_classes(s["dataset"], labels)
+    if state is None:
+        sizes = parse_layers(s["layers"])
+        check_fits(sizes, images, labels, "the training set", "--layers", classes)
+    else:
+        sizes = state.model.sizes
+        check_fits(sizes, images, labels, "the training set", f"{s['resume']}'s layers", classes)
+    check_fits(sizes, *test_split, "the test set", "the model")
     s["layers"] = ",".join(map(str, sizes))
-    train_idx, val_idx = split_validation(len(labels), s["val_split"], np.random.default_rng([s["seed"], 1]))
+    n_val = held_out(len(labels), s["val_split"])
+    check_memory(sizes, s["batch_size"], s["dtype"], images.nbytes + test_split[0].nbytes)
+    train_idx, val_idx = split_validation(len(labels), n_val, np.random.default_rng([s["seed"], 1]))
     train = (np.ascontiguousarray(images[train_idx]), labels[train_idx])
     val = (images[val_idx], labels[val_idx])
     if state is None:
         state = new_state(s, sizes, train[0])
-        names = data.class_names(s["dataset"], k)
+        names = data.class_names(s["dataset"], classes)
+    return kernels, state, names, train, val, test_split
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    given = given_flags(argv)
+    s = settings_from(args)
+    kernels, state, names, train, val, test = prepare(s, given)
+    say = (lambda *a: None) if s["quiet"] else print
     say(f"fastnet: {s['dataset']} {len(train[1])} train / {len(val[1])} val, layers {s['layers']}, "
-        f"{s['dtype']}, backend {s['backend']}, {threads} threads, {s['optimizer']} lr {s['lr']:g} "
-        f"{s['schedule']}, batch {s['batch_size']}")
+        f"{s['dtype']}, backend {s['backend']}, {s['threads']} threads{s['threads_note']}, "
+        f"{s['optimizer']} lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}")
+
+    def save(what):
+        checkpoint.save(s["save"], state, s, names)
+        return f"; {what} saved to {s['save']}"
 
     bar = ProgressBar(len(train[1]))
 
@@ -186,78 +218,74 @@ def main(argv=None):
         bar.close()
         say(epoch_line(st, s["epochs"], len(train[1])))
         if s["save"] and s["checkpoint_every"] and st.epoch % s["checkpoint_every"] == 0:
-            checkpoint.save(s["save"], st, s, names)
+            save("checkpoint")
         bar.reset(f"epoch {st.epoch + 1}/{s['epochs']}")
 
     t = time.perf_counter()
-    warm_up(K, state.model.dtype)
+    warm_up(kernels, state.model.dtype)
     s["kernel_load_seconds"] = time.perf_counter() - t
-    stop = Interrupt()
-    bar.reset(f"epoch {state.epoch + 1}/{s['epochs']}")
-    s["startup_seconds"] = time.perf_counter() - START
-    try:
-        with np.errstate(all="ignore"):  # divergence is detected and reported by fit, not by warnings
-            done = fit(state, K, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"],
-                       s["warmup"], on_epoch, bar.update, stop)
-    finally:
-        bar.close()
-        stop.restore()
-    if not done:
-        if s["save"]:
-            checkpoint.save(s["save"], state, s, names)
-            print(f"interrupted at epoch {state.epoch + 1}, step {state.batch}; saved to {s['save']}. "
-                  f"Resume with: python -m fastnet.train --resume {s['save']} --epochs {s['epochs']}",
+    s["startup_seconds"] = seconds_since_launch()
+    with StopRequest() as stop:
+        bar.reset(f"epoch {state.epoch + 1}/{s['epochs']}")
+        try:
+            with np.errstate(all="ignore"):  # divergence is detected and reported by fit, not by warnings
+                done = fit(state, kernels, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"],
+                           s["warmup"], on_epoch, bar.update, stop)
+        finally:
+            bar.close()
+        saved = save("model") if s["save"] else ""
+        if not done:
+            more = f". Resume with: {resume_command(s)}" if s["save"] else \
+                   " (pass --save PATH to keep a resumable checkpoint)"
+            print(f"{stop.name} at epoch {state.epoch + 1}, step {state.batch}{saved or '; nothing saved'}{more}",
                   file=sys.stderr)
-        else:
-            print("interrupted; nothing saved (pass --save PATH to keep a resumable checkpoint)", file=sys.stderr)
+            return 130
+        if stop():
+            print(f"{stop.name} after the last epoch{saved}; the test evaluation was skipped", file=sys.stderr)
+            return 130
+        code = report(s, state, kernels, names, test, stop)
+    if stop():
+        print(f"{stop.name} during the report{saved}", file=sys.stderr)
         return 130
-    return report(s, state, K, names, train)
+    return code
 
 
-def report(s, state, K, names, train):
-    """Evaluate on the test set, print the summary, write the model, metrics and plots."""
+def report(s, state, kernels, names, test, stop):
+    """Evaluate on the test set, print the summary, write the metrics and plots."""
     t = time.perf_counter()
-    test_images, test_labels = data.load_split(s["dataset"], "test", s["data_dir"])
-    if len(test_labels) and int(test_labels.max()) >= state.model.num_classes:
-        raise InputError(f"test label {int(test_labels.max())} is outside the model's "
-                         f"{state.model.num_classes} classes")
-    test_loss, test_acc = evaluate(state.model, K, test_images, test_labels)
+    test_images, test_labels = test
+    test_loss, test_acc = evaluate(state.model, kernels, test_images, test_labels)
+    if stop():
+        return 130
     h = state.history
-    train_seconds = sum(h.epoch_seconds)
-    print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.4f}  train time {train_seconds:.2f}s "
-          f"(median epoch {np.median(h.epoch_seconds):.3f}s)  total {time.perf_counter() - START:.1f}s")
-    if s["save"]:
-        checkpoint.save(s["save"], state, s, names)
-    metrics = {
-        "backend": s["backend"], "dtype": s["dtype"], "layers": s["layers"], "epochs": s["epochs"],
-        "batch_size": s["batch_size"], "lr": s["lr"], "optimizer": s["optimizer"], "seed": s["seed"],
-        "beta1": s["beta1"], "beta2": s["beta2"], "eps": s["eps"],
-        "schedule": s["schedule"], "warmup": s["warmup"], "standardize": s["standardize"],
-        "preset": s["preset"], "threads": s["threads"], "val_split": s["val_split"],
+    print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.4f}  train time {sum(h.epoch_seconds):.2f}s "
+          f"(median epoch {np.median(h.epoch_seconds):.3f}s)  total {seconds_since_launch():.1f}s")
+    metrics = {key: s[key] for key in ("backend", "dtype", "layers", "epochs", "batch_size", "lr", "optimizer",
+                                        "seed", "beta1", "beta2", "eps", "schedule", "warmup", "standardize",
+                                        "preset", "threads", "val_split")}
+    metrics.update({
         "epoch_seconds": h.epoch_seconds, "eval_seconds": h.eval_seconds, "train_loss": h.train_loss,
         "train_accuracy": h.train_accuracy[-1], "train_accuracy_per_epoch": h.train_accuracy,
         "val_loss": h.val_loss, "val_accuracy": h.val_accuracy,
         "test_loss": test_loss, "test_accuracy": test_acc, "test_eval_seconds": time.perf_counter() - t,
         "startup_seconds": s["startup_seconds"], "kernel_load_seconds": s["kernel_load_seconds"],
-        "total_seconds": time.perf_counter() - START,
+        "total_seconds": seconds_since_launch(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    })
     if s["metrics_json"]:
         write_json(s["metrics_json"], metrics)
     if s["plot"]:
         from . import plots
 
-        plots.training_plots(s["plot"], h, state.model, K, test_images, test_labels, names)
+        plots.training_plots(s["plot"], h, state.model, kernels, test_images, test_labels, names)
     return 0
 
 
 def write_json(path, obj):
-    """Write obj as JSON to path via a temporary file and a rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    """Write obj as JSON to path atomically."""
+    with atomic_write(path, "w", "--metrics-json") as f:
         json.dump(_no_nan(obj), f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def _no_nan(obj):

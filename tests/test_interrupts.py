@@ -4,7 +4,7 @@ and the peak memory of a default run.
 Whatever happens, the model file on disk is a complete, loadable model (never half a file), and an
 interrupted run resumes to the same result as a run that was never interrupted.
 
-After SIGKILL (or power loss) during a save, one hidden temporary file `.tmp-*.npz` may be left
+After SIGKILL (or power loss) during a save, one hidden temporary file `.tmp-*` may be left
 beside the model: checkpoint.save cannot clean up after a process that was killed outright, and
 deliberately does not delete other `.tmp-*` files on the next save, since one of them may be
 another process's save in progress. The model file itself is never affected.

@@ -124,7 +124,8 @@ def test_train_arguments_parse_or_raise_input_error(argv):
         assert isinstance(s[key], int) and s[key] > 0
     assert isinstance(s["lr"], float) and 0 < s["lr"] < math.inf
     assert isinstance(s["warmup"], int) and s["warmup"] >= 0
-    assert isinstance(s["val_split"], int) and s["val_split"] >= 0
+    split = s["val_split"]  # a count of images, or a fraction of them
+    assert (isinstance(split, int) and split >= 0) or (isinstance(split, float) and 0 <= split < 1)
     assert s["threads"] is None or s["threads"] > 0
     assert len(sizes) >= 2 and min(sizes) > 0
     assert not (s["checkpoint_every"] and not s["save"])
