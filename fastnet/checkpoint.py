@@ -7,12 +7,14 @@ presence, dtype, shape and finiteness, and any failure is one InputError naming 
 """
 
 import json
+import math
 import os
 import zipfile
 import zlib
 
 import numpy as np
 
+from .backend import parameter_count
 from .errors import InputError
 from .files import atomic_write
 from .model import MLP
@@ -58,8 +60,19 @@ _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, Not
                 RuntimeError, MemoryError)
 
 
+# The members a model file may have, read in this order, each within a byte limit: the small ones
+# first, then the (P,) parameter-sized ones, bounded by what the stored layer sizes need. Any other
+# member is never read, so a file padded with a huge extra member costs nothing.
+SMALL_MEMBERS = {"format": 1 << 10, "version": 1 << 10, "sizes": 1 << 16, "input_scale": 1 << 26,
+                 "input_shift": 1 << 26, "class_names": 1 << 24, "classes": 1 << 24, "settings": 1 << 24,
+                 "progress": 1 << 28, "opt_step": 1 << 10}
+LARGE_MEMBERS = ("params", "opt_m", "opt_v")
+NPY_HEADER = 1 << 16  # bytes allowed for a .npy header beside its data
+
+
 def _read_arrays(path):
-    """All arrays of an .npz, refusing pickles; a file that is not a readable .npz is an InputError."""
+    """The known members of a model .npz, each read within a byte limit, refusing pickles; a file that
+    is not a readable .npz model is an InputError."""
     if not os.path.exists(path):
         raise InputError(f"model file {path} does not exist")
     if not os.path.isfile(path):
@@ -69,23 +82,63 @@ def _read_arrays(path):
             magic = f.read(4)
     except OSError as exc:
         raise InputError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-    # np.load would take anything else for a .npy array or a pickle ("holds pickled objects")
+    # anything else would be a .npy array or a pickle to np.load
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
         raise InputError(f"{path} is {'empty' if not magic else 'not an .npz (zip) file'}; "
                          "not a fastnet model file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise InputError(f"{path} holds pickled objects; fastnet never loads those") from None
-        raise InputError(f"{path} is not a valid fastnet model file ({exc})") from None
+        with zipfile.ZipFile(path) as zf:
+            arrays = {key: _read_member(zf, path, key, limit) for key, limit in SMALL_MEMBERS.items()
+                      if f"{key}.npy" in zf.NameToInfo}
+            count = _parameter_count(arrays.get("sizes"))
+            for key in LARGE_MEMBERS:
+                if f"{key}.npy" in zf.NameToInfo:
+                    arrays[key] = _read_member(zf, path, key, count * 8 + NPY_HEADER)
+            for info in zf.infolist():  # the others: only their headers, to refuse pickles outright
+                if info.filename.endswith(".npy") and info.filename[:-4] not in arrays:
+                    _header(zf, info, path, info.filename[:-4])
     except _READ_ERRORS as exc:
         raise InputError(f"{path} is not a readable .npz model file ({type(exc).__name__})") from None
-    for key, value in arrays.items():
-        if not isinstance(value, np.ndarray):  # a zip member that is not .npy comes back as bytes
-            raise InputError(f"{path}: '{key}' is not a NumPy array; not a fastnet model file")
     return arrays
+
+
+def _read_member(zf, path, key, limit):
+    """Member key.npy of the open zip as an array: its declared size, then its .npy header's shape and
+    dtype are checked against limit before any data is read."""
+    info = zf.getinfo(f"{key}.npy")
+    if info.file_size > limit:
+        raise InputError(f"{path}: '{key}' holds {info.file_size:,} bytes, more than a model file of these "
+                         f"layers needs ({limit:,}); not read")
+    shape, dtype = _header(zf, info, path, key)
+    if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise InputError(f"{path}: '{key}' claims a shape {shape} larger than its data")
+    try:
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{path}: '{key}' is not a valid NumPy array ({exc})") from None
+
+
+def _header(zf, info, path, key):
+    """(shape, dtype) from a member's .npy header, read without its data; pickles are refused."""
+    try:
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f, max_header_size=NPY_HEADER)
+    except ValueError as exc:
+        raise InputError(f"{path}: '{key}' is not a valid NumPy array ({exc})") from None
+    if dtype.hasobject:
+        raise InputError(f"{path} holds pickled objects; fastnet never loads those")
+    return shape, dtype
+
+
+def _parameter_count(sizes):
+    """P for stored layer sizes, or 0 when they are not a valid list (load() then reports them)."""
+    if sizes is None or sizes.dtype.kind not in "iu" or sizes.ndim != 1 or len(sizes) < 2 or sizes.min() <= 0:
+        return 0
+    return parameter_count([int(s) for s in sizes])
 
 
 def _field(arrays, path, key, kind=None, shape=None):
@@ -126,7 +179,7 @@ def load(path):
     params = _field(arrays, path, "params", "f")
     if params.dtype not in (np.float32, np.float64):
         raise InputError(f"{path}: parameters have dtype {params.dtype}, expected float32 or float64")
-    count = sum(a * b + b for a, b in zip(sizes, sizes[1:]))  # before MLP() allocates that many
+    count = parameter_count(sizes)  # before MLP() allocates that many
     if params.shape != (count,):
         raise InputError(f"{path}: parameters of shape {params.shape} do not fit layers "
                          f"{','.join(map(str, sizes))} ({count} expected)")

@@ -1,13 +1,15 @@
 """python -m fastnet.evaluate: test accuracy, loss and per-class accuracy of a saved model, with optional plots."""
 
+import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 
 from . import checkpoint, data, plots
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
-from .cli import ArgumentParser, run
+from .cli import ArgumentParser, printable, run
 from .errors import InputError
 from .model import check_fits, predict_logits
 from .threads import set_threads
@@ -35,11 +37,23 @@ def probabilities(kernels, logits):
 
 
 def data_dir(args, settings):
-    """--data-dir, else the directory the model was trained from while it still exists, else None (search)."""
+    """Where to find the test set: --data-dir when given; else the directory the model was trained
+    from (an InputError when it is gone: evaluating on other data must be asked for); else None,
+    the usual search for the known data set."""
     saved = settings.get("data_dir")
-    if args.data_dir is None and isinstance(saved, str) and os.path.isdir(saved):
-        return saved
-    return args.data_dir
+    if args.data_dir is not None or not isinstance(saved, str):
+        return args.data_dir
+    if not os.path.isdir(saved):
+        raise InputError(f"{args.model} was trained on the data in {saved}, which is gone; "
+                         "pass --data-dir DIR to evaluate on other data")
+    return saved
+
+
+def fingerprint(images, labels):
+    """A short SHA-256 of a data split's pixels and labels, recorded with a model at training."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(labels, np.int64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def per_class(labels, predictions, names):
@@ -55,11 +69,12 @@ def per_class(labels, predictions, names):
 
 def table(rows):
     """The per-class results as aligned text lines, the class names left-aligned in their own column."""
-    width = max(len("class"), *(len(r["class"]) for r in rows))
+    names = [printable(r["class"]) for r in rows]
+    width = max(len("class"), *(len(n) for n in names))
     lines = [f"{'class':<{width}}  accuracy  correct / images"]
-    for r in rows:
+    for name, r in zip(names, rows):
         acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else "-"
-        lines.append(f"{r['class']:<{width}}  {acc:>8}  {r['correct']:>7} / {r['count']}")
+        lines.append(f"{name:<{width}}  {acc:>8}  {r['correct']:>7} / {r['count']}")
     return lines
 
 
@@ -106,8 +121,12 @@ def main(argv=None):
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    images, labels = data.load_split(dataset, "test", data_dir(args, settings))
-    check_fits(model.sizes, images, labels, f"the {dataset} test set")
+    folder = data_dir(args, settings)
+    where = f"the test set in {folder}" if folder else f"the {dataset} test set"
+    images, labels = data.load_split(dataset, "test", folder)
+    check_fits(model.sizes, images, labels, where)
+    if settings.get("test_fingerprint") not in (None, fingerprint(images, labels)):
+        print(f"note: {where} is not the test set {printable(args.model)} was trained beside", file=sys.stderr)
     logits = predict_logits(model, kernels, images)
     probs = probabilities(kernels, logits)
     predictions = probs.argmax(axis=1)
@@ -123,7 +142,7 @@ def main(argv=None):
                           "test_accuracy": accuracy, "test_loss": loss, "per_class": rows, "plots": plotted},
                          indent=2))
         return 0
-    print(f"{args.model}: layers {','.join(map(str, model.sizes))}, {dataset} test set of {len(labels)} images")
+    print(f"{printable(args.model)}: layers {','.join(map(str, model.sizes))}, {where}: {len(labels)} images")
     print(f"test accuracy {accuracy:.4f} ({int(np.sum(predictions == labels))} / {len(labels)})  test loss {loss:.4f}")
     print()
     print("\n".join(table(rows)))

@@ -10,12 +10,13 @@ The NumPy reference kernels do the arithmetic: a handful of images is not worth 
 
 import json
 import math
+import warnings
 
 import numpy as np
 
 from . import checkpoint
 from .backend import get_backend
-from .cli import ArgumentParser, positive_int, run
+from .cli import ArgumentParser, positive_int, printable, run
 from .errors import InputError
 from .evaluate import probabilities
 from .model import predict_logits
@@ -23,6 +24,7 @@ from .model import predict_logits
 OBJECT_MIN = 4  # grey levels above a clean background that count as garment
 OBJECT_MAX = 64  # and at most this many, for a garment that covers part of the frame
 NOISE_FACTOR = 3  # times the frame's 95th-percentile deviation: above a noisy background's speckle
+MAX_PIXELS = 25_000_000  # 5000 x 5000: far above any photo of one garment, far below a decompression bomb
 
 
 def build_parser():
@@ -36,27 +38,79 @@ def build_parser():
 
 
 def read_image(path):
-    """The image at path as 8-bit grayscale (transparent parts made white); InputError naming the file otherwise."""
+    """The image at path as 8-bit grayscale (transparent parts made white); InputError naming the file otherwise.
+
+    The size is checked from the header before any pixel is decoded (MAX_PIXELS). Images of more
+    than 8 bits per sample (16-bit PNG, 32-bit integer or float TIFF) are scaled to 0..255 by their
+    sample type's range, never clipped.
+    """
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise InputError("Pillow is not installed: pip install 'fastnet-mlp[plot]' (or pip install pillow)") from None
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                rgba = img.convert("RGBA")
-                img = Image.new("RGBA", rgba.size, "white")
-                img.alpha_composite(rgba)
-            return np.asarray(img.convert("L"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise _too_large(path, width, height)
+                img.load()
+                if img.mode in WIDE_MODES:
+                    return to_8bit(np.asarray(img), img.mode)
+                if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                    rgba = img.convert("RGBA")
+                    img = Image.new("RGBA", rgba.size, "white")
+                    img.alpha_composite(rgba)
+                return np.asarray(img.convert("L"))
+    except Image.DecompressionBombError:
+        raise InputError(f"{printable(path)} is larger than {MAX_PIXELS:,} pixels; not read") from None
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{printable(path)}: no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path} is a directory, not an image") from None
+        raise InputError(f"{printable(path)} is a directory, not an image") from None
     except UnidentifiedImageError:
-        raise InputError(f"{path} is not an image file Pillow can read") from None
+        raise InputError(f"{printable(path)} is not an image file Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
+        raise InputError(f"cannot read image {printable(path)}: {exc}") from None
+
+
+def _too_large(path, width, height):
+    return InputError(f"{printable(path)} is {width}x{height} pixels; fastnet.predict reads images of at most "
+                      f"{MAX_PIXELS:,} pixels")
+
+
+# Pillow modes of one sample wider than 8 bits, with the range their samples span.
+WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": None, "F": None}
+
+
+def to_8bit(samples, mode):
+    """Grayscale samples of a wide mode scaled to uint8 0..255 by their type's range.
+
+    16-bit modes span 0..65535. Mode "I" (32-bit integers, also what Pillow gives for some 16-bit
+    files) spans 0..255 when every value fits, else 0..65535 when they fit, else 0..2^31-1. Mode "F"
+    (floats) spans 0..1 when every value lies in [0, 1], else 0..255 when they fit, else its own
+    minimum..maximum.
+    """
+    x = samples.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise InputError("the image holds non-finite samples")
+    top = WIDE_MODES[mode]
+    low = 0.0
+    if top is None:
+        small, large = x.min(initial=0), x.max(initial=0)
+        if mode == "F" and small >= 0 and large <= 1:
+            top = 1.0
+        elif small >= 0 and large <= 255:
+            top = 255.0
+        elif mode == "I" and small >= 0 and large <= 65535:
+            top = 65535.0
+        elif mode == "I" and small >= 0:
+            top = 2.0**31 - 1
+        else:
+            low, top = small, max(large, small + 1)
+    return np.clip(np.rint((x - low) * (255 / (top - low))), 0, 255).astype(np.uint8)
 
 
 def frame(gray):
@@ -132,11 +186,12 @@ def main(argv=None):
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    width = max(len(n) for n in names)
-    for r in results:
-        print(r["file"])
-        for t in r["top"]:
-            print(f"  {t['class']:<{width}}  {100 * t['probability']:5.1f}%")
+    shown = [printable(n) for n in names]
+    width = max(len(n) for n in shown)
+    for r, p in zip(results, probs):
+        print(printable(r["file"]))
+        for i in np.argsort(-p, kind="stable")[: args.top]:
+            print(f"  {shown[i]:<{width}}  {100 * p[i]:5.1f}%")
     return 0
 
 

@@ -18,6 +18,7 @@ from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend, warm_up
 from .cli import (ArgumentParser, StopRequest, check_outputs, non_negative_int, positive_float, positive_int,
                   run, seconds_since_launch, validation_split)
 from .errors import InputError
+from .evaluate import fingerprint
 from .files import atomic_write
 from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
@@ -186,6 +187,7 @@ def prepare(s, given):
         sizes = state.model.sizes
         check_fits(sizes, images, labels, "the training set", f"{s['resume']}'s layers", classes)
     check_fits(sizes, *test_split, "the test set", "the model")
+    s["test_fingerprint"] = fingerprint(*test_split)
     s["layers"] = ",".join(map(str, sizes))
     n_val = held_out(len(labels), s["val_split"])
     check_memory(sizes, s["batch_size"], s["dtype"], images.nbytes + test_split[0].nbytes)
