@@ -115,7 +115,8 @@ def main(argv=None):
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    images, labels = data.load_split(dataset, "test", data_dir(args, settings))
+    test = data.load_split(dataset, "test", data_dir(args, settings))
+    images, labels = test.images, test.labels
     check_compatible(model, images, labels, f"the {dataset} test set")
     logits = predict_logits(model, K, images)
     probs = probabilities(K, logits)

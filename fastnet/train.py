@@ -163,8 +163,8 @@ def main(argv=None):
     state = names = None
     if s["resume"]:
         state, names = resume_state(s)
-    images, labels = data.load_split(s["dataset"], "train", s["data_dir"])
-    k = data.num_classes(s["dataset"], labels)
+    train_split = data.load_split(s["dataset"], "train", s["data_dir"])
+    images, labels, k = train_split.images, train_split.labels, train_split.num_classes
     sizes = parse_layers(s["layers"]) if state is None else state.model.sizes
     check_layers(sizes, images, k)
     if s["val_split"] >= len(labels):
@@ -175,7 +175,7 @@ def main(argv=None):
     val = (images[val_idx], labels[val_idx])
     if state is None:
         state = new_state(s, sizes, train[0])
-        names = data.class_names(s["dataset"], k)
+        names = list(train_split.class_names)
     say(f"fastnet: {s['dataset']} {len(train[1])} train / {len(val[1])} val, layers {s['layers']}, "
         f"{s['dtype']}, backend {s['backend']}, {threads} threads, {s['optimizer']} lr {s['lr']:g} "
         f"{s['schedule']}, batch {s['batch_size']}")
@@ -217,7 +217,8 @@ def main(argv=None):
 def report(s, state, K, names, train):
     """Evaluate on the test set, print the summary, write the model, metrics and plots."""
     t = time.perf_counter()
-    test_images, test_labels = data.load_split(s["dataset"], "test", s["data_dir"])
+    test = data.load_split(s["dataset"], "test", s["data_dir"])
+    test_images, test_labels = test.images, test.labels
     if len(test_labels) and int(test_labels.max()) >= state.model.num_classes:
         raise InputError(f"test label {int(test_labels.max())} is outside the model's "
                          f"{state.model.num_classes} classes")
