@@ -35,8 +35,8 @@ def build_parser():
 
 def tensors(split):
     """(images float32 (N, 784) in [0, 1], labels int64 (N,)) of a Fashion-MNIST split."""
-    images, labels = data.load_split("fashion-mnist", split)
-    return torch.from_numpy(images).float().div_(255), torch.from_numpy(labels).long()
+    chosen = data.load_split("fashion-mnist", split)
+    return torch.from_numpy(chosen.images).float().div_(255), torch.from_numpy(chosen.labels).long()
 
 
 def build_model(sizes):

@@ -121,9 +121,9 @@ def main(argv=None):
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    folder = data_dir(args, settings)
-    where = f"the test set in {folder}" if folder else f"the {dataset} test set"
-    images, labels = data.load_split(dataset, "test", folder)
+    test = data.load_split(dataset, "test", data_dir(args, settings))
+    images, labels = test.images, test.labels
+    where = f"the test set in {test.source}" if test.custom else f"the {dataset} test set"
     check_fits(model.sizes, images, labels, where)
     if settings.get("test_fingerprint") not in (None, fingerprint(images, labels)):
         print(f"note: {where} is not the test set {printable(args.model)} was trained beside", file=sys.stderr)

@@ -80,7 +80,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     kernels = get_backend(args.backend)
     set_threads(None, kernels.BLAS_THREADS)
-    images, labels = data.load_split(args.dataset, "train", args.data_dir)
+    train = data.load_split(args.dataset, "train", args.data_dir)
+    images, labels = train.images, train.labels
     rng = np.random.default_rng(args.seed)
     rows = rng.choice(len(labels), min(args.samples, len(labels)), replace=False)
     model = MLP.he_init(parse_layers(args.layers), rng, np.float64)

@@ -40,8 +40,8 @@ def main(argv=None):
         raise InputError(f"--count is at most {MAX_COUNT} (a bigger grid is unreadable), got {args.count}")
     check_out(args.out)
     plots.require_matplotlib()
-    images, labels = data.load_split(args.dataset, args.split, args.data_dir)
-    names = data.class_names(args.dataset, data.num_classes(args.dataset, labels))
+    chosen_split = data.load_split(args.dataset, args.split, args.data_dir)
+    images, labels, names = chosen_split.images, chosen_split.labels, chosen_split.class_names
     count = min(args.count, len(labels))
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(labels), count, replace=False))
     split = "training" if args.split == "train" else "test"

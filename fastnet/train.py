@@ -178,26 +178,26 @@ def prepare(s, given):
     s["threads"], s["threads_note"] = set_threads(s["threads"], kernels.BLAS_THREADS, s["backend"])
     train_split = data.load_split(s["dataset"], "train", s["data_dir"])
     test_split = data.load_split(s["dataset"], "test", s["data_dir"])
-    images, labels = train_split
-    classes = data.num_classes(s["dataset"], labels)
+    images, labels, classes = train_split.images, train_split.labels, train_split.num_classes
     if state is None:
         sizes = parse_layers(s["layers"])
         check_fits(sizes, images, labels, "the training set", "--layers", classes)
     else:
         sizes = state.model.sizes
         check_fits(sizes, images, labels, "the training set", f"{s['resume']}'s layers", classes)
-    check_fits(sizes, *test_split, "the test set", "the model")
-    s["test_fingerprint"] = fingerprint(*test_split)
+    test = test_split.images, test_split.labels
+    check_fits(sizes, *test, "the test set", "the model")
+    s["test_fingerprint"] = fingerprint(*test)
     s["layers"] = ",".join(map(str, sizes))
     n_val = held_out(len(labels), s["val_split"])
-    check_memory(sizes, s["batch_size"], s["dtype"], images.nbytes + test_split[0].nbytes)
+    check_memory(sizes, s["batch_size"], s["dtype"], images.nbytes + test[0].nbytes)
     train_idx, val_idx = split_validation(len(labels), n_val, np.random.default_rng([s["seed"], 1]))
     train = (np.ascontiguousarray(images[train_idx]), labels[train_idx])
     val = (images[val_idx], labels[val_idx])
     if state is None:
         state = new_state(s, sizes, train[0])
-        names = data.class_names(s["dataset"], classes)
-    return kernels, state, names, train, val, test_split
+        names = list(train_split.class_names)
+    return kernels, state, names, train, val, test
 
 
 def main(argv=None):

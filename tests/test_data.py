@@ -1,4 +1,5 @@
-"""Tests of fastnet.data: the IDX reader, the search order, hash checks, downloads, the decoded cache, real data."""
+"""Tests of fastnet.data: the IDX reader, the search order, hash checks, the Split value, downloads,
+the decoded cache, real data."""
 
 import dataclasses
 import functools
@@ -19,7 +20,7 @@ import pytest
 from conftest import write_idx
 
 from fastnet import data
-from fastnet.data import load_split, read_idx
+from fastnet.data import idx, load_split, read_idx, sources
 from fastnet.errors import InputError
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -59,10 +60,14 @@ def make_set(directory, n_train=6, n_test=4, rows=3, cols=2, classes=3, gz=True,
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_cache):
-    """Every test: a private cache, no data-set variables from the environment, no remembered custom flags."""
+    """Every test: a private cache, no data-set variables from the environment."""
     for var in ("FASHION_MNIST_DIR", "MNIST_DIR", "FASTNET_MIRROR", "TOY_DIR"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(data, "_custom", {})
+
+
+def register(monkeypatch, info):
+    """Make info a known data set for one test (DATASETS is read-only: it is replaced, not edited)."""
+    monkeypatch.setattr(sources, "DATASETS", types.MappingProxyType({**sources.DATASETS, info.name: info}))
 
 
 @pytest.fixture
@@ -80,14 +85,15 @@ def toy(tmp_path, monkeypatch):
         mirror="http://127.0.0.1:9/",
         debian_package="dataset-toy",
     )
-    monkeypatch.setitem(data.DATASETS, "toy", info)
+    register(monkeypatch, info)
     return types.SimpleNamespace(info=info, pub=pub, arrays=arrays)
 
 
 def check_split(result, arrays, split="train"):
     """Assert that load_split's result is the split of arrays, flattened."""
-    images, labels = result
+    images, labels = result.images, result.labels
     want_images, want_labels = (arrays[base] for base in data.SPLIT_FILES[split])
+    assert result.split == split
     assert images.dtype == np.uint8 and labels.dtype == np.uint8
     assert images.flags.c_contiguous
     np.testing.assert_array_equal(images, want_images.reshape(len(want_images), -1))
@@ -203,7 +209,7 @@ def test_gzip_bomb_stops_once_past_the_header_claim(tmp_path):
     claimed = 1 << 20  # the header says 1 MiB; the gzip stream holds 32 MiB of zeros
     path = tmp_path / "bomb.gz"
     path.write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, claimed) + bytes(32 << 20)))
-    assert path.stat().st_size * data.DEFLATE_MAX_RATIO > 32 << 20  # the size bound alone cannot catch it
+    assert path.stat().st_size * idx.DEFLATE_MAX_RATIO > 32 << 20  # the size bound alone cannot catch it
     assert peak_allocation(functools.partial(read_idx, path)) < claimed + (4 << 20)
     assert "trailing data" in raises_naming(path, read_idx, path)
 
@@ -222,9 +228,12 @@ def test_data_dir_beats_env_var(tmp_path, toy, monkeypatch):
     by_env = make_set(tmp_path / "env", n_train=7, n_test=3, seed=1)  # no file equal to toy's
     by_arg = make_set(tmp_path / "arg", n_train=5, n_test=2, seed=2)
     monkeypatch.setenv("TOY_DIR", str(tmp_path / "env"))
-    check_split(load_split("toy", data_dir=tmp_path / "arg"), by_arg)
-    check_split(load_split("toy"), by_env)
-    assert data.describe_source("toy") == f"data: {tmp_path / 'env'} ($TOY_DIR, custom IDX data)"
+    by_arg_split = load_split("toy", data_dir=tmp_path / "arg")
+    check_split(by_arg_split, by_arg)
+    assert (by_arg_split.source, by_arg_split.found_by, by_arg_split.custom) == (tmp_path / "arg", "--data-dir", True)
+    by_env_split = load_split("toy")
+    check_split(by_env_split, by_env)
+    assert (by_env_split.source, by_env_split.found_by, by_env_split.custom) == (tmp_path / "env", "$TOY_DIR", True)
 
 
 def test_env_var_beats_system_dir_and_cache(tmp_path, toy, monkeypatch, tmp_cache):
@@ -232,19 +241,21 @@ def test_env_var_beats_system_dir_and_cache(tmp_path, toy, monkeypatch, tmp_cach
     shutil.copytree(toy.pub, tmp_cache / "toy")
     by_env = make_set(tmp_path / "env", n_train=7, n_test=3, seed=1)
     monkeypatch.setenv("TOY_DIR", str(tmp_path / "env"))
-    check_split(load_split("toy"), by_env)
-    assert data.locate("toy") == tmp_path / "env"
+    split = load_split("toy")
+    check_split(split, by_env)
+    assert split.source == tmp_path / "env"
 
 
 def test_system_dir_beats_cache(toy, tmp_cache):
     shutil.copytree(toy.pub, toy.info.system_dir)
     make_set(tmp_cache / "toy", gz=False)  # the same arrays, raw
-    assert data.describe_source("toy") == f"data: {toy.info.system_dir} (system copy)"
-    check_split(load_split("toy", "test"), toy.arrays, "test")
+    split = load_split("toy", "test")
+    check_split(split, toy.arrays, "test")
+    assert (split.source, split.found_by, split.custom) == (toy.info.system_dir, "system copy", False)
     shutil.rmtree(toy.info.system_dir)
-    assert data.describe_source("toy") == f"data: {tmp_cache / 'toy'} (user cache)"
-    check_split(load_split("toy", "test"), toy.arrays, "test")
-    assert not data.is_custom("toy")
+    split = load_split("toy", "test")
+    check_split(split, toy.arrays, "test")
+    assert (split.source, split.found_by, split.custom) == (tmp_cache / "toy", "user cache", False)
 
 
 def test_explicit_data_dir_without_the_files_is_an_error(tmp_path, toy, monkeypatch):
@@ -295,11 +306,13 @@ def test_one_known_file_makes_the_set_known(tmp_path, toy):
 def test_custom_set_is_just_data(tmp_path):
     arrays = make_set(tmp_path / "mine", classes=5, n_train=10, n_test=5, rows=4, cols=4)
     train = load_split(data_dir=tmp_path / "mine")
+    test = load_split(split="test", data_dir=tmp_path / "mine")
     check_split(train, arrays)
-    check_split(load_split(split="test", data_dir=tmp_path / "mine"), arrays, "test")
-    assert data.is_custom("fashion-mnist")
-    assert data.num_classes("fashion-mnist", train[1]) == 5
-    assert data.class_names("fashion-mnist", 5) == ["0", "1", "2", "3", "4"]
+    check_split(test, arrays, "test")
+    for split in (train, test):  # a custom directory gets numbered class names, the count from train labels
+        assert split.custom and split.dataset == "fashion-mnist"
+        assert split.num_classes == 5
+        assert split.class_names == ("0", "1", "2", "3", "4")
 
 
 def test_custom_test_label_outside_class_range(tmp_path):
@@ -312,7 +325,7 @@ def test_custom_test_label_outside_class_range(tmp_path):
 
 def test_known_label_outside_class_range(tmp_path, toy, monkeypatch):
     # a data set without published payload hashes (like MNIST) found in a trusted place
-    monkeypatch.setitem(data.DATASETS, "toy", dataclasses.replace(toy.info, sha256={}))
+    register(monkeypatch, dataclasses.replace(toy.info, sha256={}))
     make_set(toy.info.system_dir)
     labels = toy.info.system_dir / "train-labels-idx1-ubyte.gz"
     write_idx(labels, [0, 1, 2, 3, 1, 0], gz=True)
@@ -341,14 +354,70 @@ def test_empty_split_is_an_error(tmp_path):
         load_split(data_dir=tmp_path / "mine")
 
 
-def test_class_names_and_counts():
-    assert data.class_names("fashion-mnist", 10, custom=False)[0] == "T-shirt/top"
-    assert data.class_names("fashion-mnist", 10, custom=False)[9] == "Ankle boot"
-    assert data.class_names("fashion-mnist", 3, custom=True) == ["0", "1", "2"]
-    assert data.class_names("mnist", 10) == [str(i) for i in range(10)]
-    assert data.class_names("elsewhere", 2) == ["0", "1"]
-    assert data.num_classes("fashion-mnist", np.array([0, 3], np.uint8), custom=False) == 10
-    assert data.num_classes("fashion-mnist", np.array([0, 3], np.uint8), custom=True) == 4
+# ---------------------------------------------------------------- the Split value
+
+
+def test_known_class_names():
+    names = data.DATASETS["fashion-mnist"].class_names
+    assert len(names) == 10 and names[0] == "T-shirt/top" and names[9] == "Ankle boot"
+    assert data.DATASETS["mnist"].class_names == tuple(str(i) for i in range(10))
+
+
+def test_split_carries_the_known_class_names_and_count(toy, monkeypatch):
+    # a known data set without payload hashes (like MNIST) in a trusted place, whose labels use only 0..1
+    register(monkeypatch, dataclasses.replace(toy.info, sha256={}))
+    make_set(toy.info.system_dir, classes=2)
+    for split in ("train", "test"):
+        result = load_split("toy", split)
+        assert not result.custom and (result.dataset, result.split) == ("toy", split)
+        assert result.num_classes == 3 and result.class_names == ("a", "b", "c")
+
+
+def test_custom_class_count_is_the_largest_train_label_plus_one(tmp_path):
+    make_set(tmp_path / "mine")
+    write_idx(tmp_path / "mine" / "train-labels-idx1-ubyte.gz", [0, 3, 0, 3, 0, 3], gz=True)
+    for split in ("test", "train"):
+        result = load_split(split=split, data_dir=tmp_path / "mine")
+        assert result.custom and result.num_classes == 4 and result.class_names == ("0", "1", "2", "3")
+
+
+def fields(split):
+    """A Split's fields other than its arrays, and the arrays' bytes."""
+    return {**{f.name: getattr(split, f.name) for f in dataclasses.fields(split) if f.name not in ("images", "labels")},
+            "images": split.images.tobytes(), "labels": split.labels.tobytes()}
+
+
+def test_nothing_depends_on_call_order(tmp_path, toy):
+    make_set(tmp_path / "mine", classes=5, n_train=10)
+    shutil.copytree(toy.pub, toy.info.system_dir)
+    calls = {"custom test": lambda: load_split("toy", "test", data_dir=tmp_path / "mine"),
+             "custom train": lambda: load_split("toy", "train", data_dir=tmp_path / "mine"),
+             "known test": lambda: load_split("toy", "test"),
+             "known train": lambda: load_split("toy", "train")}
+    first = {name: fields(call()) for name, call in calls.items()}
+    again = {name: fields(calls[name]()) for name in reversed(list(calls))}
+    assert first == again
+    assert first["custom test"]["num_classes"] == 5 and first["known test"]["num_classes"] == 3
+
+
+def test_split_is_a_frozen_value(toy):
+    split = load_split("toy", data_dir=toy.pub)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        split.num_classes = 4
+    assert isinstance(split.class_names, tuple)
+
+
+def test_no_module_level_mutable_state():
+    import fastnet.data.cache
+    import fastnet.data.download
+
+    for module in (data, idx, sources, fastnet.data.cache, fastnet.data.download):
+        for name, value in vars(module).items():
+            if not name.startswith("__"):
+                assert not isinstance(value, (dict, list, set, bytearray)), f"{module.__name__}.{name}"
+    info = data.DATASETS["fashion-mnist"]
+    with pytest.raises(TypeError):
+        info.sha256["train-images-idx3-ubyte"] = "0" * 64
 
 
 # ---------------------------------------------------------------- downloads
@@ -361,12 +430,15 @@ def assert_cache_complete(cache: Path):
 
 def test_download_from_file_mirror(toy, monkeypatch, tmp_cache, capsys):
     monkeypatch.setenv("FASTNET_MIRROR", toy.pub.as_uri())
-    assert data.describe_source("toy").endswith(f"(downloaded from {toy.pub.as_uri()})")
+    train = load_split("toy")
+    check_split(train, toy.arrays)
+    assert (train.source, train.found_by) == (tmp_cache / "toy", f"downloaded from {toy.pub.as_uri()}")
     assert_cache_complete(tmp_cache / "toy")
     assert "downloading" in capsys.readouterr().err
-    monkeypatch.setattr(data, "_gunzip", None)  # verified downloads went straight into the decoded cache
-    check_split(load_split("toy", "test"), toy.arrays, "test")
-    assert data.describe_source("toy") == f"data: {tmp_cache / 'toy'} (user cache)"
+    monkeypatch.setattr(idx, "_gunzip", None)  # verified downloads went straight into the decoded cache
+    test = load_split("toy", "test")
+    check_split(test, toy.arrays, "test")
+    assert (test.source, test.found_by, test.custom) == (tmp_cache / "toy", "user cache", False)
 
 
 @pytest.fixture
@@ -396,7 +468,7 @@ def test_download_over_http(toy, monkeypatch, tmp_cache, http_mirror):
     (tmp_cache / "toy" / "t10k-labels-idx1-ubyte.gz").unlink()
     message = raises_naming(http_mirror, load_split, "toy")
     assert "HTTP 404" in message
-    assert not any(p.name.endswith(".part") for p in (tmp_cache / "toy").iterdir())
+    assert not any(p.name.startswith(".") for p in (tmp_cache / "toy").iterdir())  # no temporary file left
 
 
 def test_download_with_wrong_payload_is_rejected(toy, monkeypatch, tmp_cache):
@@ -408,8 +480,7 @@ def test_download_with_wrong_payload_is_rejected(toy, monkeypatch, tmp_cache):
 
 
 def test_download_with_wrong_md5_is_rejected(toy, monkeypatch, tmp_cache):
-    info = dataclasses.replace(toy.info, gz_md5={"train-labels-idx1-ubyte.gz": "0" * 32})
-    monkeypatch.setitem(data.DATASETS, "toy", info)
+    register(monkeypatch, dataclasses.replace(toy.info, gz_md5={"train-labels-idx1-ubyte.gz": "0" * 32}))
     monkeypatch.setenv("FASTNET_MIRROR", toy.pub.as_uri())
     assert "MD5" in raises_naming("train-labels-idx1-ubyte.gz", load_split, "toy")
     assert "train-labels-idx1-ubyte.gz" not in os.listdir(tmp_cache / "toy")
@@ -429,8 +500,7 @@ def test_download_into_unwritable_cache(toy, monkeypatch, tmp_path):
 
 
 def test_no_network_says_how_to_get_the_data(tmp_path, monkeypatch):
-    info = dataclasses.replace(data.DATASETS["fashion-mnist"], system_dir=tmp_path / "absent")
-    monkeypatch.setitem(data.DATASETS, "fashion-mnist", info)
+    register(monkeypatch, dataclasses.replace(data.DATASETS["fashion-mnist"], system_dir=tmp_path / "absent"))
     with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -456,7 +526,7 @@ def test_second_load_uses_decoded_cache(tmp_path, tmp_cache, monkeypatch):
     def no_gunzip(*args):
         raise AssertionError("decompressed although the decoded cache holds the file")
 
-    monkeypatch.setattr(data, "_gunzip", no_gunzip)
+    monkeypatch.setattr(idx, "_gunzip", no_gunzip)
     check_split(load_split(data_dir=tmp_path / "mine"), arrays)
     check_split(load_split(split="test", data_dir=tmp_path / "mine"), arrays, "test")
 
@@ -472,7 +542,7 @@ def test_damaged_cache_entry_is_ignored_and_rewritten(tmp_path, tmp_cache, damag
     check_split(load_split(data_dir=tmp_path / "mine"), arrays)
     check_split(load_split(split="test", data_dir=tmp_path / "mine"), arrays, "test")
     for entry in decoded_entries(tmp_cache):
-        assert data._payload_sha256(np.load(entry)) == entry.name.split(".")[-2]
+        assert idx.payload_sha256(np.load(entry)) == entry.name.split(".")[-2]
 
 
 def test_changed_source_misses_cache(tmp_path, tmp_cache):
@@ -509,7 +579,7 @@ def test_cache_dir_precedence(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def real_cache(tmp_path_factory):
     """The real data's directory, with one decoded cache shared by the tests that use it."""
-    if any(data._file_in(REAL_DIR, base) is None for base in FILES):
+    if any(sources.file_in(REAL_DIR, base) is None for base in FILES):
         if os.environ.get("CI"):
             pytest.fail(f"CI needs the real Fashion-MNIST in {REAL_DIR} (apt-get install dataset-fashion-mnist)")
         pytest.skip(f"no Fashion-MNIST in {REAL_DIR}")
@@ -525,29 +595,30 @@ def real(real_cache, monkeypatch):
 
 def test_real_fashion_mnist(real):
     for split, n in (("train", 60000), ("test", 10000)):
-        images, labels = load_split("fashion-mnist", split)
+        result = load_split("fashion-mnist", split)
+        images, labels = result.images, result.labels
         assert images.shape == (n, 784) and images.dtype == np.uint8 and images.flags.c_contiguous
         assert labels.shape == (n,) and labels.dtype == np.uint8
         assert labels.max() <= 9
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), [n // 10] * 10)
-    assert not data.is_custom("fashion-mnist")
-    assert data.num_classes("fashion-mnist", labels) == 10
-    assert data.class_names("fashion-mnist", 10)[0] == "T-shirt/top"
-    assert data.describe_source() == f"data: {real} (system copy)"
+        assert not result.custom and result.num_classes == 10
+        assert result.class_names[0] == "T-shirt/top" and result.class_names[9] == "Ankle boot"
+        assert (result.source, result.found_by) == (real, "system copy")
 
 
 def test_real_data_via_data_dir_is_known(real, tmp_path):
     for base in FILES:
-        os.symlink(data._file_in(real, base), tmp_path / data._file_in(real, base).name)
-    images, labels = load_split(split="test", data_dir=tmp_path)
-    assert images.shape == (10000, 784) and not data.is_custom("fashion-mnist")
+        os.symlink(sources.file_in(real, base), tmp_path / sources.file_in(real, base).name)
+    result = load_split(split="test", data_dir=tmp_path)
+    assert result.images.shape == (10000, 784) and not result.custom
+    assert (result.num_classes, result.class_names[0], result.found_by) == (10, "T-shirt/top", "--data-dir")
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_real_modified_file_is_rejected(real, tmp_path, split):
     for base in FILES[:3]:
-        os.symlink(data._file_in(real, base), tmp_path / data._file_in(real, base).name)
-    payload = bytearray(encode(read_idx(data._file_in(real, FILES[3]))))
+        os.symlink(sources.file_in(real, base), tmp_path / sources.file_in(real, base).name)
+    payload = bytearray(encode(read_idx(sources.file_in(real, FILES[3]))))
     payload[8 + 123] = (payload[8 + 123] + 1) % 10  # still a valid label: only the hash can tell
     modified = tmp_path / "t10k-labels-idx1-ubyte.gz"
     modified.write_bytes(gzip.compress(bytes(payload)))

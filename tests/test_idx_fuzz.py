@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from fastnet.data import read_idx
+from fastnet.data.idx import read_idx
 from fastnet.errors import InputError
 
 SETTINGS = settings(max_examples=600, derandomize=True, deadline=None, database=None,

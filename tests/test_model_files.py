@@ -383,7 +383,8 @@ def test_save_failures_are_input_errors_and_leave_no_temporary_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_directory", "m.npz"]
 
 
-@pytest.mark.parametrize("source", ["fastnet/checkpoint.py", "fastnet/data.py"])
+@pytest.mark.parametrize("source", ["fastnet/checkpoint.py",
+                                    *sorted(f"fastnet/data/{p.name}" for p in (ROOT / "fastnet" / "data").glob("*.py"))])
 def test_reading_never_relies_on_assert(source):
     """`python -O` strips assert statements: validation must be real if/raise code."""
     tree = ast.parse((ROOT / source).read_text())

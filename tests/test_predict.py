@@ -161,8 +161,8 @@ def trained(tmp_path_factory):
     from fastnet import data
 
     K = get_backend("numpy")
-    images, labels = data.load_split("fashion-mnist", "train", download=False)
-    test_images, test_labels = data.load_split("fashion-mnist", "test", download=False)
+    train, test = (data.load_split("fashion-mnist", split, download=False) for split in ("train", "test"))
+    images, labels, test_images, test_labels = train.images, train.labels, test.images, test.labels
     model = MLP.he_init((784, 64, 10), np.random.default_rng(0))
     state = TrainState(model, Adam(model.params.size, model.dtype), np.random.default_rng(1))
     fit(state, K, (images[:30000], labels[:30000]), (images[:0], labels[:0]), 1, 128, 1e-3)
