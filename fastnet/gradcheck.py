@@ -8,7 +8,7 @@ below 1e-7 the hand-derived backward pass is right to the precision the differen
 import numpy as np
 
 from . import data
-from .backend import DEFAULT_BACKEND, get_backend
+from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, positive_int, run
 from .errors import InputError
 from .model import MLP, Workspace, loss_and_grads, parse_layers, predict_logits
@@ -58,7 +58,7 @@ def main(argv=None):
     p.add_argument("--samples", type=positive_int, default=10, help="real training samples used (default 10)")
     p.add_argument("--per-tensor", type=positive_int, default=40, help="random entries checked per W and b")
     p.add_argument("--layers", default="784,128,10")
-    p.add_argument("--backend", choices=("numba", "numpy"), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import checkpoint, data
-from .backend import DEFAULT_BACKEND, get_backend, warm_up
+from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, positive_float, positive_int, run
 from .errors import InputError
 from .model import MLP, evaluate, parse_layers
@@ -19,7 +19,7 @@ from .optim import OPTIMIZERS
 from .progress import ProgressBar
 from .threads import set_threads
 from .recipe import PRESETS, new_state
-from .training import fit, split_validation
+from .training import fit, split_validation, warm_up
 
 START = time.perf_counter()
 
@@ -42,7 +42,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, validation split and order")
     p.add_argument("--layers", default="784,128,10", help="layer sizes, input first (default 784,128,10)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--backend", choices=("numba", "numpy"), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir", help="directory holding the four IDX files")
