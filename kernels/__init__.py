@@ -17,7 +17,10 @@ import inspect
 
 import numpy as np
 
-BACKENDS = {"numpy": "kernels.reference", "numba": "kernels.jit"}  # name -> module
+BACKENDS = {  # name, as --backend spells it -> module
+    "numpy": "kernels.reference",
+    "numba": "kernels.jit",
+}
 REFERENCE = "numpy"  # the backend whose kernels are the specification (and their signatures the contract)
 
 KERNEL_NAMES = (
