@@ -1,12 +1,15 @@
-"""Shared by the benchmarks: the training data, and a closing table of reference vs JIT medians.
+"""Shared by the benchmarks: the training data, and a closing table of each backend's medians.
 
-Benchmarks call `report(benchmark, backend)` after timing; at the end of the session one line per
-group gives the NumPy and Numba medians, the speedup, and the comparable unit from extra_info.
+The backends come from the `backend` and `backend_name` fixtures of the repository's conftest.py.
+Benchmarks call `report(benchmark, backend_name)` after timing; at the end of the session one line
+per group gives every backend's median, its speedup over the reference, and the comparable unit
+from extra_info.
 """
 
 import pytest
 
 from fastnet import data
+from kernels import BACKENDS, REFERENCE
 
 ROWS = pytest.StashKey[list]()
 
@@ -23,9 +26,9 @@ def report(request):
     """A function that records a finished benchmark for the closing table."""
     rows = request.config.stash.setdefault(ROWS, [])
 
-    def record(benchmark, backend):
+    def record(benchmark, backend_name):
         if benchmark.stats is not None:  # None under --benchmark-disable
-            rows.append((benchmark.group, backend, benchmark.stats.stats.median, dict(benchmark.extra_info)))
+            rows.append((benchmark.group, backend_name, benchmark.stats.stats.median, dict(benchmark.extra_info)))
 
     return record
 
@@ -39,16 +42,17 @@ def _time(seconds):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """Print each group's NumPy and Numba medians side by side with the speedup, then each row's rate."""
+    """Print each group's median per backend, with its speedup over the reference, then each row's rate."""
     groups = {}
-    for group, backend, median, extra in config.stash.get(ROWS, []):
-        groups.setdefault(group, {})[backend] = (median, extra)
+    for group, name, median, extra in config.stash.get(ROWS, []):
+        groups.setdefault(group, {})[name] = (median, extra)
     if not groups:
         return
-    terminalreporter.section("medians: numpy reference vs numba JIT")
+    terminalreporter.section(f"medians, and speedup over the {REFERENCE} reference")
     for group, by in groups.items():
-        ref, fast = by.get("numpy", (float("nan"),))[0], by.get("numba", (float("nan"),))[0]
+        ref = by.get(REFERENCE, (float("nan"),))[0]
+        cells = [(name, by[name][0]) for name in BACKENDS if name in by]
+        medians = "  ".join(f"{name} {_time(t):>8}" + ("" if name == REFERENCE else f" x{ref / t:5.1f}") for name, t in cells)
         units = "; ".join(f"{b} " + ", ".join(f"{k} {v:.3g}" for k, v in e.items() if k != "us_per_call")
                           for b, (_, e) in sorted(by.items()))
-        terminalreporter.write_line(f"{group:28} numpy {_time(ref):>8}  numba {_time(fast):>8}  "
-                                    f"x{ref / fast:5.1f}  {units}")
+        terminalreporter.write_line(f"{group:28} {medians}  {units}")

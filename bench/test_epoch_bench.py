@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from bench.floor import epoch_gflop, floor_epoch, floor_seconds
-from fastnet.backend import get_backend
 from fastnet.model import MLP, Workspace
 from fastnet.optim import Adam
 from fastnet.threads import set_threads
@@ -28,28 +27,26 @@ def floor():
     return floor_seconds(BATCH, SIZES, repeats=3)[0]
 
 
-def one_epoch(K, images, labels):
+def one_epoch(backend, images, labels):
     """A function that trains one more epoch of one fresh network each call and returns its mean loss."""
     rng = np.random.default_rng(0)
     model = MLP.he_init(SIZES, rng)
     state = TrainState(model, Adam(model.params.size, model.dtype), rng)
     ws = Workspace(SIZES, BATCH, model.dtype)
-    return lambda: train_epoch(state, K, images, labels, BATCH, lambda step: LR, ws)
+    return lambda: train_epoch(state, backend, images, labels, BATCH, lambda step: LR, ws)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_epoch(benchmark, backend, train_data, floor, report):
+def test_epoch(benchmark, backend_name, backend, train_data, floor, report):
     images, labels = train_data
-    K = get_backend(backend)
-    set_threads(None, K.BLAS_THREADS)
-    run = one_epoch(K, images, labels)
+    set_threads(None, backend.BLAS_THREADS)
+    run = one_epoch(backend, images, labels)
     assert run() < 1.0  # the warm-up epoch learned: ln 10 = 2.3 at the start, ~0.6 over the first epoch
     benchmark.group = GROUP
     benchmark.pedantic(run, rounds=3, iterations=1)
     seconds = benchmark.stats.stats.median if benchmark.stats is not None else float("nan")
     benchmark.extra_info["samples/s"] = len(labels) / seconds
     benchmark.extra_info["epoch/floor"] = seconds / floor
-    report(benchmark, backend)
+    report(benchmark, backend_name)
 
 
 def test_floor(benchmark, train_data, report):

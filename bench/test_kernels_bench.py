@@ -1,12 +1,13 @@
-"""Every kernel of kernels.KERNEL_NAMES, NumPy reference vs Numba JIT, at the shapes training uses.
+"""Every kernel of kernels.KERNEL_NAMES on every registered backend, at the shapes training uses.
 
 The shapes are one float32 step of the 784-128-10 network with batches of N = 128: the parameters,
 gradients and optimiser moments are the model's flat buffers of P = 101,770 (weights as views
 into them, as in training), labels are uint8 as load_split returns them, a batch index is int64
-as a slice of rng.permutation. Each benchmark first runs both backends on identical inputs and
-checks the JIT against the reference (which also compiles the JIT for exactly these dtypes and
-layouts), then times one backend. Units in extra_info: GFLOP/s for kernels with matrix products,
-ns per element for element-wise ones, µs per call for all.
+as a slice of rng.permutation. Each benchmark first runs its backend and the reference on
+identical inputs and checks one against the other (which also compiles the JIT for exactly these
+dtypes and layouts), then times the backend (the `backend_name` fixture, conftest.py). Units in
+extra_info: GFLOP/s for kernels with matrix products, ns per element for element-wise ones, µs
+per call for all.
 """
 
 from dataclasses import dataclass
@@ -16,13 +17,11 @@ import numpy as np
 import pytest
 
 import kernels
-from fastnet.backend import get_backend
 from fastnet.model import MLP, Workspace
 from fastnet.threads import set_threads
 
 N, D, H, K = 128, 784, 128, 10
 M = 60000  # training images
-BACKENDS = ("numpy", "numba")
 
 
 @dataclass
@@ -89,14 +88,14 @@ def _forward_hidden():
     """Pixels (N, D) through the 784->128 layer, ReLU on."""
     rng = _rng()
     net, ws = _net(rng)
-    return rng.random((N, D), dtype=np.float32), net.W[0], net.b[0], np.empty((N, H), np.float32), True
+    return rng.random((N, D), dtype=np.float32), net.W[0], net.b[0], np.empty((N, H), np.float32), "relu"
 
 
 def _forward_output():
     """Hidden activations (N, H) through the 128->10 layer to logits."""
     rng = _rng()
     net, ws = _net(rng)
-    return _relu_output(rng, (N, H)), net.W[1], net.b[1], np.empty((N, K), np.float32), False
+    return _relu_output(rng, (N, H)), net.W[1], net.b[1], np.empty((N, K), np.float32), "identity"
 
 
 def _backward_hidden():
@@ -104,7 +103,8 @@ def _backward_hidden():
     rng = _rng()
     net, ws = _net(rng)
     X = rng.random((N, D), dtype=np.float32)
-    return _normal(rng, (N, H), 1 / N), X, net.W[0], ws.dW[0], ws.db[0], None, False
+    dW, db = kernels.layer_views(ws.grads, net.sizes)
+    return _normal(rng, (N, H), 1 / N), X, net.W[0], dW[0], db[0], None, "identity"
 
 
 def _backward_output():
@@ -112,18 +112,19 @@ def _backward_output():
     rng = _rng()
     net, ws = _net(rng)
     dX = np.empty((N, H), np.float32)
-    return _normal(rng, (N, K), 1 / N), _relu_output(rng, (N, H)), net.W[1], ws.dW[1], ws.db[1], dX, True
+    dW, db = kernels.layer_views(ws.grads, net.sizes)
+    return _normal(rng, (N, K), 1 / N), _relu_output(rng, (N, H)), net.W[1], dW[1], db[1], dX, "relu"
 
 
-def _relu_forward():
-    """max(Z, 0) over a hidden layer (N, H)."""
-    return _normal(_rng(), (N, H)), np.empty((N, H), np.float32)
+def _activation_forward():
+    """ReLU, max(Z, 0), over a hidden layer (N, H)."""
+    return _normal(_rng(), (N, H)), np.empty((N, H), np.float32), "relu"
 
 
-def _relu_backward():
+def _activation_backward():
     """The ReLU mask over a hidden layer's gradient (N, H)."""
     rng = _rng()
-    return _normal(rng, (N, H)), _relu_output(rng, (N, H)), np.empty((N, H), np.float32)
+    return _normal(rng, (N, H)), _relu_output(rng, (N, H)), np.empty((N, H), np.float32), "relu"
 
 
 def _softmax():
@@ -157,15 +158,16 @@ def _mlp_gradients():
     net, ws = _net(rng)
     index = rng.permutation(M)[:N]
     labels = rng.integers(0, K, M).astype(np.uint8)
-    return _images(), index, labels, net.input_scale, net.input_shift, ws.sizes, net.params, ws.grads, ws.buffers
+    return (_images(), index, labels, net.input_scale, net.input_shift, ws.sizes, net.activation_codes, net.params,
+            ws.grads, ws.buffers)
 
 
 def _mlp_adam_step():
     """A whole training step: mlp_gradients and the Adam update (the tenth step), fused in the JIT."""
     args = _mlp_gradients()
     rng = np.random.default_rng(2)
-    m = _normal(rng, args[6].shape, 1e-2)
-    return (*args[:8], m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8, args[8])
+    m = _normal(rng, args[7].shape, 1e-2)
+    return (*args[:9], m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8, args[9])
 
 
 def _mlp_logits():
@@ -173,7 +175,7 @@ def _mlp_logits():
     rng = _rng()
     net, ws = _net(rng)
     ws = Workspace(net.sizes, 2048, net.dtype)
-    return (_images(), np.arange(2048), net.input_scale, net.input_shift, ws.sizes, net.params,
+    return (_images(), np.arange(2048), net.input_scale, net.input_shift, ws.sizes, net.activation_codes, net.params,
             np.empty((2048, K), np.float32), ws.buffers)
 
 
@@ -203,15 +205,15 @@ CASES = {
     "linear_forward 128x10": Case("linear_forward", _forward_output, (3,), 2 * N * H * K, N * K, "128x10"),
     "linear_backward 784x128": Case("linear_backward", _backward_hidden, (3, 4), 2 * N * D * H, D * H, "784x128"),
     "linear_backward 128x10": Case("linear_backward", _backward_output, (3, 4, 5), 4 * N * H * K, N * H, "128x10"),
-    "relu_forward": Case("relu_forward", _relu_forward, (1,), elements=N * H),
-    "relu_backward": Case("relu_backward", _relu_backward, (2,), elements=N * H),
+    "activation_forward relu": Case("activation_forward", _activation_forward, (1,), elements=N * H, shape="relu"),
+    "activation_backward relu": Case("activation_backward", _activation_backward, (2,), elements=N * H, shape="relu"),
     "softmax": Case("softmax", _softmax, (1,), elements=N * K),
     "cross_entropy": Case("cross_entropy", _cross_entropy, elements=N * K),
     "softmax_xent_backward": Case("softmax_xent_backward", _softmax_xent_backward, (2,), elements=N * K),
     "softmax_cross_entropy": Case("softmax_cross_entropy", _softmax_cross_entropy, (2,), elements=N * K),
-    "mlp_gradients": Case("mlp_gradients", _mlp_gradients, (7,), 2 * N * (2 * D * H + 3 * H * K), P),
-    "mlp_adam_step": Case("mlp_adam_step", _mlp_adam_step, (6, 7, 8, 9), 2 * N * (2 * D * H + 3 * H * K), P),
-    "mlp_logits": Case("mlp_logits", _mlp_logits, (6,), 2 * 2048 * (D * H + H * K), 2048 * D),
+    "mlp_gradients": Case("mlp_gradients", _mlp_gradients, (8,), 2 * N * (2 * D * H + 3 * H * K), P),
+    "mlp_adam_step": Case("mlp_adam_step", _mlp_adam_step, (7, 8, 9, 10), 2 * N * (2 * D * H + 3 * H * K), P),
+    "mlp_logits": Case("mlp_logits", _mlp_logits, (7,), 2 * 2048 * (D * H + H * K), 2048 * D),
     "adam_update": Case("adam_update", _adam_update, (0, 2, 3), elements=P),
     "sgd_update": Case("sgd_update", _sgd_update, (0,), elements=P),
     "all_finite": Case("all_finite", _all_finite, elements=P),
@@ -220,15 +222,15 @@ CASES = {
 
 def _backend(name):
     """The kernel module, with the threading plan it is meant to run under (fastnet.threads)."""
-    K = get_backend(name)
-    set_threads(None, K.BLAS_THREADS)
-    return K
+    backend = kernels.load_backend(name)
+    set_threads(None, backend.BLAS_THREADS)
+    return backend
 
 
-def _outputs(backend, case):
+def _outputs(backend_name, case):
     """Run the kernel once on fresh arguments; its return value (unless None) and what it wrote."""
     args = case.make()
-    result = getattr(_backend(backend), case.kernel)(*args)
+    result = getattr(_backend(backend_name), case.kernel)(*args)
     return ([] if result is None else [result]) + [args[i].copy() for i in case.written]
 
 
@@ -240,18 +242,18 @@ def _assert_close(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
-def check_then_time(benchmark, backend, case, report):
-    """Check the JIT against the reference (compiling it), then time `backend` on fresh arguments."""
-    _assert_close(_outputs("numba", case), _outputs("numpy", case))
+def check_then_time(benchmark, backend_name, case, report):
+    """Check the backend against the reference (compiling it), then time it on fresh arguments."""
+    _assert_close(_outputs(backend_name, case), _outputs(kernels.REFERENCE, case))
     benchmark.group = f"{case.kernel} {case.shape}".strip()
-    benchmark(getattr(_backend(backend), case.kernel), *case.make())
+    benchmark(getattr(_backend(backend_name), case.kernel), *case.make())
     seconds = benchmark.stats.stats.median if benchmark.stats is not None else float("nan")
     benchmark.extra_info["us_per_call"] = seconds * 1e6
     if case.flop:
         benchmark.extra_info["GFLOP/s"] = case.flop / seconds / 1e9
     else:
         benchmark.extra_info["ns_per_element"] = seconds / case.elements * 1e9
-    report(benchmark, backend)
+    report(benchmark, backend_name)
 
 
 def test_cases_cover_every_kernel():
@@ -259,81 +261,63 @@ def test_cases_cover_every_kernel():
     assert {c.kernel for c in CASES.values()} == set(kernels.KERNEL_NAMES)
 
 
-backends = pytest.mark.parametrize("backend", BACKENDS)
+def test_gather_rows(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["gather_rows"], report)
 
 
-@backends
-def test_gather_rows(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["gather_rows"], report)
-
-
-@backends
 @pytest.mark.parametrize("shape", ["784x128 relu", "128x10"])
-def test_linear_forward(benchmark, backend, shape, report):
-    check_then_time(benchmark, backend, CASES[f"linear_forward {shape}"], report)
+def test_linear_forward(benchmark, backend_name, shape, report):
+    check_then_time(benchmark, backend_name, CASES[f"linear_forward {shape}"], report)
 
 
-@backends
 @pytest.mark.parametrize("shape", ["784x128", "128x10"])
-def test_linear_backward(benchmark, backend, shape, report):
-    check_then_time(benchmark, backend, CASES[f"linear_backward {shape}"], report)
+def test_linear_backward(benchmark, backend_name, shape, report):
+    check_then_time(benchmark, backend_name, CASES[f"linear_backward {shape}"], report)
 
 
-@backends
-def test_relu_forward(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["relu_forward"], report)
+def test_activation_forward(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["activation_forward relu"], report)
 
 
-@backends
-def test_relu_backward(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["relu_backward"], report)
+def test_activation_backward(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["activation_backward relu"], report)
 
 
-@backends
-def test_softmax(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["softmax"], report)
+def test_softmax(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["softmax"], report)
 
 
-@backends
-def test_cross_entropy(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["cross_entropy"], report)
+def test_cross_entropy(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["cross_entropy"], report)
 
 
-@backends
-def test_softmax_xent_backward(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["softmax_xent_backward"], report)
+def test_softmax_xent_backward(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["softmax_xent_backward"], report)
 
 
-@backends
-def test_softmax_cross_entropy(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["softmax_cross_entropy"], report)
+def test_softmax_cross_entropy(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["softmax_cross_entropy"], report)
 
 
-@backends
-def test_mlp_gradients(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["mlp_gradients"], report)
+def test_mlp_gradients(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["mlp_gradients"], report)
 
 
-@backends
-def test_mlp_adam_step(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["mlp_adam_step"], report)
+def test_mlp_adam_step(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["mlp_adam_step"], report)
 
 
-@backends
-def test_mlp_logits(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["mlp_logits"], report)
+def test_mlp_logits(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["mlp_logits"], report)
 
 
-@backends
-def test_adam_update(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["adam_update"], report)
+def test_adam_update(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["adam_update"], report)
 
 
-@backends
-def test_sgd_update(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["sgd_update"], report)
+def test_sgd_update(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["sgd_update"], report)
 
 
-@backends
-def test_all_finite(benchmark, backend, report):
-    check_then_time(benchmark, backend, CASES["all_finite"], report)
+def test_all_finite(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["all_finite"], report)

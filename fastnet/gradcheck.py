@@ -8,7 +8,7 @@ below 1e-7 the hand-derived backward pass is right to the precision the differen
 import numpy as np
 
 from . import data
-from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
+from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, non_negative_int, positive_int, run
 from .errors import InputError
 from .model import MLP, Workspace, check_fits, loss_and_grads, parse_layers, predict_logits
@@ -27,15 +27,19 @@ def choose_parameters(model, per_tensor, rng):
     return np.concatenate(picks)
 
 
-def hidden_signs(model, images):
-    """Which hidden units are active (pre-activation > 0) for each image: one bool array, float64."""
+def kink_sides(model, images):
+    """Which side of its kink each ReLU unit is on (pre-activation > 0), for each image: one bool
+    array, computed in float64 with the reference's activations."""
+    from kernels.reference import ACTIVATION_FUNCTIONS
+
     A = images * model.input_scale.astype(np.float64) + model.input_shift
-    signs = []
-    for W, b in zip(model.W[:-1], model.b[:-1]):
+    sides = []
+    for W, b, name in zip(model.W[:-1], model.b[:-1], model.activations):
         Z = A @ W + b
-        signs.append(Z > 0)
-        A = np.maximum(Z, 0)
-    return np.concatenate([s.ravel() for s in signs]) if signs else np.zeros(0, bool)
+        if name == "relu":
+            sides.append((Z > 0).ravel())
+        A = ACTIVATION_FUNCTIONS[name].forward(Z)
+    return np.concatenate(sides) if sides else np.zeros(0, bool)
 
 
 def gradient_check(model, kernels, images, labels, indices, eps=1e-6):
@@ -49,11 +53,11 @@ def gradient_check(model, kernels, images, labels, indices, eps=1e-6):
     """
     ws = Workspace(model.sizes, len(labels), model.dtype)
     loss_and_grads(model, kernels, images, np.arange(len(labels)), labels, ws)
-    base = hidden_signs(model, images)
+    base = kink_sides(model, images)
 
     def probe(value):
         model.params[i] = value
-        return kernels.cross_entropy(predict_logits(model, kernels, images), labels), hidden_signs(model, images)
+        return kernels.cross_entropy(predict_logits(model, kernels, images), labels), kink_sides(model, images)
 
     numeric, kept = [], []
     for i in indices:
@@ -73,7 +77,7 @@ def main(argv=None):
     p.add_argument("--samples", type=positive_int, default=10, help="real training samples used (default 10)")
     p.add_argument("--per-tensor", type=positive_int, default=40, help="random entries checked per W and b")
     p.add_argument("--layers", default="784,128,10")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir")

@@ -1,9 +1,12 @@
-"""A ReLU multilayer perceptron with a softmax output, and its forward and backward passes.
+"""A multilayer perceptron with a softmax output, and its forward and backward passes.
 
 Shapes: N rows in a batch, sizes = (D0, D1, ..., DL): D0 inputs, DL classes.
 Layout: samples are rows (N, D), weights are (D_in, D_out), so a layer is X·W + b. A shuffled
 batch is then a gather of whole rows into one contiguous block, the products are plain row-major
 GEMMs that BLAS likes, and per-sample work (softmax, loss) walks contiguous rows.
+
+Each layer has an activation (kernels.ACTIVATIONS): relu for the hidden layers unless told
+otherwise, identity for the output layer, whose logits go into softmax-cross-entropy.
 
 All parameters live in one flat buffer with per-layer views (layout: W0, b0, W1, b1, ...), so
 one kernel call runs a whole batch and an optimiser updates the whole network in one pass.
@@ -13,7 +16,8 @@ backend spells them out layer by layer, the numba backend runs a batch in one co
 
 import numpy as np
 
-from .backend import layer_views, mlp_workspace, parameter_count
+from kernels import activation_codes, activation_names, layer_views, mlp_workspace, parameter_count
+
 from .errors import InputError
 
 
@@ -25,20 +29,31 @@ def parse_layers(text):
         raise InputError(f"--layers must be comma-separated integers like 784,128,10, got {text!r}") from None
     if len(sizes) < 2 or min(sizes) <= 0:
         raise InputError(f"--layers needs at least two positive sizes (inputs and classes), got {text!r}")
-    if sum(a * b + b for a, b in zip(sizes, sizes[1:])) > 500_000_000:
+    if parameter_count(sizes) > 500_000_000:
         raise InputError(f"--layers {text} would need more than 500 million parameters")
     return sizes
 
 
+def relu_hidden_layers(sizes):
+    """The default activations of a network of `sizes`: relu for each hidden layer, identity at the output."""
+    return ("relu",) * (len(sizes) - 2) + ("identity",)
+
+
 class MLP:
-    """Parameters and gradients of the network, plus how raw pixels become inputs.
+    """Parameters of the network, its layers' activations, and how raw pixels become inputs.
 
     Inputs are pixels * input_scale + input_shift, per pixel: (D0,) vectors in the model's dtype
     (1/255 and 0 map uint8 pixels to [0, 1]; a standardisation stores 1/(255·sd) and -mean/sd).
+    activations: one name per layer (kernels.ACTIVATIONS), the last identity; default relu hidden
+    layers (what a model file without activations holds). Like sizes, fixed once made:
+    activation_codes is what the kernels are given.
     """
 
-    def __init__(self, sizes, dtype=np.float32, input_scale=1 / 255, input_shift=0.0):
+    def __init__(self, sizes, dtype=np.float32, input_scale=1 / 255, input_shift=0.0, activations=None):
         self.sizes = tuple(int(s) for s in sizes)
+        self.activations = relu_hidden_layers(self.sizes) if activations is None else tuple(activations)
+        self.activation_codes = activation_codes(self.activations)
+        activation_names(self.sizes, self.activation_codes)  # one per layer, the last identity, or ValueError
         self.dtype = np.dtype(dtype)
         self.input_scale = np.broadcast_to(np.asarray(input_scale, self.dtype), self.sizes[:1]).copy()
         self.input_shift = np.broadcast_to(np.asarray(input_shift, self.dtype), self.sizes[:1]).copy()
@@ -61,27 +76,27 @@ class MLP:
 class Workspace:
     """What a training step writes, for batches of up to `rows` rows, allocated once per run.
 
-    grads (P,): the batch gradient, laid out like the parameters, with per-layer views dW and db;
-    buffers: the kernels' scratch (kernels.mlp_workspace).
+    sizes: the layer sizes as the kernels take them, (L+1,) int64; grads (P,): the batch gradient,
+    laid out like the parameters (kernels.layer_views); buffers: the kernels' scratch
+    (kernels.mlp_workspace).
     """
 
     def __init__(self, sizes, rows, dtype):
         self.sizes = np.asarray(sizes, np.int64)
         self.buffers = mlp_workspace(tuple(sizes), rows, dtype)
         self.grads = np.zeros(parameter_count(sizes), dtype)
-        self.dW, self.db = layer_views(self.grads, tuple(sizes))
 
 
-def loss_and_grads(model, K, images, index, labels, ws):
+def loss_and_grads(model, backend, images, index, labels, ws):
     """Mean cross-entropy of the batch images[index]; its gradient into ws.grads.
 
     images are raw pixels (M, D0), mapped to inputs by the model's scale and shift on the way in.
     """
-    return K.mlp_gradients(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
-                           model.params, ws.grads, ws.buffers)
+    return backend.mlp_gradients(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
+                                 model.activation_codes, model.params, ws.grads, ws.buffers)
 
 
-def predict_logits(model, K, images, batch=2048):
+def predict_logits(model, backend, images, batch=2048):
     """Logits for images (M, D0), computed in blocks of rows so memory stays bounded."""
     out = np.empty((len(images), model.num_classes), model.dtype)
     rows = min(batch, max(len(images), 1))
@@ -89,17 +104,17 @@ def predict_logits(model, K, images, batch=2048):
     sizes = np.asarray(model.sizes, np.int64)
     for start in range(0, len(images), rows):
         index = np.arange(start, min(start + rows, len(images)))
-        K.mlp_logits(images, index, model.input_scale, model.input_shift, sizes, model.params,
-                     out[start : start + len(index)], buffers)
+        backend.mlp_logits(images, index, model.input_scale, model.input_shift, sizes, model.activation_codes,
+                           model.params, out[start : start + len(index)], buffers)
     return out
 
 
-def evaluate(model, K, images, labels):
+def evaluate(model, backend, images, labels):
     """(mean cross-entropy, accuracy) of the model on images and integer labels."""
     if len(labels) == 0:
         return float("nan"), float("nan")
-    logits = predict_logits(model, K, images)
-    loss = K.cross_entropy(logits, labels)
+    logits = predict_logits(model, backend, images)
+    loss = backend.cross_entropy(logits, labels)
     accuracy = float(np.mean(logits.argmax(axis=1) == labels))
     return loss, accuracy
 

@@ -21,15 +21,15 @@ class GD:
     def __init__(self, size, dtype):
         self.step = 0
 
-    def update(self, K, params, grads, lr):
+    def update(self, backend, params, grads, lr):
         """One step; True when every parameter is still finite."""
         self.step += 1
-        return K.sgd_update(params, grads, lr)
+        return backend.sgd_update(params, grads, lr)
 
-    def train_step(self, K, model, images, index, labels, ws, lr):
+    def train_step(self, backend, model, images, index, labels, ws, lr):
         """Gradients of the batch images[index], then one step: (loss, every parameter finite)."""
-        loss = loss_and_grads(model, K, images, index, labels, ws)
-        return loss, self.update(K, model.params, ws.grads, lr)
+        loss = loss_and_grads(model, backend, images, index, labels, ws)
+        return loss, self.update(backend, model.params, ws.grads, lr)
 
     def state(self):
         return {"step": np.array(self.step)}
@@ -52,15 +52,16 @@ class Adam:
         self.v = np.zeros(size, dtype)
         self.step = 0
 
-    def update(self, K, params, grads, lr):
+    def update(self, backend, params, grads, lr):
         self.step += 1
-        return K.adam_update(params, grads, self.m, self.v, self.step, lr, self.beta1, self.beta2, self.eps)
+        return backend.adam_update(params, grads, self.m, self.v, self.step, lr, self.beta1, self.beta2, self.eps)
 
-    def train_step(self, K, model, images, index, labels, ws, lr):
+    def train_step(self, backend, model, images, index, labels, ws, lr):
         """Gradients of the batch images[index] and the Adam step, in one kernel call: (loss, finite)."""
         self.step += 1
-        return K.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes, model.params,
-                               ws.grads, self.m, self.v, self.step, lr, self.beta1, self.beta2, self.eps, ws.buffers)
+        return backend.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
+                                     model.activation_codes, model.params, ws.grads, self.m, self.v, self.step, lr,
+                                     self.beta1, self.beta2, self.eps, ws.buffers)
 
     def state(self):
         return {"step": np.array(self.step), "m": self.m, "v": self.v}

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import checkpoint, data
-from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend, warm_up
+from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
 from .cli import (ArgumentParser, StopRequest, check_outputs, non_negative_int, positive_float, positive_int,
                   run, seconds_since_launch, validation_split)
 from .errors import InputError
@@ -25,7 +25,7 @@ from .optim import OPTIMIZERS
 from .progress import ProgressBar
 from .recipe import PRESETS, check_memory, held_out, new_state
 from .threads import set_threads
-from .training import fit, split_validation
+from .training import fit, split_validation, warm_up
 
 # Settings that define the recipe: a resumed run keeps the checkpoint's and refuses contradicting flags.
 RECIPE = ("preset", "batch_size", "lr", "schedule", "warmup", "optimizer", "beta1", "beta2", "eps",
@@ -55,7 +55,7 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of initialisation, split and order")
     p.add_argument("--layers", default="784,128,10", help="layer sizes, input first (default 784,128,10)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir", help="directory holding the four IDX files")

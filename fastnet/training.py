@@ -1,13 +1,16 @@
-"""The training loop: shuffled mini-batches, backprop, optimiser steps, per-epoch metrics."""
+"""The training loop: shuffled mini-batches, backprop, optimiser steps, per-epoch metrics; and the
+warm-up that compiles a backend's kernels before the first epoch is timed."""
 
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DivergenceError
-from .model import Workspace, evaluate
-from .optim import learning_rate
+from kernels import BACKENDS, REFERENCE
+
+from .errors import DivergenceError, InputError
+from .model import MLP, Workspace, evaluate, loss_and_grads
+from .optim import OPTIMIZERS, learning_rate
 
 
 @dataclass
@@ -37,7 +40,7 @@ class TrainState:
     partial_losses: list = field(default_factory=list)  # step losses of the current epoch so far
 
 
-def train_epoch(state, K, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None):
+def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None):
     """One pass over (images, labels) in a fresh order drawn from state.rng; the last partial batch is kept.
 
     lr_at(step) gives the learning rate of optimiser step `step` (0-based). Returns the mean loss
@@ -56,7 +59,7 @@ def train_epoch(state, K, images, labels, batch_size, lr_at, ws, on_batch=None, 
         order = rng.permutation(n)
     for start in range(state.batch * batch_size, n, batch_size):
         index = order[start : start + batch_size]
-        loss, finite = opt.train_step(K, model, images, index, labels, ws, lr_at(opt.step))
+        loss, finite = opt.train_step(backend, model, images, index, labels, ws, lr_at(opt.step))
         if not (finite and np.isfinite(loss)):
             raise DivergenceError(
                 f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: "
@@ -77,7 +80,7 @@ def train_epoch(state, K, images, labels, batch_size, lr_at, ws, on_batch=None, 
     return float(np.dot(losses, sizes) / n)
 
 
-def fit(state, K, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
+def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
         on_epoch=None, on_batch=None, stop=None):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
@@ -96,15 +99,15 @@ def fit(state, K, train, val, epochs, batch_size, lr, schedule="constant", warmu
     h = state.history
     while state.epoch < epochs:
         t0 = time.perf_counter()
-        loss = train_epoch(state, K, images, labels, batch_size, lr_at, ws, on_batch, stop)
+        loss = train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop)
         t1 = time.perf_counter()
         if loss is None:
             return False
         state.epoch += 1
         h.epoch_seconds.append(t1 - t0)
         h.train_loss.append(loss)
-        h.train_accuracy.append(evaluate(state.model, K, images, labels)[1])
-        val_loss, val_acc = evaluate(state.model, K, *val) if len(val[1]) else (float("nan"),) * 2
+        h.train_accuracy.append(evaluate(state.model, backend, images, labels)[1])
+        val_loss, val_acc = evaluate(state.model, backend, *val) if len(val[1]) else (float("nan"),) * 2
         h.val_loss.append(val_loss)
         h.val_accuracy.append(val_acc)
         h.eval_seconds.append(time.perf_counter() - t1)
@@ -117,3 +120,37 @@ def split_validation(n, n_val, rng):
     """Shuffle 0..n-1 with rng and hold out n_val of them: returns (train_index, val_index), sorted."""
     order = rng.permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def warm_up(backend, dtype):
+    """Run the kernels training uses once, on tiny arrays of `dtype` laid out as training lays them out.
+
+    Numba compiles (or loads from its cache) one specialisation per dtype and layout on first
+    call; doing it here keeps that cost out of the first epoch's time and makes it measurable.
+    A kernel that fails to compile becomes one line telling the user how to carry on.
+    """
+    try:
+        _exercise(backend, dtype)
+    except Exception as exc:
+        if backend.__name__ == BACKENDS[REFERENCE]:
+            raise
+        name = next((n for n, module in BACKENDS.items() if module == backend.__name__), backend.__name__)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"the {name} backend failed to compile ({type(exc).__name__}: {first}); "
+                         f"pass --backend {REFERENCE}") from None
+
+
+def _exercise(backend, dtype):
+    """Call every kernel the training and evaluation use once, on tiny arrays shaped and typed as they use them."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 1, 0], np.uint8)
+    model = MLP.he_init((3, 2, 2), rng, dtype)
+    ws = Workspace(model.sizes, 4, model.dtype)
+    loss_and_grads(model, backend, images, rng.permutation(4), labels, ws)
+    for name in OPTIMIZERS:
+        opt = OPTIMIZERS[name](model.params.size, model.dtype)
+        opt.update(backend, model.params, ws.grads, 1e-3)
+        opt.train_step(backend, model, images, rng.permutation(4)[:3], labels, ws, 1e-3)
+    backend.all_finite(model.params)
+    evaluate(model, backend, images, labels)

@@ -1,16 +1,33 @@
-"""Compute primitives of an MLP, twice: `kernels.reference` (NumPy, reads like the maths) and
-`kernels.jit` (Numba, fast). Both export the same names with the same signatures; they know
-nothing of models beyond the flat parameter layout below. `JIT_OPTIONS` is the one place where
-Numba compiler options are set.
+"""Compute primitives of an MLP, once per backend, and the contract every backend keeps.
+
+A backend is a module that exports every kernel of KERNEL_NAMES with the reference's signature,
+and the attributes of BACKEND_ATTRIBUTES. BACKENDS registers them by the names the command line
+uses; load_backend imports one and checks it. `kernels.reference` (NumPy, reads like the maths)
+is the specification; `kernels.jit` (Numba) is fast. Adding a backend: its module, one line in
+BACKENDS. The kernels know nothing of models beyond the network description below.
+
+A network is described to the kernels by two int64 arrays: sizes (L+1,) = (D0, ..., K), and
+activations (L,), layer l's activation as a code of ACTIVATIONS. The last layer's is identity:
+its output (the logits) goes into softmax-cross-entropy. Parameters live in one flat buffer
+(layer_views). `JIT_OPTIONS` is the one place where Numba compiler options are set.
 """
 
+import importlib
+import inspect
+
 import numpy as np
+
+BACKENDS = {  # name, as --backend spells it -> module
+    "numpy": "kernels.reference",
+    "numba": "kernels.jit",
+}
+REFERENCE = "numpy"  # the backend whose kernels are the specification (and their signatures the contract)
 
 KERNEL_NAMES = (
     "gather_rows",
     "linear_forward",
-    "relu_forward",
-    "relu_backward",
+    "activation_forward",
+    "activation_backward",
     "softmax",
     "cross_entropy",
     "softmax_xent_backward",
@@ -23,6 +40,72 @@ KERNEL_NAMES = (
     "sgd_update",
     "all_finite",
 )
+
+# Module attributes a backend provides besides its kernels, and what reads them.
+BACKEND_ATTRIBUTES = {
+    "BLAS_THREADS": "BLAS threads it runs best with, None for all (fastnet.threads.set_threads)",
+}
+
+# Activation name <-> code: a code is the name's position here. Kernels take names (str); the
+# whole-network kernels take an (L,) int64 array of codes, which compiled code can dispatch on.
+ACTIVATIONS = ("identity", "relu")
+IDENTITY, RELU = 0, 1
+
+
+def activation_codes(names):
+    """(L,) int64 codes of activation names, e.g. ('relu', 'identity') -> [1, 0]."""
+    unknown = [name for name in names if name not in ACTIVATIONS]
+    if unknown:
+        raise ValueError(f"unknown activation {unknown[0]!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return np.array([ACTIVATIONS.index(name) for name in names], np.int64)
+
+
+def activation_names(sizes, activations):
+    """The names of a network's activation codes, after checking them against sizes.
+
+    ValueError unless there is one known code per layer and the last layer's is identity.
+    """
+    codes = [int(c) for c in np.asarray(activations).ravel()]
+    if len(codes) != len(sizes) - 1:
+        raise ValueError(f"{len(sizes) - 1} layers need {len(sizes) - 1} activations, got {len(codes)}")
+    if not all(0 <= c < len(ACTIVATIONS) for c in codes):
+        raise ValueError(f"activation codes must be 0..{len(ACTIVATIONS) - 1} ({', '.join(ACTIVATIONS)}), got {codes}")
+    if codes[-1] != IDENTITY:
+        raise ValueError("the output layer's activation must be identity: softmax-cross-entropy follows it")
+    return [ACTIVATIONS[c] for c in codes]
+
+
+class ContractError(ValueError):
+    """A registered backend lacks a kernel or an attribute, or a kernel's signature differs."""
+
+
+def contract_problems(module):
+    """What module lacks of the backend contract, one line per problem; empty when it keeps it."""
+    spec = importlib.import_module(BACKENDS[REFERENCE])
+    problems = [f"no attribute {name}" for name in BACKEND_ATTRIBUTES if not hasattr(module, name)]
+    for name in KERNEL_NAMES:
+        kernel, want = getattr(module, name, None), inspect.signature(getattr(spec, name))
+        if not callable(kernel):
+            problems.append(f"no kernel {name}")
+        elif inspect.signature(kernel) != want:
+            problems.append(f"{name}{inspect.signature(kernel)} differs from the reference's {name}{want}")
+    return problems
+
+
+def load_backend(name):
+    """The kernel module registered as `name` in BACKENDS, checked against the contract.
+
+    ValueError for a name not registered, ImportError when the module cannot be imported (Numba
+    missing, say), ContractError (a ValueError) when it breaks the contract.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    module = importlib.import_module(BACKENDS[name])
+    problems = contract_problems(module)
+    if problems:
+        raise ContractError(f"the {name} backend ({module.__name__}) breaks the kernel contract: {'; '.join(problems)}")
+    return module
+
 
 # Numba options for every kernel in kernels.jit. cache: compiled code is kept on disk (in
 # __pycache__ beside the source, or Numba's user-wide cache directory where that is read-only),

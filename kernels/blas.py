@@ -54,8 +54,8 @@ _dgemm = types.ExternalFunction(f"fastnet_dgemm{_bits}", types.void(
     types.float64, _P, _int))
 
 
-def gemm(trans_a, trans_b, M, N, K, A, a_at, lda, B, b_at, ldb, C, c_at, ldc):
-    """C[c_at:] (M, N) = op(A[a_at:]) (M, K) · op(B[b_at:]) (K, N), row-major, ld* the row strides.
+def gemm(trans_a, trans_b, M, N, inner, A, a_at, lda, B, b_at, ldb, C, c_at, ldc):
+    """C[c_at:] (M, N) = op(A[a_at:]) (M, inner) · op(B[b_at:]) (inner, N), row-major, ld* the row strides.
 
     A, B, C share one float dtype and are C-contiguous. Compiled code calls BLAS (the overload
     below); this Python body, the same operation in NumPy, runs only under NUMBA_DISABLE_JIT=1.
@@ -64,13 +64,13 @@ def gemm(trans_a, trans_b, M, N, K, A, a_at, lda, B, b_at, ldb, C, c_at, ldc):
     def block(X, at, rows, cols, ld):
         return X.reshape(-1)[at : at + rows * ld].reshape(rows, ld)[:, :cols]
 
-    a = block(A, a_at, K, M, lda).T if trans_a else block(A, a_at, M, K, lda)
-    b = block(B, b_at, N, K, ldb).T if trans_b else block(B, b_at, K, N, ldb)
+    a = block(A, a_at, inner, M, lda).T if trans_a else block(A, a_at, M, inner, lda)
+    b = block(B, b_at, N, inner, ldb).T if trans_b else block(B, b_at, inner, N, ldb)
     block(C, c_at, M, N, ldc)[...] = a @ b
 
 
 @overload(gemm)
-def _gemm_overload(trans_a, trans_b, M, N, K, A, a_at, lda, B, b_at, ldb, C, c_at, ldc):
+def _gemm_overload(trans_a, trans_b, M, N, inner, A, a_at, lda, B, b_at, ldb, C, c_at, ldc):
     if A.dtype == types.float32:
         call, one, zero, size = _sgemm, np.float32(1), np.float32(0), 4
     elif A.dtype == types.float64:
@@ -78,8 +78,8 @@ def _gemm_overload(trans_a, trans_b, M, N, K, A, a_at, lda, B, b_at, ldb, C, c_a
     else:
         return None
 
-    def impl(trans_a, trans_b, M, N, K, A, a_at, lda, B, b_at, ldb, C, c_at, ldc):
-        call(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, K,
+    def impl(trans_a, trans_b, M, N, inner, A, a_at, lda, B, b_at, ldb, C, c_at, ldc):
+        call(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS, M, N, inner,
              one, A.ctypes.data + size * a_at, lda, B.ctypes.data + size * b_at, ldb,
              zero, C.ctypes.data + size * c_at, ldc)
 

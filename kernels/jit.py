@@ -3,10 +3,10 @@
 Each public function is a thin wrapper that casts constants to the data's dtype (Numba would
 promote float32 x Python float to float64) and calls a private @njit core that takes its outputs
 first and only loops. Matrix products stay on NumPy's BLAS: hand-written loops are several times
-slower than BLAS here. What the JIT adds is fusion: bias and ReLU in one pass over the product,
-max/exp/normalise/loss/gradient of the output layer in one pass, one Adam pass over the whole
-network's flat buffers, and whole-network kernels (mlp_gradients, mlp_logits) that run a batch
-in one compiled call.
+slower than BLAS here. What the JIT adds is fusion: bias and activation in one pass over the
+product, max/exp/normalise/loss/gradient of the output layer in one pass, one Adam pass over the
+whole network's flat buffers, and whole-network kernels (mlp_gradients, mlp_logits) that run a
+batch in one compiled call, each layer's activation dispatched on its code (kernels.ACTIVATIONS).
 
 Threading: the whole-network kernels cut a batch into parts and run the parts on Numba's threads,
 each calling BLAS single-threaded (kernels.blas) on its rows; the weight gradients and optimiser
@@ -17,12 +17,13 @@ Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classe
 """
 
 import math
+from collections import namedtuple
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from . import FASTMATH, JIT_OPTIONS, parameter_count
+from . import ACTIVATIONS, FASTMATH, JIT_OPTIONS, RELU, activation_names, parameter_count
 from .blas import gemm
 
 _jit = njit(**JIT_OPTIONS)
@@ -60,44 +61,62 @@ def gather_rows(images, index, scale, shift, out):
     return out
 
 
+# The activations of kernels.ACTIVATIONS, dispatched by code inside compiled loops (LLVM hoists
+# the test of a loop-invariant code out of the loop). Twins of kernels.reference's
+# ACTIVATION_FUNCTIONS: _forward is f(z), _backward is g·f'(z) written through the output a = f(z).
 @_jit
-def _bias_relu(Z, b, relu):
+def _forward(code, z):
+    if code == RELU:
+        return max(z, 0)
+    return z  # IDENTITY
+
+
+@_jit
+def _backward(code, g, a):
+    if code == RELU:
+        # a select, not a branch around a store, so the loop vectorises (4.2 -> 1.1 ms an epoch);
+        # as the reference, a NaN activation passes no gradient (NaN > 0 is False)
+        return g if a > 0 else 0
+    return g  # IDENTITY
+
+
+@_jit
+def _bias_activation(Z, b, code):
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
-            z = Z[i, j] + b[j]
-            Z[i, j] = max(z, 0) if relu else z
+            Z[i, j] = _forward(code, Z[i, j] + b[j])
 
 
-def linear_forward(X, W, b, out, relu):
-    """out = X·W + b (then ReLU): the product on BLAS, bias and ReLU fused into one pass over out."""
+def linear_forward(X, W, b, out, activation):
+    """out = f(X·W + b): the product on BLAS, bias and activation fused into one pass over out."""
     np.matmul(X, W, out=out)
-    _bias_relu(out, b, relu)
+    _bias_activation(out, b, ACTIVATIONS.index(activation))
     return out
 
 
 @_jit
-def _relu_forward(out, Z):
+def _activation_forward(out, Z, code):
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
-            out[i, j] = max(Z[i, j], 0)
+            out[i, j] = _forward(code, Z[i, j])
 
 
-def relu_forward(Z, out):
-    """out = max(Z, 0)."""
-    _relu_forward(out, Z)
+def activation_forward(Z, out, activation):
+    """out = f(Z) in one pass."""
+    _activation_forward(out, Z, ACTIVATIONS.index(activation))
     return out
 
 
 @_jit
-def _relu_backward(out, dA, A):
+def _activation_backward(out, dA, A, code):
     for i in range(A.shape[0]):
         for j in range(A.shape[1]):
-            out[i, j] = dA[i, j] if A[i, j] > 0 else 0
+            out[i, j] = _backward(code, dA[i, j], A[i, j])
 
 
-def relu_backward(dA, A, out):
-    """out = dA where A > 0, else 0 (A is the ReLU's output)."""
-    _relu_backward(out, dA, A)
+def activation_backward(dA, A, out, activation):
+    """out = dA·f'(Z) in one pass, through the activation's output A."""
+    _activation_backward(out, dA, A, ACTIVATIONS.index(activation))
     return out
 
 
@@ -192,23 +211,21 @@ def _column_sums(out, dZ):
 
 
 @_jit
-def _mask_inactive(G, X):
+def _times_derivative(G, A, code):
+    """G = G·f'(Z) in place, through the activation's output A."""
     for i in range(G.shape[0]):
-        g, x = G[i], X[i]
+        g, a = G[i], A[i]
         for j in range(g.shape[0]):
-            # a select, not a branch around a store, so the loop vectorises (4.2 -> 1.1 ms an epoch);
-            # as the reference, a NaN activation passes no gradient (NaN > 0 is False)
-            g[j] = g[j] if x[j] > 0 else 0
+            g[j] = _backward(code, g[j], a[j])
 
 
-def linear_backward(dZ, X, W, dW, db, dX, relu):
-    """dW = Xᵀ·dZ and dX = dZ·Wᵀ on BLAS; db a column sum; the ReLU mask applied to dX in place."""
+def linear_backward(dZ, X, W, dW, db, dX, activation):
+    """dW = Xᵀ·dZ and dX = dZ·Wᵀ on BLAS; db a column sum; the activation's derivative applied to dX in place."""
     np.matmul(X.T, dZ, out=dW)
     _column_sums(db, dZ)
     if dX is not None:
         np.matmul(dZ, W.T, out=dX)
-        if relu:
-            _mask_inactive(dX, X)
+        _times_derivative(dX, X, ACTIVATIONS.index(activation))
 
 
 @_jit
@@ -225,114 +242,139 @@ def _valid_rows(index, labels, y, images, classes):
     return True
 
 
-@_jit
-def _forward_rows(lo, hi, logits, X, acts, rows, images, index, scale, shift, sizes, params):
-    """Rows lo..hi of the batch: gather them into X, then every layer (BLAS, then a bias/ReLU pass).
+# Where layer l's pieces start in the flat buffers (element offsets): the columns of the (L, 4)
+# table _layout returns. In a block of rows, row r starts r·(its width) further on.
+W_AT = 0  # params: W_l (D_l, D_l+1)                     grads: dW_l
+B_AT = 1  # params: b_l (D_l+1,)                         grads: db_l
+IN_AT = 2  # the layer's input (rows, D_l): for l = 0 in X, the gathered pixels; otherwise in acts,
+#            layer l-1's output A_l-1, and in deltas its gradient dZ_l-1
+OUT_AT = 3  # acts: A_l (rows, D_l+1), the layer's output (the last layer's: the logits (rows, K))
+#             deltas: dZ_l (rows, D_l+1), the loss's gradient w.r.t. the layer's pre-activation
 
-    Buffers hold the whole batch, `rows` rows per layer: X (rows·D0), acts with block l (layer l's
-    output, rows·D_l+1) at rows·(D1 + ... + Dl); the last layer writes logits (n·K) instead.
-    """
-    m, L = hi - lo, sizes.shape[0] - 1
-    _gather_rows(X[lo * sizes[0] : hi * sizes[0]].reshape(m, sizes[0]), images, index[lo:hi], scale, shift)
-    p = 0  # W_l's offset in params; b_l follows it
-    a = 0  # block l's offset in acts
-    for l in range(L):
+
+@_jit
+def _layout(sizes, rows):
+    """The (L, 4) offsets above, for the network of `sizes` and a workspace of `rows` rows."""
+    at = np.empty((sizes.shape[0] - 1, 4), np.int64)
+    p = 0  # params and grads: W0, b0, W1, b1, ...
+    a = 0  # acts and deltas: one block of `rows` rows per layer
+    for l in range(sizes.shape[0] - 1):
         d_in, d_out = sizes[l], sizes[l + 1]
-        b = params[p + d_in * d_out : p + d_in * d_out + d_out]
-        src, at = (X, lo * d_in) if l == 0 else (acts, a - rows * d_in + lo * d_in)
-        if l == L - 1:
-            gemm(False, False, m, d_out, d_in, src, at, d_in, params, p, d_out, logits, lo * d_out, d_out)
-            _bias_relu(logits[lo * d_out : hi * d_out].reshape(m, d_out), b, False)
-        else:
-            gemm(False, False, m, d_out, d_in, src, at, d_in, params, p, d_out, acts, a + lo * d_out, d_out)
-            _bias_relu(acts[a + lo * d_out : a + hi * d_out].reshape(m, d_out), b, True)
+        at[l, W_AT] = p
+        at[l, B_AT] = p + d_in * d_out
+        at[l, IN_AT] = 0 if l == 0 else a - rows * d_in
+        at[l, OUT_AT] = a
         p += d_in * d_out + d_out
         a += rows * d_out
+    return at
 
 
 @_jit
-def _backward_rows(lo, hi, acts, deltas, rows, y, sizes, params, inv_n):
+def _forward_rows(lo, hi, logits, X, acts, images, index, scale, shift, sizes, activations, params, at):
+    """Rows lo..hi of the batch: gather them into X, then every layer (BLAS, then a bias/activation
+    pass) into acts; the last layer writes logits (n·K) instead. at: _layout's offsets."""
+    m, L = hi - lo, sizes.shape[0] - 1
+    _gather_rows(X[lo * sizes[0] : hi * sizes[0]].reshape(m, sizes[0]), images, index[lo:hi], scale, shift)
+    for l in range(L):
+        d_in, d_out = sizes[l], sizes[l + 1]
+        inputs = X if l == 0 else acts
+        b = params[at[l, B_AT] : at[l, B_AT] + d_out]
+        if l == L - 1:
+            gemm(False, False, m, d_out, d_in, inputs, at[l, IN_AT] + lo * d_in, d_in, params, at[l, W_AT], d_out,
+                 logits, lo * d_out, d_out)
+            _bias_activation(logits[lo * d_out : hi * d_out].reshape(m, d_out), b, activations[l])
+        else:
+            out = at[l, OUT_AT]
+            gemm(False, False, m, d_out, d_in, inputs, at[l, IN_AT] + lo * d_in, d_in, params, at[l, W_AT], d_out,
+                 acts, out + lo * d_out, d_out)
+            _bias_activation(acts[out + lo * d_out : out + hi * d_out].reshape(m, d_out), b, activations[l])
+
+
+@_jit
+def _backward_rows(lo, hi, acts, deltas, y, sizes, activations, params, inv_n, at):
     """Rows lo..hi: fused softmax-cross-entropy, then each layer's delta down to the first hidden
-    layer (dZ·Wᵀ on BLAS, ReLU mask); deltas has acts' layout. Returns the rows' summed loss."""
-    m, L, K = hi - lo, sizes.shape[0] - 1, sizes[-1]
-    a = acts.shape[0] - rows * K  # the output block
-    Z = acts[a + lo * K : a + hi * K].reshape(m, K)
-    loss = _softmax_cross_entropy(deltas[a + lo * K : a + hi * K].reshape(m, K), Z, y[lo:hi], inv_n) * m
-    p = params.shape[0]
+    layer (dZ·Wᵀ on BLAS, then the derivative of the layer below's activation). Returns the rows'
+    summed loss. at: _layout's offsets."""
+    m, L, classes = hi - lo, sizes.shape[0] - 1, sizes[-1]
+    out = at[L - 1, OUT_AT]  # the logits' block
+    Z = acts[out + lo * classes : out + hi * classes].reshape(m, classes)
+    dZ = deltas[out + lo * classes : out + hi * classes].reshape(m, classes)
+    loss = _softmax_cross_entropy(dZ, Z, y[lo:hi], inv_n) * m
     for l in range(L - 1, 0, -1):
         d_in, d_out = sizes[l], sizes[l + 1]
-        p -= d_in * d_out + d_out
-        below = a - rows * d_in
-        gemm(False, True, m, d_in, d_out, deltas, a + lo * d_out, d_out, params, p, d_out, deltas, below + lo * d_in, d_in)
-        _mask_inactive(deltas[below + lo * d_in : below + hi * d_in].reshape(m, d_in),
-                       acts[below + lo * d_in : below + hi * d_in].reshape(m, d_in))
-        a = below
+        below = at[l, IN_AT]
+        gemm(False, True, m, d_in, d_out, deltas, at[l, OUT_AT] + lo * d_out, d_out, params, at[l, W_AT], d_out,
+             deltas, below + lo * d_in, d_in)
+        _times_derivative(deltas[below + lo * d_in : below + hi * d_in].reshape(m, d_in),
+                          acts[below + lo * d_in : below + hi * d_in].reshape(m, d_in), activations[l - 1])
     return loss
 
 
 @_jit
-def _weight_gradients(w, parts, n, grads, X, acts, deltas, rows, sizes, params, m, v, hyper, update):
+def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at):
     """Share w of `parts` of every dW = Aᵀ·dZ and db = Σ dZ over all n rows of the batch; with
-    `update`, an Adam step on that share right away, while its gradients are in cache. Returns
-    False when an updated parameter is not finite.
+    `update`, an Adam step (constants `adam`) on that share right away, while its gradients are in
+    cache. Returns False when an updated parameter is not finite. at: _layout's offsets.
 
     Each share is a band of rows of each W (and of entries of each b), so no two threads write the
     same gradient and none has to be summed: each entry is one whole-batch dot product on BLAS.
     """
-    p, a, finite = 0, 0, True
+    finite = True
     for l in range(sizes.shape[0] - 1):
         d_in, d_out = sizes[l], sizes[l + 1]
-        r0, r1 = d_in * w // parts, d_in * (w + 1) // parts
+        W, bias, out = at[l, W_AT], at[l, B_AT], at[l, OUT_AT]
+        r0, r1 = d_in * w // parts, d_in * (w + 1) // parts  # the share's rows of W
         if r1 > r0:
-            src, at = (X, r0) if l == 0 else (acts, a - rows * d_in + r0)
-            gemm(True, False, r1 - r0, d_out, n, src, at, d_in, deltas, a, d_out, grads, p + r0 * d_out, d_out)
-        c0, c1 = d_out * w // parts, d_out * (w + 1) // parts
-        bias = p + d_in * d_out
-        _column_sums(grads[bias + c0 : bias + c1], deltas[a : a + n * d_out].reshape(n, d_out)[:, c0:c1])
+            inputs = X if l == 0 else acts
+            gemm(True, False, r1 - r0, d_out, n, inputs, at[l, IN_AT] + r0, d_in, deltas, out, d_out,
+                 grads, W + r0 * d_out, d_out)
+        c0, c1 = d_out * w // parts, d_out * (w + 1) // parts  # the share's entries of b
+        _column_sums(grads[bias + c0 : bias + c1], deltas[out : out + n * d_out].reshape(n, d_out)[:, c0:c1])
         if update:
-            for lo, hi in ((p + r0 * d_out, p + r1 * d_out), (bias + c0, bias + c1)):
-                finite &= _adam(params[lo:hi], grads[lo:hi], m[lo:hi], v[lo:hi], hyper[0], hyper[1], hyper[2],
-                                hyper[3], hyper[4], hyper[5], hyper[6], hyper[7], hyper[8])
-        p += d_in * d_out + d_out
-        a += rows * d_out
+            for lo, hi in ((W + r0 * d_out, W + r1 * d_out), (bias + c0, bias + c1)):
+                finite &= _adam(params[lo:hi], grads[lo:hi], m[lo:hi], v[lo:hi], adam)
     return finite
 
 
 @_jit_parallel
-def _mlp_step(parts, grads, X, acts, deltas, y, images, index, labels, scale, shift, sizes, params, inv_n,
-              m, v, hyper, update):
-    n, rows, K = index.shape[0], X.shape[0] // sizes[0], sizes[-1]
-    logits = acts[acts.shape[0] - rows * K :]
+def _mlp_step(parts, grads, X, acts, deltas, y, images, index, labels, scale, shift, sizes, activations, params,
+              inv_n, m, v, adam, update):
+    n, rows, L = index.shape[0], X.shape[0] // sizes[0], sizes.shape[0] - 1
+    at = _layout(sizes, rows)
+    logits = acts[at[L - 1, OUT_AT] :]
     losses = np.zeros(parts)
     valid = np.ones(parts, np.bool_)
     for w in prange(parts):  # the batch's rows in parts: forward, loss, deltas
         lo, hi = n * w // parts, n * (w + 1) // parts
-        if hi > lo and _valid_rows(index[lo:hi], labels, y[lo:hi], images, K):
-            _forward_rows(lo, hi, logits, X, acts, rows, images, index, scale, shift, sizes, params)
-            losses[w] = _backward_rows(lo, hi, acts, deltas, rows, y, sizes, params, inv_n)
+        if hi > lo and _valid_rows(index[lo:hi], labels, y[lo:hi], images, sizes[L]):
+            _forward_rows(lo, hi, logits, X, acts, images, index, scale, shift, sizes, activations, params, at)
+            losses[w] = _backward_rows(lo, hi, acts, deltas, y, sizes, activations, params, inv_n, at)
         elif hi > lo:
             valid[w] = False
     if not valid.all():
         return np.nan, False, False
     finite = np.ones(parts, np.bool_)
     for w in prange(parts):  # the parameters in bands: weight gradients over the whole batch (and Adam)
-        finite[w] = _weight_gradients(w, parts, n, grads, X, acts, deltas, rows, sizes, params, m, v, hyper, update)
+        finite[w] = _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at)
     return losses.sum(), True, finite.all()
 
 
 @_jit_parallel
-def _mlp_logits(parts, out, X, acts, images, index, scale, shift, sizes, params):
+def _mlp_logits(parts, out, X, acts, images, index, scale, shift, sizes, activations, params):
     n, rows = index.shape[0], X.shape[0] // sizes[0]
+    at = _layout(sizes, rows)
     for w in prange(parts):
         lo, hi = n * w // parts, n * (w + 1) // parts
         if hi > lo:
-            _forward_rows(lo, hi, out, X, acts, rows, images, index, scale, shift, sizes, params)
+            _forward_rows(lo, hi, out, X, acts, images, index, scale, shift, sizes, activations, params, at)
 
 
-def _check_network(images, index, scale, shift, sizes, params, work):
-    """The checks that keep the compiled kernels inside their buffers (they do no bounds checks)."""
+def _check_network(images, index, scale, shift, sizes, activations, params, work):
+    """The checks that keep the compiled kernels inside their buffers (they do no bounds checks),
+    and the network description's (kernels.activation_names)."""
     X, acts, deltas, y = work
     sz = list(sizes.tolist() if isinstance(sizes, np.ndarray) else sizes)
+    activation_names(sz, activations)
     count = parameter_count(sz)
     if params.shape != (count,) or not params.flags.c_contiguous:
         raise ValueError(f"params must be a contiguous ({count},) buffer for sizes {tuple(sz)}")
@@ -351,15 +393,15 @@ def _check_network(images, index, scale, shift, sizes, params, work):
 _CHECKED = [()]  # the arguments _step last checked: a training loop passes the same ones every step
 
 
-def _step(images, index, labels, scale, shift, sizes, params, grads, work, m, v, hyper, update):
+def _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, update):
     """Checks, then _mlp_step; returns (mean loss, parameters finite).
 
     The checks of everything but index are skipped when every argument is the very object checked
     last time (arrays cannot change shape or dtype in place): they cost more than a step's Python.
     """
-    same = (images, labels, scale, shift, sizes, params, grads, m, v, *work)
+    same = (images, labels, scale, shift, sizes, activations, params, grads, m, v, *work)
     if len(same) != len(_CHECKED[0]) or any(a is not b for a, b in zip(same, _CHECKED[0])):
-        _check_network(images, index, scale, shift, sizes, params, work)
+        _check_network(images, index, scale, shift, sizes, activations, params, work)
         for name, a in (("grads", grads), ("m", m), ("v", v)):
             if a.shape != params.shape or not a.flags.c_contiguous or a.dtype != params.dtype:
                 raise ValueError(f"{name} must be a contiguous buffer like params, {params.shape} {params.dtype}")
@@ -369,9 +411,10 @@ def _step(images, index, labels, scale, shift, sizes, params, grads, work, m, v,
     if not 0 < len(index) <= len(work[3]):
         raise ValueError(f"a training step takes 1 to {len(work[3])} rows here, not {len(index)}")
     index, sizes = np.ascontiguousarray(index, np.intp), np.asarray(sizes, np.int64)
+    activations = np.asarray(activations, np.int64)
     inv_n = params.dtype.type(1.0 / len(index))
     total, valid, finite = _mlp_step(numba.get_num_threads(), grads, *work, images, index, labels, scale, shift,
-                                     sizes, params, inv_n, m, v, hyper, update)
+                                     sizes, activations, params, inv_n, m, v, adam, update)
     if not valid:
         if index.min() < 0 or index.max() >= len(images):
             raise ValueError("index points outside images")
@@ -379,7 +422,7 @@ def _step(images, index, labels, scale, shift, sizes, params, grads, work, m, v,
     return float(total / len(index)), bool(finite)
 
 
-def mlp_gradients(images, index, labels, scale, shift, sizes, params, grads, work):
+def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work):
     """Mean loss of the batch images[index], and its gradient into grads (P,), in one compiled call.
 
     On Numba's threads, twice: the batch's rows cut in parts (gather with scaling, forward, fused
@@ -387,46 +430,58 @@ def mlp_gradients(images, index, labels, scale, shift, sizes, params, grads, wor
     dW = Aᵀ·dZ over the whole batch, and of db). images (M, D0) are pixels of any dtype, labels (M,)
     their classes, work is kernels.mlp_workspace(sizes, rows, dtype).
     """
-    unused = np.zeros(9, params.dtype)  # no update: m, v and the Adam constants are not read
-    return _step(images, index, labels, scale, shift, sizes, params, grads, work, grads, grads, unused, False)[0]
+    unused = AdamConstants(*[params.dtype.type(0)] * len(AdamConstants._fields))  # no update: not read, nor m, v
+    return _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, grads, grads, unused,
+                 False)[0]
 
 
-def mlp_adam_step(images, index, labels, scale, shift, sizes, params, grads, m, v, step, lr, beta1, beta2, eps,
-                  work):
+def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
+                  beta2, eps, work):
     """mlp_gradients then adam_update, fused: each thread updates its band of the parameters as soon
     as the band's gradients are computed, while they are in its cache. Returns (loss, p finite)."""
-    c1, c2 = 1 / (1 - beta1**step), 1 / (1 - beta2**step)
-    hyper = np.array([lr, beta1, beta2, 1 - beta1, 1 - beta2, c1, c2, eps, 0.0], params.dtype)
-    return _step(images, index, labels, scale, shift, sizes, params, grads, work, m, v, hyper, True)
+    adam = _adam_constants(params.dtype, step, lr, beta1, beta2, eps)
+    return _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, True)
 
 
-def mlp_logits(images, index, scale, shift, sizes, params, out, work):
+def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):
     """Logits (N, K) of images[index] into out, the rows cut into parts that run on Numba's threads."""
-    _check_network(images, index, scale, shift, sizes, params, work)
+    _check_network(images, index, scale, shift, sizes, activations, params, work)
     index, sizes = np.ascontiguousarray(index, np.intp), np.asarray(sizes, np.int64)
     if out.shape != (len(index), sizes[-1]) or not out.flags.c_contiguous or out.dtype != params.dtype:
         raise ValueError(f"out must be C-contiguous ({len(index)}, {sizes[-1]}) of the params' dtype")
     if len(index) and (index.min() < 0 or index.max() >= len(images)):
         raise ValueError("index points outside images")
     _mlp_logits(numba.get_num_threads(), out.reshape(-1), work[0], work[1], images, index, scale, shift,
-                sizes, params)
+                sizes, np.asarray(activations, np.int64), params)
     return out
 
 
+# Adam's constants for one step (adam_update's maths, with m̂ = m·m_scale and v̂ = v·v_scale), each
+# in the parameters' dtype: a float64 or Python float reaching _adam would promote float32 maths.
+# zero is 0 in that dtype, for the finiteness check.
+AdamConstants = namedtuple("AdamConstants", "lr beta1 beta2 one_minus_beta1 one_minus_beta2 m_scale v_scale eps zero")
+
+
+def _adam_constants(dtype, step, lr, beta1, beta2, eps):
+    """AdamConstants of step `step` (from 1), computed in float64, then each rounded to dtype."""
+    t = np.dtype(dtype).type
+    m_scale, v_scale = 1 / (1 - beta1**step), 1 / (1 - beta2**step)
+    return AdamConstants(t(lr), t(beta1), t(beta2), t(1 - beta1), t(1 - beta2), t(m_scale), t(v_scale), t(eps), t(0))
+
+
 @_jit_fast  # reassociation lets the poison sum vectorise (8x here); no nnan/ninf keeps NaN alive
-def _adam(p, g, m, v, lr, beta1, beta2, one_b1, one_b2, c1, c2, eps, zero):
-    # every constant arrives in p's dtype: an int or float64 literal here would promote float32 math
-    poison = zero  # stays 0 unless some p is inf or NaN (inf * 0 = NaN)
+def _adam(p, g, m, v, c):
+    poison = c.zero  # stays 0 unless some p is inf or NaN (inf * 0 = NaN)
     for i in range(p.shape[0]):
         gi = g[i]
-        mi = beta1 * m[i] + one_b1 * gi
-        vi = beta2 * v[i] + one_b2 * gi * gi
+        mi = c.beta1 * m[i] + c.one_minus_beta1 * gi
+        vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi
         m[i] = mi
         v[i] = vi
-        pi = p[i] - lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
+        pi = p[i] - c.lr * (mi * c.m_scale) / (math.sqrt(vi * c.v_scale) + c.eps)
         p[i] = pi
-        poison += pi * zero
-    return poison == zero
+        poison += pi * c.zero
+    return poison == c.zero
 
 
 @_jit
@@ -438,21 +493,18 @@ def _chunk(P, c, chunks):
 
 
 @_jit_parallel
-def _adam_chunks(chunks, p, g, m, v, lr, beta1, beta2, one_b1, one_b2, c1, c2, eps, zero):
+def _adam_chunks(chunks, p, g, m, v, c):
     finite = np.zeros(chunks, np.bool_)
-    for c in prange(chunks):  # one contiguous chunk per thread, much as mlp_gradients' bands
-        lo, hi = _chunk(p.shape[0], c, chunks)
-        finite[c] = _adam(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr, beta1, beta2, one_b1, one_b2, c1, c2,
-                          eps, zero)
+    for part in prange(chunks):  # one contiguous chunk per thread, much as mlp_gradients' bands
+        lo, hi = _chunk(p.shape[0], part, chunks)
+        finite[part] = _adam(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], c)
     return finite.all()
 
 
 def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
     """One Adam step over the whole flat network, chunks on Numba's threads; True when p stays finite."""
-    t = p.dtype.type
-    c1, c2 = 1 / (1 - beta1**step), 1 / (1 - beta2**step)
-    return bool(_adam_chunks(numba.get_num_threads(), p, g, m, v, t(lr), t(beta1), t(beta2), t(1 - beta1),
-                             t(1 - beta2), t(c1), t(c2), t(eps), t(0)))
+    constants = _adam_constants(p.dtype, step, lr, beta1, beta2, eps)
+    return bool(_adam_chunks(numba.get_num_threads(), p, g, m, v, constants))
 
 
 @_jit_fast

@@ -9,9 +9,11 @@ Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classe
 Rows are samples (row-major, samples x features): a batch is a contiguous block of rows.
 """
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
-from . import layer_views
+from . import activation_names, layer_views
 
 BLAS_THREADS = None  # BLAS may use every thread: the products are the only parallel work here
 
@@ -32,22 +34,57 @@ def gather_rows(images, index, scale, shift, out):
     return _store(rows * scale + shift, out)
 
 
-def linear_forward(X, W, b, out, relu):
-    """out = X·W + b, then max(out, 0) when relu. X (N, D), W (D, H), b (H,) -> out (N, H)."""
-    Z = X @ W + b
-    if relu:
-        Z = np.maximum(Z, 0)
-    return _store(Z, out)
+def _identity(Z):
+    return Z
 
 
-def relu_forward(Z, out):
-    """out = max(Z, 0). Z (N, H) -> out (N, H)."""
-    return _store(np.maximum(Z, 0), out)
+def _identity_backward(dA, A):
+    return dA
 
 
-def relu_backward(dA, A, out):
-    """out = dA where the unit was active, else 0. A is the ReLU's output: A > 0 exactly where Z > 0."""
-    return _store(np.where(A > 0, dA, 0), out)
+def _relu(Z):
+    return np.maximum(Z, 0)
+
+
+def _relu_backward(dA, A):
+    """relu' is 1 where A > 0 (exactly where Z > 0), else 0: dA passes where the unit was active."""
+    return np.where(A > 0, dA, 0)
+
+
+class Activation(NamedTuple):
+    """An activation f: forward Z -> A = f(Z), and backward (dA, A) -> dZ = dA·f'(Z).
+
+    The derivative is written through the output A, which the backward pass keeps anyway, so no
+    layer has to store its Z (relu: A > 0; tanh would be 1 - A², logistic A·(1 - A)).
+    """
+
+    forward: Callable
+    backward: Callable
+
+
+# Every name of kernels.ACTIVATIONS; the kernels.jit twins are its _forward and _backward.
+ACTIVATION_FUNCTIONS = {
+    "identity": Activation(_identity, _identity_backward),
+    "relu": Activation(_relu, _relu_backward),
+}
+
+
+def linear_forward(X, W, b, out, activation):
+    """out = f(X·W + b), f the named activation. X (N, D), W (D, H), b (H,) -> out (N, H)."""
+    return _store(ACTIVATION_FUNCTIONS[activation].forward(X @ W + b), out)
+
+
+def activation_forward(Z, out, activation):
+    """out = f(Z), f the named activation. Z (N, H) -> out (N, H)."""
+    return _store(ACTIVATION_FUNCTIONS[activation].forward(Z), out)
+
+
+def activation_backward(dA, A, out, activation):
+    """out = dA·f'(Z), the gradient through the named activation, written through its output A = f(Z).
+
+    dA (N, H) the gradient w.r.t. A, A (N, H) -> out (N, H).
+    """
+    return _store(ACTIVATION_FUNCTIONS[activation].backward(dA, A), out)
 
 
 def softmax(Z, out):
@@ -91,59 +128,58 @@ def softmax_cross_entropy(Z, y, dZ):
     return cross_entropy(Z, y)
 
 
-def linear_backward(dZ, X, W, dW, db, dX, relu):
+def linear_backward(dZ, X, W, dW, db, dX, activation):
     """Gradients of a linear layer out = X·W + b, given dZ = dLoss/dout.
 
     dW = Xᵀ·dZ (D, H), db = sum over rows of dZ (H,), and unless dX is None (the input layer: no
-    one needs dLoss/dX) dX = dZ·Wᵀ (N, D), masked by X > 0 when relu (X is a ReLU's output).
-    dZ (N, H), X (N, D), W (D, H).
+    one needs dLoss/dX) dX = (dZ·Wᵀ)·f'(X's pre-activation), where X (N, D) is the output of the
+    named activation f (identity for the network's input). dZ (N, H), W (D, H).
     """
     _store(X.T @ dZ, dW)
     _store(dZ.sum(axis=0), db)
     if dX is not None:
-        G = dZ @ W.T
-        if relu:
-            G = np.where(X > 0, G, 0)
-        _store(G, dX)
+        _store(ACTIVATION_FUNCTIONS[activation].backward(dZ @ W.T, X), dX)
 
 
-def mlp_gradients(images, index, labels, scale, shift, sizes, params, grads, work):
-    """Mean cross-entropy of the batch images[index] through a ReLU MLP; its gradient into grads.
+def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work):
+    """Mean cross-entropy of the batch images[index] through the MLP; its gradient into grads.
 
-    params and grads (P,) hold W0, b0, W1, b1, ... (kernels.layer_views); sizes = (D0, ..., K).
-    Gather and scale the N rows, forward through linear+ReLU layers, softmax, dZ = (A - Y)/N at the
-    output, then backward layer by layer without the unused dX of the input layer. work is not
-    needed here.
+    sizes (L+1,) = (D0, ..., K) and activations (L,) codes describe the network (kernels);
+    params and grads (P,) hold W0, b0, W1, b1, ... (kernels.layer_views). Gather and scale the N
+    rows, forward layer by layer, softmax, dZ = (A - Y)/N at the output, then backward layer by
+    layer without the unused dX of the input layer. work is not needed here.
     """
+    names = activation_names(sizes, activations)
     Ws, bs = layer_views(params, sizes)
     dWs, dbs = layer_views(grads, sizes)
     n, y = len(index), labels[index]
     acts = [gather_rows(images, index, scale, shift, np.empty((n, sizes[0]), params.dtype))]
-    for l, (W, b) in enumerate(zip(Ws, bs)):
-        acts.append(linear_forward(acts[-1], W, b, np.empty((n, W.shape[1]), params.dtype), l < len(Ws) - 1))
+    for W, b, name in zip(Ws, bs, names):
+        acts.append(linear_forward(acts[-1], W, b, np.empty((n, W.shape[1]), params.dtype), name))
     Z = acts.pop()
     dZ = np.empty_like(Z)
     loss = softmax_cross_entropy(Z, y, dZ)
     for l in reversed(range(len(Ws))):
         dX = np.empty_like(acts[l]) if l > 0 else None
-        linear_backward(dZ, acts[l], Ws[l], dWs[l], dbs[l], dX, relu=l > 0)
+        linear_backward(dZ, acts[l], Ws[l], dWs[l], dbs[l], dX, names[l - 1] if l > 0 else "identity")
         dZ = dX
     return loss
 
 
-def mlp_adam_step(images, index, labels, scale, shift, sizes, params, grads, m, v, step, lr, beta1, beta2, eps,
-                  work):
+def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
+                  beta2, eps, work):
     """One Adam training step on the batch: mlp_gradients, then adam_update. Returns (loss, p finite)."""
-    loss = mlp_gradients(images, index, labels, scale, shift, sizes, params, grads, work)
+    loss = mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work)
     return loss, adam_update(params, grads, m, v, step, lr, beta1, beta2, eps)
 
 
-def mlp_logits(images, index, scale, shift, sizes, params, out, work):
+def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):
     """Logits of images[index] through the MLP of mlp_gradients, into out (N, K). work is not needed."""
+    names = activation_names(sizes, activations)
     Ws, bs = layer_views(params, sizes)
     A = gather_rows(images, index, scale, shift, np.empty((len(index), sizes[0]), params.dtype))
-    for l, (W, b) in enumerate(zip(Ws, bs)):
-        A = linear_forward(A, W, b, np.empty((len(index), W.shape[1]), params.dtype), l < len(Ws) - 1)
+    for W, b, name in zip(Ws, bs, names):
+        A = linear_forward(A, W, b, np.empty((len(index), W.shape[1]), params.dtype), name)
     return _store(A, out)
 
 

@@ -1,4 +1,4 @@
-"""Backprop against central differences, in float64, through both backends.
+"""Backprop against central differences, in float64, through every registered backend.
 
 For a parameter θ_i the numerical derivative is (J(θ + ε e_i) - J(θ - ε e_i)) / 2ε, with J the mean
 cross-entropy computed by the reference kernels (kernels.reference.cross_entropy of
@@ -12,8 +12,9 @@ wrong one (a missing mask, a transposed product, a missing 1/N) gives O(1).
 
 ReLU kinks: a finite difference across a kink (a pre-activation crossing 0) measures neither
 one-sided derivative. A perturbation of ε = 1e-6 moves any pre-activation by at most ~1e-6·|x|, so
-the tests keep only samples whose every hidden pre-activation is at least 1e-4 from zero (drawn from
-a larger pool; the assertion below says how many were kept). No coordinate is skipped.
+the tests keep only samples whose every pre-activation of a relu layer is at least 1e-4 from zero
+(drawn from a larger pool; the assertion below says how many were kept). No coordinate is skipped.
+The tiny network runs once per activation of kernels.ACTIVATIONS in its hidden layers.
 """
 
 import zlib
@@ -21,11 +22,11 @@ import zlib
 import numpy as np
 import pytest
 
+import kernels
 from fastnet.model import MLP, Workspace, loss_and_grads
-from kernels import jit, reference
+from kernels import reference
 from tolerances import blas_threads
 
-BACKENDS = pytest.mark.parametrize("K", [reference, jit], ids=["reference", "jit"])
 EPS = 1e-6
 KINK_MARGIN = 1e-4
 THRESHOLD = 1e-7
@@ -42,21 +43,22 @@ def rng_for(*key):
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
-def model_with_biases(sizes, rng):
+def model_with_biases(sizes, rng, activations=None):
     """He weights and small random biases (so b's gradient check is not at b = 0), float64."""
-    model = MLP.he_init(sizes, rng, np.float64)
+    model = MLP.he_init(sizes, rng, np.float64, activations=activations)
     for b in model.b:
         b[...] = rng.standard_normal(b.shape) * 0.1
     return model
 
 
 def min_distance_to_kink(model, X):
-    """Per sample, the smallest |pre-activation| over all hidden units (the output layer has none)."""
+    """Per sample, the smallest |pre-activation| over the units of relu layers (the only kinks)."""
     A, closest = X, np.full(len(X), np.inf)
-    for W, b in zip(model.W[:-1], model.b[:-1]):
-        Z = reference.linear_forward(A, W, b, np.empty((len(X), W.shape[1])), False)
-        closest = np.minimum(closest, np.abs(Z).min(axis=1))
-        A = np.maximum(Z, 0)
+    for W, b, activation in zip(model.W, model.b, model.activations):
+        Z = reference.linear_forward(A, W, b, np.empty((len(X), W.shape[1])), "identity")
+        if activation == "relu":
+            closest = np.minimum(closest, np.abs(Z).min(axis=1))
+        A = reference.activation_forward(Z, np.empty_like(Z), activation)
     return closest
 
 
@@ -69,7 +71,7 @@ def kink_free(model, pool, count):
 
 def as_inputs(model):
     """A view of model that takes X as the network's input as is (scale 1, shift 0), same params."""
-    raw = MLP(model.sizes, np.float64, input_scale=1.0, input_shift=0.0)
+    raw = MLP(model.sizes, np.float64, input_scale=1.0, input_shift=0.0, activations=model.activations)
     raw.params = model.params
     return raw
 
@@ -77,7 +79,7 @@ def as_inputs(model):
 def reference_loss(model, X, y):
     raw = as_inputs(model)
     logits = reference.mlp_logits(X, np.arange(len(y)), raw.input_scale, raw.input_shift, raw.sizes,
-                                  raw.params, np.empty((len(y), raw.num_classes)), None)
+                                  raw.activation_codes, raw.params, np.empty((len(y), raw.num_classes)), None)
     return reference.cross_entropy(logits, y)
 
 
@@ -94,10 +96,10 @@ def central_differences(model, X, y, indices):
     return numeric
 
 
-def backprop(model, K, X, y):
+def backprop(model, backend, X, y):
     ws = Workspace(model.sizes, len(y), np.float64)
     ws.grads[...] = np.nan  # every gradient must be written
-    loss_and_grads(as_inputs(model), K, X, np.arange(len(y)), y, ws)
+    loss_and_grads(as_inputs(model), backend, X, np.arange(len(y)), y, ws)
     return ws.grads.copy()
 
 
@@ -116,12 +118,13 @@ def tensor_slices(model):
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    """(6, 5, 4, 3) with 10 kink-free samples, and central differences for all 74 parameters."""
+@pytest.fixture(scope="module", params=kernels.ACTIVATIONS)
+def tiny(request):
+    """(6, 5, 4, 3) with the hidden layers' activation the parameter, 10 kink-free samples, and
+    central differences for all 74 parameters."""
     with blas_threads(1):
         rng = rng_for("tiny")
-        model = model_with_biases((6, 5, 4, 3), rng)
+        model = model_with_biases((6, 5, 4, 3), rng, (request.param, request.param, "identity"))
         X = kink_free(model, rng.standard_normal((60, 6)), 10)
         y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])  # first and last class
         indices = np.arange(model.params.size)
@@ -146,9 +149,9 @@ def default_network():
         return model, X, y, indices, central_differences(model, X, y, indices)
 
 
-def check(case, K):
+def check(case, backend):
     model, X, y, indices, num = case
-    bp = backprop(model, K, X, y)
+    bp = backprop(model, backend, X, y)
     assert np.isfinite(bp).all()
     assert relative_difference(num, bp[indices]) < THRESHOLD
     for name, s in tensor_slices(model):  # each W and b alone too, so none hides behind a bigger one
@@ -157,14 +160,12 @@ def check(case, K):
         assert relative_difference(num[mine], bp[indices[mine]]) < THRESHOLD, name
 
 
-@BACKENDS
-def test_every_parameter_of_a_tiny_network(tiny, K):
-    check(tiny, K)
+def test_every_parameter_of_a_tiny_network(tiny, backend):
+    check(tiny, backend)
 
 
-@BACKENDS
-def test_a_subset_of_every_layer_of_784_128_10(default_network, K):
-    check(default_network, K)
+def test_a_subset_of_every_layer_of_784_128_10(default_network, backend):
+    check(default_network, backend)
 
 
 def test_backprop_against_torch_autograd_where_installed():
@@ -178,10 +179,9 @@ def test_backprop_against_torch_autograd_where_installed():
     Ws = [torch.tensor(W, requires_grad=True) for W in model.W]
     bs = [torch.tensor(b, requires_grad=True) for b in model.b]
     A = torch.tensor(X)
-    for l, (W, b) in enumerate(zip(Ws, bs)):
-        A = A @ W + b
-        if l < len(Ws) - 1:
-            A = torch.relu(A)
+    functions = {"relu": torch.relu, "identity": lambda Z: Z}
+    for W, b, activation in zip(Ws, bs, model.activations):
+        A = functions[activation](A @ W + b)
     torch.nn.functional.cross_entropy(A, torch.tensor(y)).backward()
     auto = np.concatenate([t.grad.numpy().ravel() for pair in zip(Ws, bs) for t in pair])
     assert relative_difference(auto, bp) < 1e-12

@@ -21,11 +21,11 @@ if os.geteuid() == 0:
     for name in dir(caching):  # InTreeCacheLocator (and its older _-prefixed name, variants)
         if "InTree" in name and name.endswith("Locator"):
             getattr(caching, name).ensure_cache_path = read_only
-import numpy as np, kernels, kernels.jit as K
+import numpy as np, kernels, kernels.jit as jit
 assert kernels.__file__.startswith({pkg!r}), kernels.__file__
 Z = np.zeros((3, 4), np.float32)
-stats = K._softmax.stats
-print(K.softmax(Z, np.empty_like(Z))[0, 0], sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+stats = jit._softmax.stats
+print(jit.softmax(Z, np.empty_like(Z))[0, 0], sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 
 

@@ -1,21 +1,23 @@
-"""kernels.jit against kernels.reference: every kernel in KERNEL_NAMES, both dtypes.
+"""Every registered backend against kernels.reference: every kernel in KERNEL_NAMES, both dtypes.
 
-Each test runs a kernel through a backend (the JIT twin, and the reference itself in the same
-dtype) and judges it with tolerances.assert_close against the oracle: the reference kernel run in
-float64 on the same inputs upcast to float64. Inputs are seeded from the test's parameters (so both
-backends and both dtypes see the same data), shapes are awkward (batches of 1, 7, 128 and the last
-partial batch of an epoch, 60000 % 128 = 96 rows, as a view of the first rows of a 128-row
-buffer, which is how the model's Workspace hands them over), and logits are hostile.
+Each test runs a kernel through a backend (the `backend` fixture, conftest.py: every module of
+kernels.BACKENDS, the reference itself included, in the test's dtype) and judges it with
+tolerances.assert_close against the oracle: the reference kernel run in float64 on the same inputs
+upcast to float64. Inputs are seeded from the test's parameters (so every backend and both dtypes
+see the same data), shapes are awkward (batches of 1, 7, 128 and the last partial batch of an
+epoch, 60000 % 128 = 96 rows, as a view of the first rows of a 128-row buffer, which is how the
+model's Workspace hands them over), and logits are hostile. Layer kernels run once per activation
+of kernels.ACTIVATIONS.
 
 Also run once as plain Python: `NUMBA_DISABLE_JIT=1 python -m pytest tests/test_kernels.py`
 (shapes used for the 20-run determinism check shrink then; every other test is unchanged).
 """
 
-import inspect
 import math
 import os
 import subprocess
 import sys
+import types
 import zlib
 
 import numba
@@ -23,6 +25,8 @@ import numpy as np
 import pytest
 
 import kernels
+from fastnet.backend import get_backend
+from fastnet.errors import InputError
 from fastnet.model import MLP, Workspace, loss_and_grads
 from fastnet.optim import Adam
 from kernels import jit, layer_views, reference
@@ -31,7 +35,6 @@ from tolerances import assert_close, blas_threads
 NO_JIT = bool(numba.config.DISABLE_JIT)
 
 DTYPES = [np.float32, np.float64]
-BACKENDS = pytest.mark.parametrize("K", [reference, jit], ids=["reference", "jit"])
 # (rows used, rows in the buffer): the last case is the last partial batch, a view of a bigger buffer
 BATCHES = pytest.mark.parametrize("n, rows", [(1, 1), (7, 7), (128, 128), (96, 128)],
                                   ids=["N1", "N7", "N128", "N96of128"])
@@ -40,6 +43,7 @@ ROW_BATCHES = pytest.mark.parametrize("n, rows", [(1, 1), (7, 7), (96, 128)], id
 # (D, H) of a layer: D covers 1, 13, 784; H covers 1, 7, 128; the last two are 784-128-10's layers
 LAYERS = pytest.mark.parametrize("D, H", [(1, 7), (13, 1), (784, 128), (128, 10)])
 CLASSES = pytest.mark.parametrize("C", [2, 10])
+ACTIVATIONS = pytest.mark.parametrize("activation", kernels.ACTIVATIONS)
 LOGITS = ["normal", "outliers_x20", "pm1e4", "all_equal", "one_huge", "equal_1e6"]
 
 def rng_for(*key):
@@ -48,7 +52,7 @@ def rng_for(*key):
 
 
 def take(full, n):
-    """The first n rows of a buffer: a contiguous view, as Workspace.first() returns them."""
+    """The first n rows of a buffer: a contiguous view, as the kernels use a workspace of more rows."""
     return full[:n]
 
 
@@ -110,29 +114,52 @@ def one_blas_thread():
 # Pairing
 
 
-def test_both_modules_export_every_kernel_with_the_same_signature():
-    problems = []
+def test_every_registered_backend_keeps_the_contract(backend_name):
+    """Every kernel of KERNEL_NAMES with the reference's signature, and every BACKEND_ATTRIBUTES."""
+    module = kernels.load_backend(backend_name)  # raises ContractError, naming each problem
+    assert not kernels.contract_problems(module)
+
+
+def test_contract_check_names_a_missing_kernel_a_changed_signature_and_a_missing_attribute(monkeypatch):
+    broken = types.ModuleType("kernels.broken")
     for name in kernels.KERNEL_NAMES:
-        ref, fast = getattr(reference, name, None), getattr(jit, name, None)
-        if not callable(ref) or not callable(fast):
-            problems.append(f"{name}: reference {'ok' if callable(ref) else 'MISSING'}, "
-                            f"jit {'ok' if callable(fast) else 'MISSING'}")
-        elif inspect.signature(ref) != inspect.signature(fast):
-            problems.append(f"{name}: reference{inspect.signature(ref)} != jit{inspect.signature(fast)}")
-    assert not problems, "kernel twins disagree:\n" + "\n".join(problems)
+        setattr(broken, name, getattr(reference, name))
+    del broken.softmax
+    broken.linear_forward = lambda X, W, b, out, relu: out
+    monkeypatch.setitem(sys.modules, "kernels.broken", broken)
+    monkeypatch.setitem(kernels.BACKENDS, "broken", "kernels.broken")
+    with pytest.raises(kernels.ContractError) as caught:
+        kernels.load_backend("broken")
+    for problem in ("no kernel softmax", "linear_forward(X, W, b, out, relu) differs", "no attribute BLAS_THREADS"):
+        assert problem in str(caught.value)
+    with pytest.raises(ValueError, match="unknown backend"):
+        kernels.load_backend("nonesuch")
+
+
+def test_get_backend_turns_a_bad_backend_into_one_input_error_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kernels.empty", types.ModuleType("kernels.empty"))
+    monkeypatch.setitem(kernels.BACKENDS, "empty", "kernels.empty")
+    for name, words in (("empty", "breaks the kernel contract"), ("nonesuch", "unknown backend")):
+        with pytest.raises(InputError) as caught:
+            get_backend(name)
+        assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_every_activation_has_a_reference_forward_and_backward():
+    assert set(reference.ACTIVATION_FUNCTIONS) == set(kernels.ACTIVATIONS)
+    assert kernels.ACTIVATIONS[kernels.IDENTITY] == "identity" and kernels.ACTIVATIONS[kernels.RELU] == "relu"
 
 
 # ---------------------------------------------------------------------------------------------
 # Data and layers
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @BATCHES
 @pytest.mark.parametrize("D", [1, 13, 784])
 @pytest.mark.parametrize("scale, shift", [(1 / 255, 0.0), (1 / (255 * 0.353), -0.286 / 0.353), ("pixel", None)],
                          ids=["unit", "standardised", "per_pixel"])
-def test_gather_rows(K, dtype, n, rows, D, scale, shift):
+def test_gather_rows(backend, dtype, n, rows, D, scale, shift):
     rng = rng_for("gather", n, D)
     M = 50
     images = rng.integers(0, 256, (M, D), dtype=np.uint8)
@@ -146,7 +173,7 @@ def test_gather_rows(K, dtype, n, rows, D, scale, shift):
     scale = np.broadcast_to(np.asarray(scale, dtype), (D,)).copy()  # the model keeps (D,) vectors
     shift = np.broadcast_to(np.asarray(shift, dtype), (D,)).copy()  # in its own dtype
     out = nan_rows(rows, D, dtype, n)
-    got = K.gather_rows(images, index, scale, shift, out)
+    got = backend.gather_rows(images, index, scale, shift, out)
     assert got is out
     ref = reference.gather_rows(images, index, up(scale), up(shift), np.empty((n, D)))
     assert_close(got, ref, "gather_rows", dtype)
@@ -164,49 +191,47 @@ def layer_inputs(n, rows, D, H, dtype):
     return take(X.astype(dtype), n), W.astype(dtype), b.astype(dtype)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @BATCHES
 @LAYERS
-@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
-def test_linear_forward(K, dtype, n, rows, D, H, relu):
+@ACTIVATIONS
+def test_linear_forward(backend, dtype, n, rows, D, H, activation):
     X, W, b = layer_inputs(n, rows, D, H, dtype)
     out = nan_rows(rows, H, dtype, n)
-    got = K.linear_forward(X, W, b, out, relu)
+    got = backend.linear_forward(X, W, b, out, activation)
     assert got is out
-    ref = reference.linear_forward(up(X), up(W), up(b), np.empty((n, H)), relu)
+    ref = reference.linear_forward(up(X), up(W), up(b), np.empty((n, H)), activation)
     assert_close(got, ref, "linear_forward", dtype)
-    if relu:
+    if activation == "relu":
         assert (got >= 0).all()
     assert_rest_untouched(out, n)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @BATCHES
 @LAYERS
-@pytest.mark.parametrize("with_dX, relu", [(False, False), (False, True), (True, False), (True, True)],
-                         ids=["noDX-linear", "noDX-relu", "dX-linear", "dX-relu"])  # noDX: the input layer
-def test_linear_backward(K, dtype, n, rows, D, H, with_dX, relu):
+@pytest.mark.parametrize("with_dX", [False, True], ids=["noDX", "dX"])  # noDX: the input layer
+@ACTIVATIONS  # the activation whose output X is
+def test_linear_backward(backend, dtype, n, rows, D, H, with_dX, activation):
     X, W, _ = layer_inputs(n, rows, D, H, dtype)
     rng = rng_for("dZ", n, D, H)
     dZ = take((rng.standard_normal((rows, H)) / n).astype(dtype), n)  # mean-loss gradients: O(1/N)
     grads = np.full(D * H + H, np.nan, dtype)  # dW and db as views of one flat buffer, as in MLP
     dW, db = grads[: D * H].reshape(D, H), grads[D * H :]
     dX = nan_rows(rows, D, dtype, n) if with_dX else None
-    assert K.linear_backward(dZ, X, W, dW, db, dX, relu) is None
+    assert backend.linear_backward(dZ, X, W, dW, db, dX, activation) is None
     rdW, rdb, rdX = np.empty((D, H)), np.empty(H), (np.empty((n, D)) if with_dX else None)
-    reference.linear_backward(up(dZ), up(X), up(W), rdW, rdb, rdX, relu)
+    reference.linear_backward(up(dZ), up(X), up(W), rdW, rdb, rdX, activation)
     assert_close(dW, rdW, "linear_backward", dtype)
     assert_close(db, rdb, "linear_backward", dtype)
     if with_dX:
         assert_close(dX, rdX, "linear_backward", dtype)
-        if relu:
+        if activation == "relu":
             assert (dX[X <= 0] == 0).all(), "the ReLU mask must zero dX exactly where X <= 0"
         assert_rest_untouched(dX, n)
 
 
-def relu_input(n, rows, H, dtype):
+def activation_input(n, rows, H, dtype):
     """Z with exact zeros, negative zeros, tiny values of both signs and ordinary ones."""
     rng = rng_for("relu", n, H)
     Z = rng.standard_normal((rows, H))
@@ -217,38 +242,43 @@ def relu_input(n, rows, H, dtype):
     return take(Z.astype(dtype), n)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @BATCHES
 @pytest.mark.parametrize("H", [1, 7, 128])
-def test_relu_forward_is_exact(K, dtype, n, rows, H):
-    Z = relu_input(n, rows, H, dtype)
+@ACTIVATIONS
+def test_activation_forward(backend, dtype, n, rows, H, activation):
+    Z = activation_input(n, rows, H, dtype)
     out = nan_rows(rows, H, dtype, n)
-    got = K.relu_forward(Z, out)
+    got = backend.activation_forward(Z, out, activation)
     assert got is out
-    # exact: compared with ==, under which -0.0 == 0.0 (the JIT returns -0.0 for an input of -0.0,
-    # NumPy +0.0; both are zero to every later comparison, A > 0 or X <= 0)
-    assert_close(got, reference.relu_forward(up(Z), np.empty((n, H))), "relu_forward", dtype)
-    assert np.array_equal(got, np.where(Z > 0, Z, 0))
-    assert not (got < 0).any()
+    # relu (and identity) exact: compared with ==, under which -0.0 == 0.0 (the JIT returns -0.0 for
+    # an input of -0.0, NumPy +0.0; both are zero to every later comparison, A > 0 or X <= 0)
+    ref = reference.activation_forward(up(Z), np.empty((n, H)), activation)
+    assert_close(got, ref, f"{activation}_forward", dtype)
+    if activation == "relu":
+        assert np.array_equal(got, np.where(Z > 0, Z, 0))
+        assert not (got < 0).any()
     assert_rest_untouched(out, n)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @BATCHES
 @pytest.mark.parametrize("H", [1, 7, 128])
-def test_relu_backward_mask_is_exact(K, dtype, n, rows, H):
-    A = np.maximum(relu_input(n, rows, H, dtype), 0)
-    A[np.signbit(relu_input(n, rows, H, dtype)) & (A == 0)] = -0.0  # keep some -0.0 in A too
+@ACTIVATIONS
+def test_activation_backward(backend, dtype, n, rows, H, activation):
+    Z = activation_input(n, rows, H, dtype)
+    A = reference.activation_forward(Z, np.empty_like(Z), activation)  # the output, in the dtype
+    A[np.signbit(Z) & (A == 0)] = -0.0  # keep some -0.0 in A too
     dA = take(rng_for("dA", n, H).standard_normal((rows, H)).astype(dtype), n)
     out = nan_rows(rows, H, dtype, n)
-    got = K.relu_backward(dA, A, out)
+    got = backend.activation_backward(dA, A, out, activation)
     assert got is out
-    assert_close(got, reference.relu_backward(up(dA), up(A), np.empty((n, H))), "relu_backward", dtype)
-    active = A > 0
-    assert np.array_equal(got[active].view(np.uint8), dA[active].view(np.uint8)), "active: dA bit for bit"
-    assert (got[~active] == 0).all()
+    ref = reference.activation_backward(up(dA), up(A), np.empty((n, H)), activation)
+    assert_close(got, ref, f"{activation}_backward", dtype)
+    if activation == "relu":
+        active = A > 0
+        assert np.array_equal(got[active].view(np.uint8), dA[active].view(np.uint8)), "active: dA bit for bit"
+        assert (got[~active] == 0).all()
     assert_rest_untouched(out, n)
 
 
@@ -263,15 +293,14 @@ def output_case(case, n, rows, C, dtype):
     return take(Z.astype(dtype), n), y[:n]
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @ROW_BATCHES
 @CLASSES
 @pytest.mark.parametrize("case", LOGITS)
-def test_softmax(K, dtype, n, rows, C, case):
+def test_softmax(backend, dtype, n, rows, C, case):
     Z, _ = output_case(case, n, rows, C, dtype)
     out = nan_rows(rows, C, dtype, n)
-    got = K.softmax(Z, out)
+    got = backend.softmax(Z, out)
     assert got is out
     assert_close(got, reference.softmax(up(Z), np.empty((n, C))), "softmax", dtype)
     assert not np.isnan(got).any() and (got >= 0).all()
@@ -280,56 +309,52 @@ def test_softmax(K, dtype, n, rows, C, case):
     assert_rest_untouched(out, n)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @ROW_BATCHES
 @CLASSES
 @pytest.mark.parametrize("case", LOGITS)
-def test_cross_entropy(K, dtype, n, rows, C, case):
+def test_cross_entropy(backend, dtype, n, rows, C, case):
     Z, y = output_case(case, n, rows, C, dtype)
-    got = K.cross_entropy(Z, y)
+    got = backend.cross_entropy(Z, y)
     ref = reference.cross_entropy(up(Z), y)
     assert math.isfinite(got)
     assert_close(got, ref, "cross_entropy", dtype)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("C", [2, 3, 7, 10])
-def test_cross_entropy_of_equal_huge_logits_is_log_k(K, dtype, C):
+def test_cross_entropy_of_equal_huge_logits_is_log_k(backend, dtype, C):
     """K equal logits of 1e6: every class has probability 1/K, the loss is ln K to a few ulp of
     the dtype (both backends accumulate in float64, but as plain Python the float32 JIT code rounds
     each row's loss to float32: NumPy 2 keeps float - float32 in float32)."""
     Z = np.full((5, C), 1e6, dtype)
     y = np.arange(5) % C
-    for loss in (K.cross_entropy(Z, y), K.softmax_cross_entropy(Z, y, np.empty_like(Z))):
+    for loss in (backend.cross_entropy(Z, y), backend.softmax_cross_entropy(Z, y, np.empty_like(Z))):
         assert abs(loss - math.log(C)) <= 4 * np.finfo(dtype).eps * math.log(C), loss - math.log(C)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @ROW_BATCHES
 @CLASSES
 @pytest.mark.parametrize("case", LOGITS)
-def test_softmax_xent_backward(K, dtype, n, rows, C, case):
+def test_softmax_xent_backward(backend, dtype, n, rows, C, case):
     Z, y = output_case(case, n, rows, C, dtype)
     A = reference.softmax(Z, np.empty_like(Z))  # a softmax output in the dtype, as the model has it
     out = nan_rows(rows, C, dtype, n)
-    got = K.softmax_xent_backward(A, y, out)
+    got = backend.softmax_xent_backward(A, y, out)
     assert got is out
     assert_close(got, reference.softmax_xent_backward(up(A), y, np.empty((n, C))), "softmax_xent_backward", dtype)
     assert_rest_untouched(out, n)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @ROW_BATCHES
 @CLASSES
 @pytest.mark.parametrize("case", LOGITS)
-def test_softmax_cross_entropy(K, dtype, n, rows, C, case):
+def test_softmax_cross_entropy(backend, dtype, n, rows, C, case):
     Z, y = output_case(case, n, rows, C, dtype)
     dZ = nan_rows(rows, C, dtype, n)
-    loss = K.softmax_cross_entropy(Z, y, dZ)
+    loss = backend.softmax_cross_entropy(Z, y, dZ)
     ref_dZ = np.empty((n, C))
     ref_loss = reference.softmax_cross_entropy(up(Z), y, ref_dZ)
     assert_close(loss, ref_loss, "softmax_cross_entropy", dtype)
@@ -339,17 +364,16 @@ def test_softmax_cross_entropy(K, dtype, n, rows, C, case):
     assert_rest_untouched(dZ, n)
 
 
-@BACKENDS
 @pytest.mark.parametrize("label_dtype", [np.int64, np.intp, np.int32, np.uint8])
-def test_output_layer_accepts_every_label_integer_type(K, label_dtype):
+def test_output_layer_accepts_every_label_integer_type(backend, label_dtype):
     Z, y = output_case("outliers_x20", 7, 7, 10, np.float32)
     y = y.astype(label_dtype)
     ref_dZ = np.empty((7, 10))
     ref = reference.softmax_cross_entropy(up(Z), y, ref_dZ)
     dZ = np.empty_like(Z)
-    assert_close(K.softmax_cross_entropy(Z, y, dZ), ref, "softmax_cross_entropy", np.float32)
+    assert_close(backend.softmax_cross_entropy(Z, y, dZ), ref, "softmax_cross_entropy", np.float32)
     assert_close(dZ, ref_dZ, "softmax_cross_entropy", np.float32)
-    assert_close(K.cross_entropy(Z, y), ref, "cross_entropy", np.float32)
+    assert_close(backend.cross_entropy(Z, y), ref, "cross_entropy", np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,12 +392,11 @@ def flat_gradients(rng, P, dtype):
     return g.astype(dtype)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @SIZES
 @pytest.mark.parametrize("lr, beta1, beta2, eps", [(1e-3, 0.9, 0.999, 1e-8), (3e-2, 0.8, 0.99, 1e-6)],
                          ids=["default", "other"])
-def test_adam_update_steps_1_to_5(K, dtype, P, lr, beta1, beta2, eps):
+def test_adam_update_steps_1_to_5(backend, dtype, P, lr, beta1, beta2, eps):
     rng = rng_for("adam", P, lr)
     p = rng.standard_normal(P).astype(dtype)
     m, v = np.zeros(P, dtype), np.zeros(P, dtype)
@@ -381,7 +404,7 @@ def test_adam_update_steps_1_to_5(K, dtype, P, lr, beta1, beta2, eps):
     for step in range(1, 6):
         g = flat_gradients(rng, P, dtype)
         before = g.copy()
-        ok = K.adam_update(p, g, m, v, step, lr, beta1, beta2, eps)
+        ok = backend.adam_update(p, g, m, v, step, lr, beta1, beta2, eps)
         assert np.array_equal(g, before), "the gradient must be left as it was"
         assert reference.adam_update(rp, up(g), rm, rv, step, lr, beta1, beta2, eps) is True
         assert ok is True, f"step {step}: finite parameters reported as diverged"
@@ -390,72 +413,69 @@ def test_adam_update_steps_1_to_5(K, dtype, P, lr, beta1, beta2, eps):
             assert_close(got, ref, "adam_update", dtype)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @SIZES
-def test_sgd_update(K, dtype, P):
+def test_sgd_update(backend, dtype, P):
     rng = rng_for("sgd", P)
     p = rng.standard_normal(P).astype(dtype)
     rp = up(p)
     for _ in range(3):
         g = flat_gradients(rng, P, dtype)
-        assert K.sgd_update(p, g, 0.1) is True
+        assert backend.sgd_update(p, g, 0.1) is True
         assert reference.sgd_update(rp, up(g), 0.1) is True
         assert_close(p, rp, "sgd_update", dtype)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("P, at", [(1, 0), (1001, 0), (1001, 500), (1001, 1000)])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_update_reports_a_nan_gradient(K, dtype, P, at, optimizer):
+def test_update_reports_a_nan_gradient(backend, dtype, P, at, optimizer):
     p = np.ones(P, dtype)
     g = np.full(P, 0.5, dtype)
     g[at] = np.nan
     if optimizer == "adam":
-        ok = K.adam_update(p, g, np.zeros(P, dtype), np.zeros(P, dtype), 1, 1e-3, 0.9, 0.999, 1e-8)
+        ok = backend.adam_update(p, g, np.zeros(P, dtype), np.zeros(P, dtype), 1, 1e-3, 0.9, 0.999, 1e-8)
     else:
-        ok = K.sgd_update(p, g, 0.1)
+        ok = backend.sgd_update(p, g, 0.1)
     assert ok is False
     assert np.isnan(p[at])
     assert np.isfinite(np.delete(p, at)).all()
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_update_reports_overflow_to_inf(K, dtype, optimizer):
+def test_update_reports_overflow_to_inf(backend, dtype, optimizer):
     """lr huge and p near the largest float: p overflows to inf, and the flag says so."""
     big = np.finfo(dtype).max
     p = np.array([0.9 * big, 1.0, -0.9 * big], dtype)
     g = np.array([-1.0, 0.0, 1.0], dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         if optimizer == "adam":
-            ok = K.adam_update(p, g, np.zeros(3, dtype), np.zeros(3, dtype), 1, float(0.5 * big), 0.9, 0.999, 1e-8)
+            ok = backend.adam_update(p, g, np.zeros(3, dtype), np.zeros(3, dtype), 1, float(0.5 * big), 0.9, 0.999,
+                                     1e-8)
         else:
-            ok = K.sgd_update(p, g, float(0.5 * big))
+            ok = backend.sgd_update(p, g, float(0.5 * big))
     assert ok is False
     assert p[0] == np.inf and p[2] == -np.inf
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0, as plain Python
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,), (7,), (1001,), (13, 7)])
 @pytest.mark.parametrize("bad, where", [(None, None), (np.nan, "first"), (np.nan, "middle"), (np.nan, "last"),
                                         (np.inf, "middle"), (np.inf, "last"), (-np.inf, "first"),
                                         (-np.inf, "middle")])
-def test_all_finite(K, dtype, shape, bad, where):
+def test_all_finite(backend, dtype, shape, bad, where):
     x = rng_for("finite", shape).standard_normal(shape).astype(dtype)
     x.flat[0] = np.finfo(dtype).max  # huge but finite values are finite
     x.flat[-1] = -0.0 if x.size > 1 else x.flat[-1]
     if bad is not None:
         x.flat[{"first": 0, "middle": x.size // 2, "last": x.size - 1}[where]] = bad
-    got = K.all_finite(x)
+    got = backend.all_finite(x)
     assert got is (bad is None)
     assert_close(got, reference.all_finite(up(x)), "all_finite", dtype)
     if x.ndim == 2:  # a strided view
-        assert K.all_finite(x[:, ::2]) is bool(np.isfinite(x[:, ::2]).all())
+        assert backend.all_finite(x[:, ::2]) is bool(np.isfinite(x[:, ::2]).all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,31 +502,34 @@ def determinism_case(name, dtype):
     net = MLP.he_init((D, H, C), rng, dtype)
     y_all = rng.integers(0, C, 200).astype(np.uint8)
     e = np.empty
+    scale, shift = np.full(D, 1 / 255, dtype), np.zeros(D, dtype)
+    codes = net.activation_codes
     cases = {
-        "gather_rows": lambda K: [K.gather_rows(images, index, np.full(D, 1 / 255, dtype), np.zeros(D, dtype),
-                                                e((N, D), dtype))],
-        "linear_forward": lambda K: [K.linear_forward(X, W, b, e((N, H), dtype), True)],
-        "relu_forward": lambda K: [K.relu_forward(Z, e_like(Z))],
-        "relu_backward": lambda K: [K.relu_backward(dZ, np.maximum(Z, 0), e_like(Z))],
-        "softmax": lambda K: [K.softmax(L, e_like(L))],
-        "cross_entropy": lambda K: [K.cross_entropy(L, y)],
-        "softmax_xent_backward": lambda K: [K.softmax_xent_backward(A, y, e_like(A))],
-        "softmax_cross_entropy": lambda K: (lambda d: [K.softmax_cross_entropy(L, y, d), d])(e_like(L)),
-        "linear_backward": lambda K: (lambda o: [K.linear_backward(dZ, X, W, *o, True), *o])(
+        "gather_rows": lambda backend: [backend.gather_rows(images, index, scale, shift, e((N, D), dtype))],
+        "linear_forward": lambda backend: [backend.linear_forward(X, W, b, e((N, H), dtype), "relu")],
+        "activation_forward": lambda backend: [backend.activation_forward(Z, e_like(Z), "relu")],
+        "activation_backward": lambda backend: [
+            backend.activation_backward(dZ, np.maximum(Z, 0), e_like(Z), "relu")],
+        "softmax": lambda backend: [backend.softmax(L, e_like(L))],
+        "cross_entropy": lambda backend: [backend.cross_entropy(L, y)],
+        "softmax_xent_backward": lambda backend: [backend.softmax_xent_backward(A, y, e_like(A))],
+        "softmax_cross_entropy": lambda backend: (lambda d: [backend.softmax_cross_entropy(L, y, d), d])(e_like(L)),
+        "linear_backward": lambda backend: (lambda o: [backend.linear_backward(dZ, X, W, *o, "relu"), *o])(
             (e((D, H), dtype), e(H, dtype), e((N, D), dtype))),
-        "adam_update": lambda K: (lambda q, m, v: [K.adam_update(q, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8), q, m, v])(
+        "adam_update": lambda backend: (lambda q, m, v: [
+            backend.adam_update(q, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8), q, m, v])(
             p.copy(), np.abs(g) * 0.1, g * g * 0.01),
-        "sgd_update": lambda K: (lambda q: [K.sgd_update(q, g, 0.1), q])(p.copy()),
-        "all_finite": lambda K: [K.all_finite(p)],
-        "mlp_gradients": lambda K: (lambda ws: [loss_and_grads(net, K, images, index, y_all, ws), ws.grads])(
-            Workspace(net.sizes, N, dtype)),
-        "mlp_adam_step": lambda K: (lambda ws, q, m, v: [
-            *K.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes, q, ws.grads, m, v,
-                             3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers), q, m, v, ws.grads])(
+        "sgd_update": lambda backend: (lambda q: [backend.sgd_update(q, g, 0.1), q])(p.copy()),
+        "all_finite": lambda backend: [backend.all_finite(p)],
+        "mlp_gradients": lambda backend: (lambda ws: [
+            loss_and_grads(net, backend, images, index, y_all, ws), ws.grads])(Workspace(net.sizes, N, dtype)),
+        "mlp_adam_step": lambda backend: (lambda ws, q, m, v: [
+            *backend.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes, codes, q,
+                                   ws.grads, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers), q, m, v, ws.grads])(
             Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
-        "mlp_logits": lambda K: (lambda ws, out: [K.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes,
-                                                               net.params, out, ws.buffers)])(
-            Workspace(net.sizes, N, dtype), e((N, C), dtype)),
+        "mlp_logits": lambda backend: (lambda ws, out: [
+            backend.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes, codes, net.params, out,
+                               ws.buffers)])(Workspace(net.sizes, N, dtype), e((N, C), dtype)),
     }
     return cases[name]
 
@@ -519,15 +542,14 @@ def as_bytes(outputs):
     return b"|".join(np.asarray(o).tobytes() for o in outputs)
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", kernels.KERNEL_NAMES)
-def test_every_kernel_is_deterministic(K, dtype, name):
+def test_every_kernel_is_deterministic(backend, dtype, name):
     run = determinism_case(name, dtype)  # a KeyError here: a new kernel needs a case above
     with blas_threads(None):  # every core: threaded BLAS is where a race could show
-        first = as_bytes(run(K))
+        first = as_bytes(run(backend))
         for attempt in range(19):
-            assert as_bytes(run(K)) == first, f"{name}: run {attempt + 2} differs from run 1"
+            assert as_bytes(run(backend)) == first, f"{name}: run {attempt + 2} differs from run 1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,7 +567,7 @@ def network_batch(n, seed=0, sizes=SIZES_NET, images=None):
     return images, labels
 
 
-def run_network(K, model, images, index, labels, rows, threads=None):
+def run_network(backend, model, images, index, labels, rows, threads=None):
     """loss_and_grads and mlp_logits on images[index] through a Workspace of `rows` rows, on
     `threads` Numba threads (the JIT cuts rows and parameters by it): (logits, loss, gradient).
     Buffers start as NaN so that unwritten cells show."""
@@ -556,25 +578,26 @@ def run_network(K, model, images, index, labels, rows, threads=None):
     saved = numba.get_num_threads()
     numba.set_num_threads(threads or saved)
     try:
-        loss = loss_and_grads(model, K, images, index, labels, ws)
+        loss = loss_and_grads(model, backend, images, index, labels, ws)
         logits = np.full((len(index), model.num_classes), np.nan, model.dtype)
-        K.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, model.params, logits,
-                     ws.buffers)
+        backend.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, model.activation_codes,
+                           model.params, logits, ws.buffers)
     finally:
         numba.set_num_threads(saved)
     return logits, loss, ws.grads.copy()
 
 
-def network_pair(sizes, dtype, hostile=False):
+def network_pair(sizes, dtype, hostile=False, activations=None):
     """A He-initialised model of `dtype` (biases nudged off zero) and its float64 twin, equal values.
 
     hostile: the output layer's weights x2000, so logits reach ~1e4 and softmax saturates.
+    activations: the layers' (default relu hidden layers).
     """
-    model = MLP.he_init(sizes, np.random.default_rng(1), dtype)
+    model = MLP.he_init(sizes, np.random.default_rng(1), dtype, activations=activations)
     model.params[...] += (np.random.default_rng(2).standard_normal(model.params.size) * 0.01).astype(dtype)
     if hostile:
         model.W[-1][...] *= 2000
-    oracle = MLP(sizes, np.float64, model.input_scale, model.input_shift)
+    oracle = MLP(sizes, np.float64, model.input_scale, model.input_shift, model.activations)
     oracle.params[...] = model.params  # the same (dtype-valued) parameters, exactly
     return model, oracle
 
@@ -590,16 +613,15 @@ NETWORKS = pytest.mark.parametrize("sizes, n, rows, threads", [
 ], ids=["N1", "N1of128_t2", "N7", "N7_t3", "N96of128_t2", "N128_t16", "no_hidden", "width1_t4", "784-128-10"])
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @NETWORKS
 @pytest.mark.parametrize("hostile", [False, True], ids=["normal", "logits1e4"])
-def test_network_gradients_and_logits_match_float64_reference(K, dtype, sizes, n, rows, threads, hostile):
+def test_network_gradients_and_logits_match_float64_reference(backend, dtype, sizes, n, rows, threads, hostile):
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # capped here; the test below lifts the cap
     model, oracle = network_pair(sizes, dtype, hostile)
     images, labels = network_batch(n, sizes=sizes)
     index = np.random.default_rng(n).permutation(len(images))[:n]
-    logits, loss, grads = run_network(K, model, images, index, labels, rows, threads)
+    logits, loss, grads = run_network(backend, model, images, index, labels, rows, threads)
     ref_logits, ref_loss, ref_grads = run_network(reference, oracle, images, index, labels, rows)
     kernel = "network_hostile" if hostile else "network"
     assert_close(logits, ref_logits, kernel, dtype)
@@ -607,6 +629,36 @@ def test_network_gradients_and_logits_match_float64_reference(K, dtype, sizes, n
     assert_close(grads, ref_grads, kernel, dtype)
     assert np.isfinite(loss) and loss > 0
     assert all(np.abs(dW).max() > 0 for dW in layer_views(ref_grads, sizes)[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", kernels.ACTIVATIONS)
+@pytest.mark.parametrize("first", [True, False], ids=["first_hidden", "second_hidden"])
+def test_network_of_other_activations_matches_float64_reference(backend, dtype, hidden, first):
+    """784-33-17-10 with `hidden` as one hidden layer's activation and relu as the other's: each
+    layer's code reaches its own layer, forward and backward (96 of 128 rows, 2 threads)."""
+    activations = (hidden, "relu", "identity") if first else ("relu", hidden, "identity")
+    model, oracle = network_pair(SIZES_NET, dtype, activations=activations)
+    images, labels = network_batch(96)
+    index = np.random.default_rng(96).permutation(len(images))[:96]
+    got = run_network(backend, model, images, index, labels, 128, min(2, numba.config.NUMBA_NUM_THREADS))
+    for fast, ref in zip(got, run_network(reference, oracle, images, index, labels, 128)):
+        assert_close(fast, ref, "network", dtype)
+
+
+@pytest.mark.parametrize("activations", [(1, 1, 1), (1, 0), (7, 1, 0), (-1, 1, 0)],
+                         ids=["relu_output", "too_few", "unknown", "negative"])
+def test_network_kernels_refuse_a_bad_network_description(backend, activations):
+    """One known code per layer, the last identity (softmax-cross-entropy follows), or ValueError."""
+    model, _ = network_pair(SIZES_NET, np.float32)
+    images, labels = network_batch(8)
+    ws, codes = Workspace(model.sizes, 8, model.dtype), np.array(activations, np.int64)
+    with pytest.raises(ValueError):
+        backend.mlp_gradients(images, np.arange(8), labels, model.input_scale, model.input_shift, ws.sizes, codes,
+                              model.params, ws.grads, ws.buffers)
+    with pytest.raises(ValueError):
+        backend.mlp_logits(images, np.arange(8), model.input_scale, model.input_shift, ws.sizes, codes,
+                           model.params, np.empty((8, 10), np.float32), ws.buffers)
 
 
 def test_jit_network_kernels_agree_on_any_thread_count():
@@ -642,10 +694,9 @@ def test_network_kernels_with_more_threads_than_cores():
     assert " passed" in done.stdout and " failed" not in done.stdout
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", DTYPES)
 @NETWORKS
-def test_fused_adam_step_matches_gradients_then_update(K, dtype, sizes, n, rows, threads):
+def test_fused_adam_step_matches_gradients_then_update(backend, dtype, sizes, n, rows, threads):
     """mlp_adam_step, three steps in a row (m and v carry over), at every thread count of NETWORKS:
     its gradients against the float64 reference's, and its update against the float64 reference
     adam_update applied to those same gradients. (Against a float64 run of its own, Adam would
@@ -662,11 +713,13 @@ def test_fused_adam_step_matches_gradients_then_update(K, dtype, sizes, n, rows,
         for step in range(1, 4):
             index = np.random.default_rng([n, step]).permutation(len(images))[:n]
             before = [np.array(a, np.float64) for a in (model.params, m, v)]  # copies, also of float64
-            loss, finite = K.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
-                                           model.params, ws.grads, m, v, step, *hyper, ws.buffers)
+            loss, finite = backend.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift,
+                                                 ws.sizes, model.activation_codes, model.params, ws.grads, m, v,
+                                                 step, *hyper, ws.buffers)
             oracle.params[...] = before[0]
             ref_loss = reference.mlp_gradients(images, index, labels, oracle.input_scale, oracle.input_shift,
-                                               ref_ws.sizes, oracle.params, ref_ws.grads, None)
+                                               ref_ws.sizes, oracle.activation_codes, oracle.params, ref_ws.grads,
+                                               None)
             assert finite is True
             assert_close(loss, ref_loss, "network", dtype)
             assert_close(ws.grads, ref_ws.grads, "network", dtype)
@@ -694,16 +747,17 @@ def test_compiled_network_kernels_refuse_what_would_leave_their_buffers(problem)
         ws = Workspace(model.sizes, 4, model.dtype)
     else:
         grads = np.zeros((2, model.params.size), model.dtype)
+    codes = model.activation_codes
     with pytest.raises(ValueError):
-        jit.mlp_gradients(images, index, labels, model.input_scale, model.input_shift, ws.sizes, model.params,
-                          grads, ws.buffers)
+        jit.mlp_gradients(images, index, labels, model.input_scale, model.input_shift, ws.sizes, codes,
+                          model.params, grads, ws.buffers)
     if problem in ("index", "negative_index", "small_work"):
         with pytest.raises(ValueError):
-            jit.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, model.params,
+            jit.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, codes, model.params,
                            np.empty((8, 10), np.float32), ws.buffers)
 
 
-def loss_curve(K, dtype, steps=20, batch=32):
+def loss_curve(backend, dtype, steps=20, batch=32):
     """Losses of `steps` Adam steps (lr 1e-3) on random uint8 images with random labels."""
     model = MLP.he_init(SIZES_NET, np.random.default_rng(3), dtype)
     opt = Adam(model.params.size, dtype)
@@ -713,14 +767,14 @@ def loss_curve(K, dtype, steps=20, batch=32):
     losses = []
     for step in range(steps):
         index = order[(step * batch) % 256 :][:batch]
-        losses.append(loss_and_grads(model, K, images, index, labels, ws))
-        assert opt.update(K, model.params, ws.grads, 1e-3)
+        losses.append(loss_and_grads(model, backend, images, index, labels, ws))
+        assert opt.update(backend, model.params, ws.grads, 1e-3)
     return np.array(losses)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_loss_curve_agrees_between_backends(dtype):
-    fast, ref = loss_curve(jit, dtype), loss_curve(reference, dtype)
+def test_loss_curve_agrees_between_backends(backend, dtype):
+    fast, ref = loss_curve(backend, dtype), loss_curve(reference, dtype)
     for step, (f, r) in enumerate(zip(fast, ref)):
         try:
             assert_close(float(f), float(r), "loss_curve", dtype)

@@ -1,8 +1,8 @@
 """Property tests (hypothesis, derandomized): kernels on hostile logits, and the argument checks.
 
-Kernels, both backends: for any finite logits up to +-1e4 (N in 1..64 rows, K in 2..20 classes),
-softmax rows are probabilities summing to 1, the cross-entropy is finite and >= 0, and the fused
-output layer's dZ rows sum to 0. Tolerances (float32 eps = 1.19e-7, float64 eps = 2.2e-16): a row
+Kernels, every registered backend: for any finite logits up to +-1e4 (N in 1..64 rows, K in 2..20
+classes), softmax rows are probabilities summing to 1, the cross-entropy is finite and >= 0, and the
+fused output layer's dZ rows sum to 0. Tolerances (float32 eps = 1.19e-7, float64 eps = 2.2e-16): a row
 of K probabilities, each rounded once to the dtype (the JIT twin also rounds the exp and the
 scaling: ~3 roundings of relative size eps/2 each), sums to 1 within 2·K·eps; dZ = (p - y)/N sums
 to 0 within 2·K·eps/N. The loss is >= 0 exactly in exact arithmetic (log of a sum that contains
@@ -21,15 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import kernels.jit as jit
-import kernels.reference as ref
 from fastnet import train
 from fastnet.errors import InputError
 from fastnet.model import parse_layers
 
-BACKENDS = pytest.mark.parametrize("K", [ref, jit], ids=["numpy", "numba"])
+# function_scoped_fixture: the `backend` fixture (conftest.py) is a kernel module, which no example
+# changes, so sharing it between examples is safe.
 FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
 
 
 @st.composite
@@ -47,18 +47,17 @@ def tolerance(dtype, k):
     return 2 * k * np.finfo(dtype).eps
 
 
-@BACKENDS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @FAST
 @given(data=st.data())
-def test_output_layer_kernels_on_extreme_logits(K, dtype, data):
+def test_output_layer_kernels_on_extreme_logits(backend, dtype, data):
     """softmax, cross_entropy and the fused softmax_cross_entropy on one draw of logits and labels."""
     Z, y = data.draw(logits_and_labels(dtype))
     n, k = Z.shape
     rows = np.arange(n)
 
     # softmax: rows of probabilities, summing to 1, largest where the logit is largest
-    P = K.softmax(Z, np.empty_like(Z))
+    P = backend.softmax(Z, np.empty_like(Z))
     assert P.dtype == dtype and not np.isnan(P).any()
     assert (P >= 0).all() and (P <= 1).all()
     sums = P.astype(np.float64).sum(axis=1)
@@ -66,14 +65,14 @@ def test_output_layer_kernels_on_extreme_logits(K, dtype, data):
     assert (P[rows, Z.argmax(axis=1)] == P.max(axis=1)).all()
 
     # cross-entropy: finite, >= 0 up to rounding, and at most the mean gap to the row max + log K
-    loss = K.cross_entropy(Z, y)
+    loss = backend.cross_entropy(Z, y)
     assert isinstance(loss, float) and math.isfinite(loss) and loss >= -1e-6, loss
     gap = (Z.max(axis=1).astype(np.float64) - Z[rows, y]).mean()
     assert loss <= gap + math.log(k) + 1e-3 * (1 + gap)
 
     # fused output layer: the same loss, and dZ = (P - Y)/N with rows summing to 0
     dZ = np.full_like(Z, np.nan)
-    fused = K.softmax_cross_entropy(Z, y, dZ)
+    fused = backend.softmax_cross_entropy(Z, y, dZ)
     assert math.isfinite(fused) and fused == pytest.approx(loss, rel=1e-5, abs=1e-5)
     assert not np.isnan(dZ).any()
     assert (np.abs(dZ) <= (1 + tolerance(dtype, k)) / n).all()

@@ -13,7 +13,8 @@ import pytest
 from scipy.special import logsumexp
 from scipy.special import softmax as scipy_softmax
 
-from kernels import reference as R
+import kernels
+from kernels import reference
 from tolerances import assert_close
 
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -39,7 +40,7 @@ def test_gather_rows_is_an_indexed_affine_map(dtype, scale, shift):
     images = rng.integers(0, 256, (9, 13), dtype=np.uint8)
     index = np.array([8, 0, 3, 3, 8])  # the last row, the first, a repeat
     out = np.empty((5, 13), dtype)
-    assert R.gather_rows(images, index, scale, shift, out) is out
+    assert reference.gather_rows(images, index, scale, shift, out) is out
     expected = np.empty((5, 13))
     for i, row in enumerate(index):
         for j in range(13):
@@ -47,25 +48,37 @@ def test_gather_rows_is_an_indexed_affine_map(dtype, scale, shift):
     assert_close(out, expected, "gather_rows", dtype)
 
 
+# Each activation of kernels.ACTIVATIONS written out again: f(Z), and f'(Z) as a function of A = f(Z).
+ORACLE = {
+    "identity": (lambda Z: Z, lambda A: np.ones_like(A)),
+    "relu": (lambda Z: np.where(Z > 0, Z, 0.0), lambda A: (A > 0).astype(np.float64)),
+}
+ACTIVATIONS = pytest.mark.parametrize("activation", kernels.ACTIVATIONS)
+
+
+def test_every_activation_has_an_oracle():
+    assert set(ORACLE) == set(kernels.ACTIVATIONS)
+
+
 @DTYPES
-@pytest.mark.parametrize("relu", [False, True])
-def test_linear_forward_is_xw_plus_b(dtype, relu):
-    rng = rng_for("linear", relu)
+@ACTIVATIONS
+def test_linear_forward_is_xw_plus_b(dtype, activation):
+    rng = rng_for("linear", activation)
     X = rng.random((7, 13)).astype(dtype)
     W = (rng.standard_normal((13, 5)) * math.sqrt(2 / 13)).astype(dtype)
     b = (rng.standard_normal(5) * 0.1).astype(dtype)
     out = np.empty((7, 5), dtype)
-    assert R.linear_forward(X, W, b, out, relu) is out
+    assert reference.linear_forward(X, W, b, out, activation) is out
     Z = np.einsum("nd,dh->nh", up(X), up(W)) + up(b)[None, :]
-    assert_close(out, np.where(Z > 0, Z, 0.0) if relu else Z, "linear_forward", dtype)
+    assert_close(out, ORACLE[activation][0](Z), "linear_forward", dtype)
 
 
 @DTYPES
 def test_relu_forward_and_backward_by_loops(dtype):
     Z = np.array([[-1.5, -0.0, 0.0, 1e-30, 2.0], [3.0, -1e-30, -7.0, 0.25, 0.0]], dtype)
     dA = np.arange(1, 11, dtype=dtype).reshape(2, 5)
-    A = R.relu_forward(Z, np.empty_like(Z))
-    dZ = R.relu_backward(dA, A, np.empty_like(Z))
+    A = reference.activation_forward(Z, np.empty_like(Z), "relu")
+    dZ = reference.activation_backward(dA, A, np.empty_like(Z), "relu")
     for i in range(2):
         for j in range(5):
             assert A[i, j] == (Z[i, j] if Z[i, j] > 0 else 0)
@@ -74,20 +87,21 @@ def test_relu_forward_and_backward_by_loops(dtype):
 
 
 @DTYPES
-@pytest.mark.parametrize("with_dX, relu", [(False, False), (True, False), (True, True)])
-def test_linear_backward_by_einsum(dtype, with_dX, relu):
-    rng = rng_for("backward", with_dX, relu)
-    X = np.maximum(rng.standard_normal((7, 13)), 0).astype(dtype)  # a ReLU output: exact zeros
+@pytest.mark.parametrize("with_dX", [False, True])
+@ACTIVATIONS  # the activation whose output X is
+def test_linear_backward_by_einsum(dtype, with_dX, activation):
+    rng = rng_for("backward", with_dX, activation)
+    X = ORACLE[activation][0](rng.standard_normal((7, 13))).astype(dtype)  # relu: exact zeros
     W = (rng.standard_normal((13, 5)) * math.sqrt(2 / 13)).astype(dtype)
     dZ = (rng.standard_normal((7, 5)) / 7).astype(dtype)
     dW, db = np.empty((13, 5), dtype), np.empty(5, dtype)
     dX = np.empty((7, 13), dtype) if with_dX else None
-    R.linear_backward(dZ, X, W, dW, db, dX, relu)
+    reference.linear_backward(dZ, X, W, dW, db, dX, activation)
     assert_close(dW, np.einsum("nd,nh->dh", up(X), up(dZ)), "linear_backward", dtype)
     assert_close(db, np.einsum("nh->h", up(dZ)), "linear_backward", dtype)
     if with_dX:
         G = np.einsum("nh,dh->nd", up(dZ), up(W))
-        assert_close(dX, G * (up(X) > 0) if relu else G, "linear_backward", dtype)
+        assert_close(dX, G * ORACLE[activation][1](up(X)), "linear_backward", dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +127,7 @@ def test_softmax_against_scipy_and_loops(dtype):
     Z, _ = tame_logits(rng_for("softmax"))
     Z = Z.astype(dtype)
     out = np.empty_like(Z)
-    assert R.softmax(Z, out) is out
+    assert reference.softmax(Z, out) is out
     assert_close(out, scipy_softmax(up(Z), axis=1), "softmax", dtype)
     assert_close(out, softmax_by_loops(Z), "softmax", dtype)
 
@@ -121,7 +135,7 @@ def test_softmax_against_scipy_and_loops(dtype):
 @DTYPES
 def test_softmax_of_hostile_rows(dtype):
     Z = np.array([[1e4, 0, 0, 0], [-1e4, 1e4, -1e4, 1e4], [5.0, 5.0, 5.0, 5.0], [1e6, 1e6, 1e6, 1e6]], dtype)
-    out = R.softmax(Z, np.empty_like(Z))
+    out = reference.softmax(Z, np.empty_like(Z))
     expected = [[1, 0, 0, 0], [0, 0.5, 0, 0.5], [0.25] * 4, [0.25] * 4]
     assert_close(out, np.array(expected), "softmax", dtype)
 
@@ -132,7 +146,7 @@ def test_cross_entropy_is_minus_log_softmax_on_tame_logits(dtype):
     Z = Z.astype(dtype)
     P = scipy_softmax(up(Z), axis=1)
     expected = float(np.mean([-math.log(P[i, y[i]]) for i in range(len(y))]))
-    assert_close(R.cross_entropy(Z, y), expected, "cross_entropy", dtype)
+    assert_close(reference.cross_entropy(Z, y), expected, "cross_entropy", dtype)
 
 
 @DTYPES
@@ -140,8 +154,9 @@ def test_cross_entropy_is_logsumexp_minus_picked_logit_on_hostile_logits(dtype):
     Z = np.array([[1e4, 0, 0], [0, 1e4, 0], [-1e4, 1e4, 1e4], [1e6, 1e6, 1e6], [-3.0, -3.0, -3.0]], dtype)
     y = np.array([0, 2, 0, 1, 2])
     expected = float(np.mean(logsumexp(up(Z), axis=1) - up(Z)[np.arange(5), y]))  # 1e4, 1e4, 2e4+ln2, ln3, ln3
-    assert_close(R.cross_entropy(Z, y), expected, "cross_entropy", dtype)
-    assert R.cross_entropy(np.full((3, 3), 1e6, dtype), np.array([0, 1, 2])) == pytest.approx(math.log(3), abs=1e-15)
+    assert_close(reference.cross_entropy(Z, y), expected, "cross_entropy", dtype)
+    equal = np.full((3, 3), 1e6, dtype)
+    assert reference.cross_entropy(equal, np.array([0, 1, 2])) == pytest.approx(math.log(3), abs=1e-15)
 
 
 @DTYPES
@@ -149,7 +164,7 @@ def test_softmax_xent_backward_by_loops(dtype):
     Z, y = tame_logits(rng_for("xent_backward"))
     A = scipy_softmax(Z, axis=1).astype(dtype)
     out = np.empty_like(A)
-    assert R.softmax_xent_backward(A, y, out) is out
+    assert reference.softmax_xent_backward(A, y, out) is out
     expected = np.empty(A.shape)
     for n in range(A.shape[0]):
         for k in range(A.shape[1]):
@@ -162,7 +177,7 @@ def test_softmax_cross_entropy_is_loss_and_gradient(dtype):
     Z, y = tame_logits(rng_for("fused"))
     Z = Z.astype(dtype)
     dZ = np.empty_like(Z)
-    loss = R.softmax_cross_entropy(Z, y, dZ)
+    loss = reference.softmax_cross_entropy(Z, y, dZ)
     P = scipy_softmax(up(Z), axis=1)
     assert_close(loss, float(np.mean(-np.log(P[np.arange(len(y)), y]))), "softmax_cross_entropy", dtype)
     assert_close(dZ, (P - np.eye(Z.shape[1])[y]) / len(y), "softmax_cross_entropy", dtype)
@@ -200,7 +215,7 @@ def test_adam_against_hand_computed_steps(dtype):
     p = np.array(ADAM_P0, dtype)
     m, v = np.zeros(3, dtype), np.zeros(3, dtype)
     for step, (g, (m_exp, v_exp, p_exp)) in enumerate(zip(ADAM_G, ADAM_EXPECTED), start=1):
-        assert R.adam_update(p, np.array(g, dtype), m, v, step, 0.1, 0.9, 0.999, 1e-8) is True
+        assert reference.adam_update(p, np.array(g, dtype), m, v, step, 0.1, 0.9, 0.999, 1e-8) is True
         assert_close(m, np.array(m_exp), "adam_update", dtype)
         assert_close(v, np.array(v_exp), "adam_update", dtype)  # beta1 in v: 0.025, not 0.00025
         assert_close(p, np.array(p_exp), "adam_update", dtype)
@@ -211,7 +226,7 @@ def test_sgd_is_p_minus_lr_g(dtype):
     rng = rng_for("sgd")
     p0, g = rng.standard_normal(11).astype(dtype), rng.standard_normal(11).astype(dtype)
     p = p0.copy()
-    assert R.sgd_update(p, g, 0.05) is True
+    assert reference.sgd_update(p, g, 0.05) is True
     assert p.dtype == dtype
     # rounded once from the float64 result: exact
     assert np.array_equal(p, (up(p0) - 0.05 * up(g)).astype(dtype))
@@ -223,4 +238,4 @@ def test_sgd_is_p_minus_lr_g(dtype):
 def test_all_finite(dtype, value, finite):
     x = np.ones((3, 4), dtype)
     x[1, 2] = np.finfo(dtype).max if value == "max" else value
-    assert R.all_finite(x) is finite
+    assert reference.all_finite(x) is finite

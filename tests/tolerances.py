@@ -50,11 +50,16 @@ TOLERANCES = {
     # 3e-6. The largest, 8.7e-6, with margin -> atol 2e-5 (float32), 4e-14 (float64).
     ("linear_backward", F32): (2e-5, 1e-6),
     ("linear_backward", F64): (4e-14, 2e-15),
-    # max(z, 0) and the ReLU mask select values, they do not round: exact.
+    # activation_forward and activation_backward, keyed by the activation's name. max(z, 0) and
+    # the ReLU mask select values, they do not round; identity copies: exact.
     ("relu_forward", F32): EXACT,
     ("relu_forward", F64): EXACT,
     ("relu_backward", F32): EXACT,
     ("relu_backward", F64): EXACT,
+    ("identity_forward", F32): EXACT,
+    ("identity_forward", F64): EXACT,
+    ("identity_backward", F32): EXACT,
+    ("identity_backward", F64): EXACT,
     # p_j = exp(z_j - m) / s. The fast path forms z_j - m in the dtype (relative rounding u, so
     # exp's result is off by u·(m - z_j) relative, at most u·max_t t·e^-t = u/e absolute), then
     # exp, 1/s, the product and the store: ~4u relative. float32: atol 1e-7 >= u/e = 2.2e-8,
