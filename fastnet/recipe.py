@@ -6,7 +6,7 @@ same way from the same settings.
 
 import numpy as np
 
-from .backend import parameter_count
+from kernels import parameter_count
 from .errors import InputError
 from .model import MLP
 from .optim import OPTIMIZERS
