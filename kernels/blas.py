@@ -62,7 +62,13 @@ def gemm(trans_a, trans_b, M, N, inner, A, a_at, lda, B, b_at, ldb, C, c_at, ldc
     """
 
     def block(X, at, rows, cols, ld):
-        return X.reshape(-1)[at : at + rows * ld].reshape(rows, ld)[:, :cols]
+        """The (rows, cols) view of flat X starting at `at`, rows `ld` apart. Only (rows-1)·ld + cols
+        elements need follow `at` (the last row's tail may be the end of the buffer), as in BLAS."""
+        flat = X.reshape(-1)
+        if at < 0 or cols > ld or (rows and at + (rows - 1) * ld + cols > flat.size):
+            raise ValueError(f"gemm: a ({rows}, {cols}) block with row stride {ld} at {at} "
+                             f"overruns a buffer of {flat.size}")
+        return np.lib.stride_tricks.as_strided(flat[at:], (rows, cols), (ld * flat.itemsize, flat.itemsize))
 
     a = block(A, a_at, inner, M, lda).T if trans_a else block(A, a_at, M, inner, lda)
     b = block(B, b_at, N, inner, ldb).T if trans_b else block(B, b_at, inner, N, ldb)
