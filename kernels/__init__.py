@@ -14,6 +14,9 @@ its output (the logits) goes into softmax-cross-entropy. Parameters live in one 
 
 import importlib
 import inspect
+import os
+import sys
+import warnings
 
 import numpy as np
 
@@ -100,11 +103,43 @@ def load_backend(name):
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    module = importlib.import_module(BACKENDS[name])
+    module = _import(BACKENDS[name])
     problems = contract_problems(module)
     if problems:
         raise ContractError(f"the {name} backend ({module.__name__}) breaks the kernel contract: {'; '.join(problems)}")
     return module
+
+
+def _import(module_name):
+    """Import a backend's module, turning what Numba makes of a bad environment into a ValueError.
+
+    Numba reads its NUMBA_* environment variables once, when first imported: an unparsable value
+    is a warning with a traceback and is then ignored, and NUMBA_NUM_THREADS=0 a ValueError; both
+    become one ValueError naming the variable. A cached kernel (JIT_OPTIONS) needs a writable folder:
+    the package's __pycache__, Numba's user cache or $NUMBA_CACHE_DIR. Where none is writable Numba
+    refuses to define the kernel ("no locator available"); the kernels are then compiled uncached,
+    for this run only, with a one-line note on stderr.
+    """
+    threads = os.environ.get("NUMBA_NUM_THREADS")
+    if threads is not None and not (threads.strip().isdigit() and int(threads) > 0):
+        raise ValueError(f"NUMBA_NUM_THREADS={threads!r} is not a positive integer; unset it or give a thread count")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            return importlib.import_module(module_name)
+        except RuntimeError as exc:
+            if "no locator available" not in str(exc):
+                raise
+        finally:
+            for w in caught:
+                first = str(w.message).splitlines()[0]
+                if first.startswith("Environment variable 'NUMBA_"):
+                    raise ValueError(f"{first.rstrip('.')}; unset it or fix its value") from None
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    JIT_OPTIONS["cache"] = False  # nowhere to keep compiled code: compile for this run only
+    print(f"note: no writable folder for Numba's cache (the package folder, {os.path.expanduser('~')} and "
+          "NUMBA_CACHE_DIR are read-only or unset); the kernels are compiled for this run only", file=sys.stderr)
+    return importlib.import_module(module_name)
 
 
 # Numba options for every kernel in kernels.jit. cache: compiled code is kept on disk (in
