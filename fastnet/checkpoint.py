@@ -198,6 +198,7 @@ def load_state(path, optimizers):
     model, settings, names, arrays = load(path)
     progress = _json(arrays, path, "progress")
     try:
+        _check_progress(progress)
         kind = optimizers[progress["optimizer"]]
         hyper = {k: settings[k] for k in kind.HYPER if k in settings}
         opt = kind(model.params.size, model.dtype, **hyper)
@@ -206,15 +207,75 @@ def load_state(path, optimizers):
                         for k in arrays if k.startswith("opt_")})
         rng = np.random.default_rng()
         rng.bit_generator.state = progress["rng"]
-        state = TrainState(model, opt, rng, int(progress["epoch"]), History(**progress["history"]),
-                           int(progress["batch"]), progress["epoch_rng"],
+        state = TrainState(model, opt, rng, progress["epoch"], History(**progress["history"]),
+                           progress["batch"], progress["epoch_rng"],
                            [float(x) for x in progress["partial_losses"]])
         if state.batch:  # a mid-epoch checkpoint redraws the epoch's order from epoch_rng
             np.random.default_rng().bit_generator.state = state.epoch_rng
-        if min(state.epoch, state.batch, opt.step) < 0:
-            raise ValueError("negative epoch, step or batch count")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path} cannot be resumed: its training state is incomplete ({exc})") from None
+        if opt.step < 0:
+            raise ValueError("negative step count")
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise InputError(f"{path} cannot be resumed: its training state is damaged or incomplete ({exc})") from None
     if not all(np.isfinite(a).all() for a in opt.state().values()):
         raise InputError(f"{path}: the optimiser state holds non-finite values")
     return state, settings, names
+
+
+def _is_count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _numbers(values, what, low=0.0, high=math.inf, nan=False):
+    """ValueError unless values is a list of real numbers in [low, high] (NaN too where nan)."""
+    if not isinstance(values, list):
+        raise ValueError(f"{what} is not a list")
+    for x in values:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise ValueError(f"{what} holds {x!r}, not a number")
+        if not (low <= x <= high or (nan and x != x)) or x in (math.inf, -math.inf):
+            raise ValueError(f"{what} holds {x!r}, outside {low:g}..{high:g}")
+
+
+# A checkpoint's History lists: one entry per finished epoch (step_loss: one per step), with the
+# range of their values; validation metrics are NaN in a run without a validation set.
+HISTORY_RANGES = {"epoch_seconds": (0, math.inf, False), "eval_seconds": (0, math.inf, False),
+                  "train_loss": (0, math.inf, False), "train_accuracy": (0, 1, False),
+                  "val_loss": (0, math.inf, True), "val_accuracy": (0, 1, True), "step_loss": (0, math.inf, False)}
+
+
+def _check_progress(progress):
+    """ValueError unless every field of a checkpoint's progress has its type, range and length:
+    epoch and batch counts; `batch` finite partial losses; a history list per History field with
+    one number per finished epoch (step_loss: at least one per epoch); generator states as objects."""
+    missing = [k for k in ("epoch", "batch", "optimizer", "rng", "epoch_rng", "partial_losses", "history")
+               if k not in progress]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    epoch, batch = progress["epoch"], progress["batch"]
+    if not (_is_count(epoch) and _is_count(batch)):
+        raise ValueError(f"epoch {epoch!r} and batch {batch!r} must be whole counts, not negative")
+    _numbers(progress["partial_losses"], "partial_losses")
+    if len(progress["partial_losses"]) != batch:
+        raise ValueError(f"{len(progress['partial_losses'])} partial losses for {batch} batches")
+    history = progress["history"]
+    if not isinstance(history, dict) or set(history) != set(HISTORY_RANGES):
+        raise ValueError(f"history must have exactly the fields {', '.join(HISTORY_RANGES)}")
+    for key, (low, high, nan) in HISTORY_RANGES.items():
+        _numbers(history[key], f"history {key}", low, high, nan)
+        if key != "step_loss" and len(history[key]) != epoch:
+            raise ValueError(f"history {key} has {len(history[key])} entries for {epoch} epochs")
+    if len(history["step_loss"]) < epoch:
+        raise ValueError(f"history step_loss has {len(history['step_loss'])} entries for {epoch} epochs")
+    if not isinstance(progress["rng"], dict) or not (progress["epoch_rng"] is None or isinstance(progress["epoch_rng"], dict)):
+        raise ValueError("the generator states are not objects")
+    if batch and progress["epoch_rng"] is None:
+        raise ValueError("a mid-epoch checkpoint without its epoch's generator state")
+
+
+def check_position(state, n_train, batch_size, path):
+    """InputError unless a resumed state's place inside its epoch exists for this training set and
+    batch size: batch < steps per epoch (a checkpoint is read before the data, so this comes later)."""
+    steps = -(-n_train // batch_size)
+    if state.batch >= steps:
+        raise InputError(f"{path} cannot be resumed: it stopped after batch {state.batch} of an epoch, but an "
+                         f"epoch of {n_train} training images in batches of {batch_size} has {steps}")

@@ -192,6 +192,8 @@ def prepare(s, given):
     n_val = held_out(len(labels), s["val_split"])
     check_memory(sizes, s["batch_size"], s["dtype"], images.nbytes + test[0].nbytes)
     train_idx, val_idx = split_validation(len(labels), n_val, np.random.default_rng([s["seed"], 1]))
+    if s["resume"]:
+        checkpoint.check_position(state, len(train_idx), s["batch_size"], s["resume"])
     train = (np.ascontiguousarray(images[train_idx]), labels[train_idx])
     val = (images[val_idx], labels[val_idx])
     if state is None:
