@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import InputError
 from . import sources
 from .cache import cache_dir, load_file
-from .idx import bad_file, read_idx
+from .idx import bad_file, read_header, read_idx
 from .sources import DATASETS, SPLIT_FILES, DatasetInfo
 
 __all__ = ["DATASETS", "SPLIT_FILES", "DatasetInfo", "Split", "cache_dir", "load_split", "read_idx"]
@@ -97,11 +97,12 @@ def load_split(name="fashion-mnist", split="train", data_dir=None, download=True
     if split not in info.files:
         raise InputError(f"unknown split {split!r}; expected one of {', '.join(info.files)}")
     directory, found_by, trusted = sources.find(info, data_dir, download)
+    dims = check_headers(info, directory)
     image_path, label_path = (sources.file_in(directory, base) for base in info.files[split])
     images, image_sha = load_file(image_path, name, 3)
     labels, label_sha = load_file(label_path, name, 1)
-    known = sources.is_known(info, directory, {image_path: image_sha, label_path: label_sha}, trusted)
-    if len(images) != len(labels):
+    known = sources.is_known(info, directory, {image_path: image_sha, label_path: label_sha}, trusted, dims)
+    if len(images) != len(labels):  # the headers agreed; a file replaced meanwhile may not
         raise InputError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
     if len(labels) == 0 or images[0].size == 0:
         raise bad_file(image_path, "holds no images" if len(labels) == 0 else "holds images of 0 pixels")
@@ -117,16 +118,33 @@ def load_split(name="fashion-mnist", split="train", data_dir=None, download=True
                  name, split, directory, found_by, not known)
 
 
+def check_headers(info: DatasetInfo, directory: Path) -> dict:
+    """The dims each of the four files' headers claims ({path: dims}), once they agree: as many images
+    as labels in each split, test images the size of the train images. Only the headers are read
+    (idx.read_header), so a mismatched or forged file fails before any body is decompressed or cached."""
+    dims, shapes = {}, {}
+    for split, (image_base, label_base) in info.files.items():
+        image_path, label_path = (sources.file_in(directory, base) for base in (image_base, label_base))
+        images, labels = read_header(image_path, 3), read_header(label_path, 1)
+        if images[0] != labels[0]:
+            raise InputError(f"{image_path} holds {images[0]} images but {label_path} holds {labels[0]} labels")
+        dims.update({image_path: images, label_path: labels})
+        shapes[split] = images[1:]
+    first_path, first = sources.file_in(directory, info.bases()[0]), next(iter(shapes.values()))
+    for split, shape in shapes.items():
+        if shape != first:
+            raise InputError(f"images of {shape[0]}x{shape[1]} pixels in the {split} set, "
+                             f"{first[0]}x{first[1]} in {first_path}")
+    return dims
+
+
 def _custom_classes(info: DatasetInfo, directory: Path, split: str, images: np.ndarray, labels: np.ndarray) -> int:
-    """Custom data's class count: the largest train label + 1; test images must be the size of the train images."""
+    """Custom data's class count: the largest train label + 1 (check_headers made sure the test
+    images are the size of the train images)."""
     if split == "train":
         return int(labels.max()) + 1
-    train_images, train_labels = (sources.file_in(directory, base) for base in info.files["train"])
+    train_labels = sources.file_in(directory, info.files["train"][1])
     train = load_file(train_labels, info.name, 1)[0]
     if len(train) == 0:
         raise bad_file(train_labels, "holds no labels")
-    shape = load_file(train_images, info.name, 3)[0].shape[1:]
-    if images.shape[1:] != shape:
-        raise InputError(f"images of {images.shape[1]}x{images.shape[2]} pixels in the test set, "
-                         f"{shape[0]}x{shape[1]} in {train_images}")
     return int(train.max()) + 1

@@ -54,14 +54,47 @@ def read_idx_file(path: Path, rank=None):
 
 def read_idx_from(f, path: Path, rank=None):
     """read_idx_file on a file already open for binary reading at its start; path only names it in errors."""
+    chunks, size, gz = _open_chunks(f, path, OUT_CHUNK)
+    array, digest = _assemble(chunks, path, rank, size, gz)
+    return array, digest, gz
+
+
+def read_header(path: Path, rank=None) -> tuple:
+    """The dims an IDX file's header claims, checked as read_idx checks them (the file's size, the
+    gzip expansion bound, available memory) without reading its body: for a gzip file only the
+    first compressed chunk is inflated. So several files can be checked against each other before
+    any of them is decompressed."""
+    try:
+        with open(path, "rb") as f:
+            chunks, size, gz = _open_chunks(f, path, 64)
+            hlen, dims = _header(chunks, bytearray(), path, rank, gz)
+            _check_claim(path, dims, hlen, size, gz)
+            return dims
+    except OSError as exc:
+        raise bad_file(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _open_chunks(f, path, raw_chunk):
+    """(iterator over f's IDX bytes, decompressed if gzip; f's size; whether it is gzip)."""
     size = os.fstat(f.fileno()).st_size
     if size == 0:
         raise bad_file(path, "is empty")
     gz = f.read(2) == GZIP_MAGIC
     f.seek(0)
-    chunks = _gunzip(f, path) if gz else iter(lambda: f.read(OUT_CHUNK), b"")
-    array, digest = _assemble(chunks, path, rank, size, gz)
-    return array, digest, gz
+    chunks = _gunzip(f, path) if gz else iter(lambda: f.read(raw_chunk), b"")
+    return iter(chunks), size, gz
+
+
+def available_memory():
+    """Bytes of memory the machine can still give (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def payload_sha256(array: np.ndarray) -> str:
@@ -128,14 +161,15 @@ def _header(chunks, data, path, rank, gz):
     return hlen, struct.unpack(f">{ndim}I", bytes(data[4:hlen]))
 
 
-def _assemble(chunks, path, rank, size, gz):
-    """Collect the IDX bytes, checking the header first and the length as bytes arrive; return (array, sha256)."""
-    chunks = iter(chunks)
-    data = bytearray()
-    hlen, dims = _header(chunks, data, path, rank, gz)
-    nbytes = math.prod(dims)
-    total = hlen + nbytes
-    claim = f"its header claims {' x '.join(map(str, dims))} = {nbytes} bytes"
+def _claim(dims):
+    return f"its header claims {' x '.join(map(str, dims))} = {math.prod(dims)} bytes"
+
+
+def _check_claim(path, dims, hlen, size, gz):
+    """InputError unless the body a header claims can be: under MAX_PAYLOAD and the memory available,
+    exactly the rest of a raw file, within what a gzip file's size can inflate to."""
+    nbytes, total = math.prod(dims), hlen + math.prod(dims)
+    claim = _claim(dims)
     if nbytes > MAX_PAYLOAD:
         raise bad_file(path, f"{claim}, over the {MAX_PAYLOAD >> 30} GiB limit")
     if not gz and size != total:
@@ -144,14 +178,29 @@ def _assemble(chunks, path, rank, size, gz):
         raise bad_file(path, f"has {size - total} bytes of trailing data: {claim} but {size - hlen} follow")
     if gz and total > DEFLATE_MAX_RATIO * size + 1024:
         raise bad_file(path, f"is truncated or forged: {claim}, more than its {size} bytes of gzip data can hold")
-    while len(data) <= total:
+    have = available_memory()
+    if have is not None and nbytes > have:
+        raise bad_file(path, f"{claim}, more than the {have >> 20} MiB of memory available; not read")
+
+
+def _assemble(chunks, path, rank, size, gz):
+    """Collect the IDX bytes into one buffer of the claimed size, checking the header first and the
+    length as bytes arrive; return (array, sha256 of header and body)."""
+    head = bytearray()
+    hlen, dims = _header(chunks, head, path, rank, gz)
+    _check_claim(path, dims, hlen, size, gz)
+    nbytes = math.prod(dims)
+    body = np.empty(nbytes, np.uint8)  # filled in place: the peak is the array, not a growing copy
+    digest = hashlib.sha256(head[:hlen])
+    done, chunk, head = 0, memoryview(head)[hlen:], None  # the view keeps only what it needs alive
+    while chunk is not None:
+        if done + len(chunk) > nbytes:
+            raise bad_file(path, f"has trailing data: {_claim(dims)} but more follow")
+        body[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        digest.update(chunk)
+        done += len(chunk)
+        chunk = None  # freed before the next one is inflated: the peak stays one chunk above the array
         chunk = next(chunks, None)
-        if chunk is None:
-            break
-        data += chunk
-    if len(data) > total:
-        raise bad_file(path, f"has trailing data: {claim} but more follow")
-    if len(data) < total:
-        raise bad_file(path, f"is truncated: {claim} but only {len(data) - hlen} follow")
-    digest = hashlib.sha256(data).hexdigest()
-    return np.frombuffer(data, np.uint8, nbytes, hlen).reshape(dims), digest
+    if done < nbytes:
+        raise bad_file(path, f"is truncated: {_claim(dims)} but only {done} follow")
+    return body.reshape(dims), digest.hexdigest()

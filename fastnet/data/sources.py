@@ -22,6 +22,9 @@ SPLIT_FILES = MappingProxyType({
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 })
+# The IDX dims of the published files, the same for MNIST and Fashion-MNIST.
+MNIST_DIMS = MappingProxyType({"train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
+                               "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +45,10 @@ class DatasetInfo:
     mirror: str
     gz_md5: dict = dataclasses.field(default_factory=dict)
     debian_package: str = ""
+    dims: dict = dataclasses.field(default_factory=dict)  # base name -> the published file's IDX dims
 
     def __post_init__(self):
-        for field in ("files", "sha256", "gz_md5"):  # read-only, so a DatasetInfo is a constant
+        for field in ("files", "sha256", "gz_md5", "dims"):  # read-only, so a DatasetInfo is a constant
             object.__setattr__(self, field, MappingProxyType(dict(getattr(self, field))))
         object.__setattr__(self, "class_names", tuple(self.class_names))
 
@@ -58,8 +62,10 @@ class DatasetInfo:
 
     def how_to_get(self) -> str:
         """One sentence telling a person how to get the data without a download."""
-        apt = f"'apt-get install {self.debian_package}' (Debian), or " if self.debian_package else ""
-        return f"get it with {apt}pass --data-dir DIR or set {self.env_var}=DIR for a directory holding the four IDX files"
+        local = f"pass --data-dir DIR or set {self.env_var}=DIR for a directory holding the four IDX files"
+        if self.debian_package:
+            return f"install it with 'apt-get install {self.debian_package}' (Debian), or {local}"
+        return local
 
 
 DATASETS = MappingProxyType({
@@ -78,6 +84,7 @@ DATASETS = MappingProxyType({
         system_dir=Path("/usr/share/datasets/fashion-mnist"),
         mirror="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         debian_package="dataset-fashion-mnist",
+        dims=MNIST_DIMS,
     ),
     # MNIST: no trustworthy SHA-256 of the decompressed files was at hand, so its payloads are not
     # checked; a download is checked against the MD5 of the .gz files that torchvision publishes.
@@ -97,6 +104,7 @@ DATASETS = MappingProxyType({
             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
+        dims=MNIST_DIMS,
     ),
 })
 
@@ -149,12 +157,14 @@ def _explicit(info: DatasetInfo, directory: Path, how: str) -> Path:
     return directory
 
 
-def is_known(info: DatasetInfo, directory: Path, loaded: dict, trusted: bool) -> bool:
+def is_known(info: DatasetInfo, directory: Path, loaded: dict, trusted: bool, dims: dict) -> bool:
     """Whether directory holds the known data set, raising InputError on a file that breaks the rules.
 
-    loaded maps the paths already read to their payload SHA-256. Trusted places (system copy,
-    cache, download) must match. Elsewhere, if any of the four files matches its hash the set is
-    the known one and all four must match; if none does, it is just data.
+    loaded maps the paths already read to their payload SHA-256, dims every file's header dims.
+    Trusted places (system copy, cache, download) must match. Elsewhere the set is the known one
+    when all four files match their hashes, and just data when none does. When some match, a file
+    that does not is a damaged copy if it has the published file's dims (corrupt or modified: an
+    error), and other data if it has not (a subset, say): the set is then custom data.
     """
     if not info.sha256:  # no payload hashes known (MNIST): trust the named places, the rest is just data
         return trusted
@@ -162,14 +172,17 @@ def is_known(info: DatasetInfo, directory: Path, loaded: dict, trusted: bool) ->
         for path, digest in loaded.items():
             _verify(info, path, digest)
         return True
-    paths = [file_in(directory, base) for base in info.bases()]
-    digests = {p: loaded.get(p) or cache.payload_digest(p, info.name, info.rank(p.name.removesuffix(".gz")))
-               for p in paths}
-    if not any(info.sha256.get(p.name.removesuffix(".gz")) == d for p, d in digests.items()):
-        return False
-    for path, digest in digests.items():
-        _verify(info, path, digest)
-    return True
+    paths = {file_in(directory, base): base for base in info.bases()}
+    published = {p: info.dims.get(base, dims[p]) == dims[p] for p, base in paths.items()}  # unknown: alike
+    digests = {p: loaded.get(p) or cache.payload_digest(p, info.name, info.rank(base))
+               for p, base in paths.items() if published[p]}  # other dims cannot match: not read
+    matching = [p for p, d in digests.items() if info.sha256.get(paths[p]) == d]
+    if len(matching) == len(paths):
+        return True
+    if matching:
+        for path, digest in digests.items():
+            _verify(info, path, digest)
+    return False
 
 
 def _verify(info: DatasetInfo, path: Path, digest: str) -> None:
