@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,12 @@ from .idx import READ_CHUNK, read_idx_from
 if TYPE_CHECKING:
     from .sources import DatasetInfo
 
-DOWNLOAD_TIMEOUT = 30  # seconds without progress before a download gives up
+# A download gives up when no byte arrives for STALL_SECONDS, when fewer than STALL_BYTES arrive in
+# any STALL_SECONDS (a mirror trickling a byte every few seconds), or when one file takes longer
+# than DEADLINE_SECONDS in all (30 MB at 35 KB/s); its temporary file is then removed.
+STALL_SECONDS = 30
+STALL_BYTES = 16 << 10
+DEADLINE_SECONDS = 15 * 60
 MAX_DOWNLOAD = 1 << 30  # no data set file we fetch is near 1 GiB compressed
 
 
@@ -66,22 +72,35 @@ def _fetch(info: DatasetInfo, url: str, out) -> str:
 
     md5 = hashlib.md5(usedforsecurity=False)
     print(f"downloading {url}", file=sys.stderr)
+    start = window = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-            length, done = response.headers.get("Content-Length", ""), 0
+        with urllib.request.urlopen(url, timeout=STALL_SECONDS) as response:  # each read: a byte within it
+            length, done, window_done = response.headers.get("Content-Length", ""), 0, 0
             length = int(length) if length.isdigit() else None
-            while chunk := response.read(READ_CHUNK):
+            while chunk := response.read1(READ_CHUNK):  # what has arrived, not a full READ_CHUNK
                 done += len(chunk)
                 if done > MAX_DOWNLOAD:
                     raise InputError(f"download of {url} exceeds {MAX_DOWNLOAD >> 20} MiB; giving up")
                 out.write(chunk)
                 md5.update(chunk)
                 _progress(done, length)
+                now = time.monotonic()
+                if now - start > DEADLINE_SECONDS:
+                    raise _gave_up(url, f"still unfinished after {DEADLINE_SECONDS:g} s ({done >> 10} KiB)", info)
+                if now - window >= STALL_SECONDS:
+                    if done - window_done < STALL_BYTES:
+                        raise _gave_up(url, f"stalled: {done - window_done} bytes in the last "
+                                            f"{now - window:.0f} s", info)
+                    window, window_done = now, done
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        _progress(None, None)
         raise InputError(f"cannot download {url} ({_reason(exc)}); {info.how_to_get()}") from None
-    _progress(None, None)
+    finally:
+        _progress(None, None)
     return md5.hexdigest()
+
+
+def _gave_up(url, why, info):
+    return InputError(f"cannot download {url} ({why}); {info.how_to_get()}")
 
 
 def _reason(exc: Exception) -> str:
@@ -91,6 +110,8 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, TimeoutError):
+        return f"stalled: no data for {STALL_SECONDS:g} s"
     return " ".join(str(reason).split()) or type(exc).__name__
 
 
