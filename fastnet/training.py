@@ -1,6 +1,7 @@
 """The training loop: shuffled mini-batches, backprop, optimiser steps, per-epoch metrics; and the
 warm-up that compiles a backend's kernels before the first epoch is timed."""
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -44,7 +45,8 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
     """One pass over (images, labels) in a fresh order drawn from state.rng; the last partial batch is kept.
 
     lr_at(step) gives the learning rate of optimiser step `step` (0-based). Returns the mean loss
-    over the epoch's samples. Raises DivergenceError as soon as the loss or a parameter is non-finite.
+    over the epoch's samples. Raises DivergenceError as soon as the loss or a parameter is non-finite,
+    or the loss explodes past loss_limit of the run's first step loss.
     stop() is asked after each step; when it returns True the epoch ends early and None is returned.
     """
     model, opt = state.model, state.optimizer
@@ -57,6 +59,7 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
         rng = np.random.default_rng()
         rng.bit_generator.state = state.epoch_rng
         order = rng.permutation(n)
+    limit = None
     for start in range(state.batch * batch_size, n, batch_size):
         index = order[start : start + batch_size]
         loss, finite = opt.train_step(backend, model, images, index, labels, ws, lr_at(opt.step))
@@ -65,6 +68,15 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
                 f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: "
                 f"{'loss' if not np.isfinite(loss) else 'a parameter'} is not finite "
                 "(learning rate too high? try a smaller --lr)"
+            )
+        if limit is None:
+            first = (state.history.step_loss or state.partial_losses or [loss])[0]
+            limit = loss_limit(first, model.sizes[-1])
+        if loss > limit:
+            raise DivergenceError(
+                f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: loss {loss:.3g} "
+                f"exploded past {limit:.3g} (the first step's was {first:.3g}; "
+                "learning rate too high? try a smaller --lr)"
             )
         state.batch += 1
         state.partial_losses.append(loss)
@@ -78,6 +90,13 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
     sizes = np.full(len(losses), batch_size)
     sizes[-1] = n - batch_size * (len(losses) - 1)
     return float(np.dot(losses, sizes) / n)
+
+
+def loss_limit(first_loss, classes):
+    """The loss above which a run has exploded while still finite (Adam with a huge learning rate
+    stays finite): 100 times the run's first step loss, and at least 1000 times ln(classes), the
+    loss of a uniform guess."""
+    return max(100 * first_loss, 1e3 * math.log(max(classes, 2)))
 
 
 def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
