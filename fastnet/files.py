@@ -21,9 +21,13 @@ def _umask():
     return mask
 
 
-def check_destination(path, what="output"):
+def check_destination(path, what="output", probe=True):
     """InputError unless path can become a regular file: its directory exists and is writable, and
-    nothing but a regular file is there now. Called before work starts, so a bad path costs nothing."""
+    nothing but a regular file is there now. Called before work starts, so a bad path costs nothing.
+
+    With probe, an empty temporary file is created in the directory and removed at once: the only
+    test that tells for root too (permission bits do not stop root; /proc, /sys, an immutable or
+    read-only-mounted directory do)."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise InputError(f"{what}: cannot write to an empty path")
     path = os.fspath(path)
@@ -41,6 +45,14 @@ def check_destination(path, what="output"):
         raise InputError(f"{what}: cannot write {path}: it is {kind}; fastnet only writes regular files")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{what}: cannot write {path}: directory {folder} is not writable")
+    if probe:
+        try:
+            fd, name = tempfile.mkstemp(prefix=".tmp-", suffix="-probe", dir=folder)
+        except OSError as exc:
+            raise InputError(f"{what}: cannot write {path}: cannot create a file in {folder} "
+                             f"({exc.strerror or exc})") from None
+        os.close(fd)
+        os.unlink(name)
     return path
 
 
@@ -52,7 +64,7 @@ def atomic_write(path, mode="wb", what="output"):
     (0666 less the umask), not the temporary file's private 0600. A process killed outright
     (SIGKILL) may leave one hidden .tmp-* file beside path: it could be another process's write in progress,
     so it is never guessed stale and removed."""
-    path = check_destination(path, what)
+    path = check_destination(path, what, probe=False)  # the temporary file below is the probe
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
@@ -62,7 +74,7 @@ def atomic_write(path, mode="wb", what="output"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        check_destination(path, what)  # nothing else appeared there meanwhile
+        check_destination(path, what, probe=False)  # nothing else appeared there meanwhile
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
