@@ -60,6 +60,7 @@ def run(main, argv=None):
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError):
             pass
+    stdout = sys.stdout = _Watched(sys.stdout)
     try:
         code = main(argv)
         sys.stdout.flush()
@@ -70,19 +71,38 @@ def run(main, argv=None):
     except BrokenPipeError:
         code = _fail(None, 1)
     except OSError as exc:
-        if not _stdout_failed():
+        if stdout.failed is None:
             raise
         code = _fail(f"error: cannot write to standard output ({exc.strerror or exc})", 2)
+    finally:
+        if sys.stdout is stdout:
+            sys.stdout = stdout.stream
     sys.exit(code or 0)
 
 
-def _stdout_failed():
-    """True when standard output no longer accepts writes (the error being handled came from it)."""
-    try:
-        sys.stdout.flush()
-        return False
-    except OSError:
-        return True
+class _Watched:
+    """A stream that remembers the OSError a write or flush raised (stdout on a full disk, say),
+    so run() tells a failing standard output from other OSErrors; everything else is the stream's."""
+
+    def __init__(self, stream):
+        self.stream, self.failed = stream, None
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def flush(self):
+        try:
+            return self.stream.flush()
+        except OSError as exc:
+            self.failed = exc
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def _fail(message, code):
