@@ -4,6 +4,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 
 from .errors import DivergenceError, InputError
@@ -50,11 +51,34 @@ def positive_float(text):
     return value
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a StopRequest: handled as Ctrl-C is (files cleaned up, exit 130)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(main, argv=None):
     """Call main(argv) and exit with its status. InputError and DivergenceError become one line on
-    stderr and their status; Ctrl-C exits 130; standard output that cannot be written (a full disk,
-    a closed pipe) is one line and status 2, never a traceback. Text that the terminal's encoding
-    cannot show is written as escapes."""
+    stderr and their status; Ctrl-C and SIGTERM exit 130; standard output that cannot be written (a
+    full disk, a closed pipe) is one line and status 2, never a traceback. Text that the terminal's
+    encoding cannot show is written as escapes."""
+    handlers = {}
+    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _terminate)):
+        if signal.getsignal(sig) is not signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+            handlers[sig] = signal.signal(sig, handler)
+    try:
+        _run(main, argv)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run(main, argv):
+    if sys.stdout is None:  # started with standard output closed (>&-): say so before any work
+        print("error: standard output is closed", file=sys.stderr)
+        sys.exit(2)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(errors="backslashreplace")
@@ -66,8 +90,8 @@ def run(main, argv=None):
         sys.stdout.flush()
     except (InputError, DivergenceError) as exc:
         code = _fail(f"error: {exc}", exc.exit_code)
-    except KeyboardInterrupt:
-        code = _fail("interrupted", 130)
+    except KeyboardInterrupt as exc:
+        code = _fail("terminated" if isinstance(exc, Terminated) else "interrupted", 130)
     except BrokenPipeError:
         code = _fail(None, 1)
     except OSError as exc:
