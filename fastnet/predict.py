@@ -10,6 +10,7 @@ The NumPy reference kernels do the arithmetic: a handful of images is not worth 
 
 import json
 import math
+import os
 import warnings
 
 import numpy as np
@@ -50,6 +51,8 @@ def read_image(path):
         raise InputError("Pillow is not installed: pip install 'fastnet-mlp[plot]' (or pip install pillow)") from None
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
+        if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+            raise InputError(f"{printable(path)} is not a regular file (a device or a pipe?); not read")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:

@@ -190,7 +190,7 @@ def prepare(s, given):
     s["test_fingerprint"] = fingerprint(*test)
     s["layers"] = ",".join(map(str, sizes))
     n_val = held_out(len(labels), s["val_split"])
-    check_memory(sizes, s["batch_size"], s["dtype"], images.nbytes + test[0].nbytes)
+    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], images.nbytes + test[0].nbytes)
     train_idx, val_idx = split_validation(len(labels), n_val, np.random.default_rng([s["seed"], 1]))
     if s["resume"]:
         checkpoint.check_position(state, len(train_idx), s["batch_size"], s["resume"])

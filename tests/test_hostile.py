@@ -599,9 +599,15 @@ def test_a_negative_seed_is_one_line(env, tiny, command):
 
 # --- 14. a run that cannot fit in memory is refused before it starts ------------------------------
 
-def test_a_run_larger_than_memory_is_refused_up_front(env, tiny):
-    proc = train(env, tiny, "--layers", "64,200000,4", "--batch-size", "60000", "--dtype", "float64")
+def test_a_run_larger_than_memory_is_refused_up_front(env, tmp_path):
+    """The report's case: 60000 images, 200000 hidden units, batches of 60000 in float64 (~290 GB)."""
+    many = make_set(tmp_path / "many", n_train=60000, side=2)
+    proc = train(env, many, "--layers", "4,200000,4", "--batch-size", "60000", "--dtype", "float64")
     assert_one_line_error(proc, 2, "GiB of memory")
+
+
+def test_a_batch_larger_than_the_training_set_is_not_counted_as_memory(env, tiny):
+    assert train(env, tiny, "--batch-size", "1000000000").returncode == 0
 
 
 # --- 15. messages that say what happened ------------------------------------------------------------
