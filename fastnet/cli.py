@@ -51,23 +51,35 @@ def positive_float(text):
     return value
 
 
+# The signals that stop a command: Ctrl-C, kill, and the terminal going away. What each is called.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up"}
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM outside a StopRequest: handled as Ctrl-C is (files cleaned up, exit 130)."""
+    """SIGTERM or SIGHUP outside a StopRequest: handled as Ctrl-C is (files cleaned up, exit 130)."""
 
 
-def _terminate(signum, frame):
-    raise Terminated
+_STOPPING = {}  # while run() runs: "name" set once a StopRequest has granted a stop
+
+
+def _interrupt(signum, frame):
+    """run()'s handler of STOP_SIGNALS outside a StopRequest. After a StopRequest granted a stop
+    the command is ending at its safe point: a further signal would only add a second line."""
+    if _STOPPING.get("name"):
+        return
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(STOP_SIGNALS[signum])
 
 
 def run(main, argv=None):
     """Call main(argv) and exit with its status. InputError and DivergenceError become one line on
-    stderr and their status; Ctrl-C and SIGTERM exit 130; standard output that cannot be written (a
-    full disk, a closed pipe) is one line and status 2, never a traceback. Text that the terminal's
-    encoding cannot show is written as escapes."""
+    stderr and their status; Ctrl-C, SIGTERM and SIGHUP exit 130; standard output that cannot be
+    written (a full disk, a closed pipe) is one line and status 2, never a traceback. Text that
+    the terminal's encoding cannot show is written as escapes."""
     handlers = {}
-    for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _terminate)):
+    _STOPPING.clear()
+    for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN and threading.current_thread() is threading.main_thread():
-            handlers[sig] = signal.signal(sig, handler)
+            handlers[sig] = signal.signal(sig, _interrupt)
     try:
         _run(main, argv)
     finally:
@@ -91,7 +103,7 @@ def _run(main, argv):
     except (InputError, DivergenceError) as exc:
         code = _fail(f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt as exc:
-        code = _fail("terminated" if isinstance(exc, Terminated) else "interrupted", 130)
+        code = _fail(str(exc) if isinstance(exc, Terminated) else "interrupted", 130)
     except BrokenPipeError:
         code = _fail(None, 1)
     except OSError as exc:
@@ -140,7 +152,10 @@ def _fail(message, code):
         except (OSError, ValueError):
             pass
     if message:
-        print(message, file=sys.stderr)
+        try:
+            print(message, file=sys.stderr)
+        except (OSError, ValueError):  # no terminal left (SIGHUP): the status still tells
+            pass
     return code
 
 
@@ -216,13 +231,14 @@ _FIRST_CALL = {}
 
 
 class StopRequest:
-    """While active, the first SIGINT (Ctrl-C) or SIGTERM asks the run to stop at the next safe
-    point instead of killing it; a second one aborts at once (KeyboardInterrupt).
+    """While active, the first SIGINT (Ctrl-C), SIGTERM or SIGHUP asks the run to stop at the next
+    safe point instead of killing it; a second one aborts at once (KeyboardInterrupt). A signal
+    the process ignores (SIGHUP under nohup, SIGINT in a background job) stays ignored.
 
     Calling the object tells whether a stop was asked for; `name` says which signal asked.
     """
 
-    NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+    NAMES = STOP_SIGNALS
 
     def __init__(self):
         self.name = None
@@ -230,7 +246,8 @@ class StopRequest:
 
     def __enter__(self):
         for sig in self.NAMES:
-            self.previous[sig] = signal.signal(sig, self._handle)
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
@@ -240,7 +257,7 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.name is not None:
             raise KeyboardInterrupt
-        self.name = self.NAMES[signum]
+        self.name = _STOPPING["name"] = self.NAMES[signum]
 
     def __call__(self):
         return self.name is not None

@@ -32,6 +32,7 @@ RECIPE = ("preset", "batch_size", "lr", "schedule", "warmup", "optimizer", "beta
           "standardize", "val_split", "seed", "layers", "dtype", "dataset")
 # Settings that say how to run: a resumed run takes them from the flags, else from the checkpoint.
 RUN = ("backend", "threads")
+MAX_THREADS = 4096  # more is a typo, and overflows the C int that BLAS libraries take
 
 
 def build_parser():
@@ -123,8 +124,8 @@ def check_settings(s, where="--"):
     if not isinstance(s.get("layers"), str):
         raise InputError(f"{name('layers')} must look like 784,128,10, got {s.get('layers')!r}")
     parse_layers(s["layers"])
-    if s.get("threads") is not None and not _is_int(s["threads"], 1):
-        raise InputError(f"{name('threads')} must be a positive integer, got {s['threads']!r}")
+    if s.get("threads") is not None and not (_is_int(s["threads"], 1) and s["threads"] <= MAX_THREADS):
+        raise InputError(f"{name('threads')} must be an integer from 1 to {MAX_THREADS}, got {s['threads']!r}")
     if s.get("checkpoint_every") and not s.get("save"):
         raise InputError("--checkpoint-every needs --save PATH")
 
