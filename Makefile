@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test test-nojit bench compare gradcheck clean
+.PHONY: setup data train test test-nojit hostile bench compare gradcheck clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: setup data
 
 test-nojit: setup data
 	NUMBA_DISABLE_JIT=1 $(PY) -m pytest tests/test_kernels.py
+
+# Every case of the hostile sweep (about 200 commands, a few minutes); make test runs a fast subset.
+hostile: setup data
+	$(PY) tests/hostile_sweep.py
 
 bench: setup data
 	$(PY) -m pytest bench --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,min,rounds

@@ -815,3 +815,18 @@ def test_adam_with_a_huge_learning_rate_stops_as_divergence(tmp_path, env, tiny)
     proc = train(env, tiny, "--lr", "1e6", "--save", path)
     assert_one_line_error(proc, 3, "diverged", "exploded", "--lr")
     assert path.read_bytes() == before and debris(tmp_path) == []
+
+
+# --- the fresh hostile sweep (tests/hostile_sweep.py): its FAST subset runs with the tests ---------
+
+def test_hostile_sweep_fast_subset():
+    """About 20 of the sweep's 200-odd cases, one or more per family; `make hostile` runs them all."""
+    import io
+
+    import hostile_sweep
+
+    cases = [c for c in hostile_sweep.CASES if c.fast]
+    assert len(cases) >= 15 and len(hostile_sweep.CASES) >= 100
+    report = io.StringIO()
+    defects = hostile_sweep.sweep(cases, out=report)
+    assert not defects, report.getvalue()
