@@ -81,9 +81,9 @@ class Workspace:
     (kernels.mlp_workspace).
     """
 
-    def __init__(self, sizes, rows, dtype):
+    def __init__(self, sizes, rows, dtype, parts=0):
         self.sizes = np.asarray(sizes, np.int64)
-        self.buffers = mlp_workspace(tuple(sizes), rows, dtype)
+        self.buffers = mlp_workspace(tuple(sizes), rows, dtype, parts)
         self.grads = np.zeros(parameter_count(sizes), dtype)
 
 

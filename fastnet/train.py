@@ -24,7 +24,7 @@ from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
 from .recipe import PRESETS, check_memory, held_out, new_state
-from .threads import set_threads
+from .threads import CoreShare, blas_threads, numba_threads, set_threads
 from .training import fit, split_validation, warm_up
 
 # Settings that define the recipe: a resumed run keeps the checkpoint's and refuses contradicting flags.
@@ -205,9 +205,24 @@ def main(argv=None):
     given = given_flags(argv)
     s = settings_from(args)
     kernels, state, names, train, val, test = prepare(s, given)
+    apply = numba_threads if kernels.BLAS_THREADS == 1 else blas_threads
+    with CoreShare(s["threads"], apply) as share:
+        return train_and_report(s, kernels, state, names, train, val, test, share)
+
+
+def threads_line(s, share):
+    """How many threads the run is cut for and how many run now, and why fewer."""
+    line = f"{s['threads']} threads{s['threads_note']}"
+    if share.running < s["threads"]:
+        line += f" (the cores are busy with other work: {share.running} running now)"
+    return line
+
+
+def train_and_report(s, kernels, state, names, train, val, test, share):
+    """Train (announcing the run, saving as asked, stopping cleanly on a signal), then report."""
     say = (lambda *a: None) if s["quiet"] else print
     say(f"fastnet: {s['dataset']} {len(train[1])} train / {len(val[1])} val, layers {s['layers']}, "
-        f"{s['dtype']}, backend {s['backend']}, {s['threads']} threads{s['threads_note']}, "
+        f"{s['dtype']}, backend {s['backend']}, {threads_line(s, share)}, "
         f"{s['optimizer']} lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}")
 
     def save(what):
@@ -232,7 +247,7 @@ def main(argv=None):
         try:
             with np.errstate(all="ignore"):  # divergence is detected and reported by fit, not by warnings
                 done = fit(state, kernels, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"],
-                           s["warmup"], on_epoch, bar.update, stop)
+                           s["warmup"], on_epoch, bar.update, stop, parts=s["threads"], share=share)
         finally:
             bar.close()
         saved = save("model") if s["save"] else ""

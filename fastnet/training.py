@@ -81,12 +81,14 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
 
 
 def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
-        on_epoch=None, on_batch=None, stop=None):
+        on_epoch=None, on_batch=None, stop=None, parts=0, share=None):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
     train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
     checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
-    apart. Returns True when all epochs ran, False when stop() cut the run short.
+    apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
+    share: a threads.CoreShare, asked after each step how many threads may run now. Returns True
+    when all epochs ran, False when stop() cut the run short.
     """
     images, labels = train
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
@@ -95,7 +97,15 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     def lr_at(step):
         return learning_rate(lr, schedule, step, total, warmup)
 
-    ws = Workspace(state.model.sizes, min(batch_size, len(labels)), state.model.dtype)
+    ws = Workspace(state.model.sizes, min(batch_size, len(labels)), state.model.dtype, parts)
+    if share is not None:
+        report_batch = on_batch
+
+        def on_batch(n, loss):
+            share.poll()
+            if report_batch is not None:
+                report_batch(n, loss)
+
     h = state.history
     while state.epoch < epochs:
         t0 = time.perf_counter()
