@@ -239,7 +239,7 @@ def train_and_report(s, kernels, state, names, train, val, test, share):
         bar.reset(f"epoch {st.epoch + 1}/{s['epochs']}")
 
     t = time.perf_counter()
-    warm_up(kernels, state.model.dtype)
+    warm_up(kernels, state.model.dtype, s["optimizer"])
     s["kernel_load_seconds"] = time.perf_counter() - t
     s["startup_seconds"] = seconds_since_launch()
     with StopRequest() as stop:

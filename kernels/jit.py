@@ -30,6 +30,10 @@ _jit = njit(**JIT_OPTIONS)
 _jit_fast = njit(fastmath=FASTMATH, **JIT_OPTIONS)
 _jit_parallel = njit(parallel=True, **JIT_OPTIONS)
 
+# Seconds that compiling the kernels of a training run takes when Numba's cache is empty, measured
+# on this project's 2-core Xeon (docs/performance.md); announced before it starts.
+COMPILE_SECONDS = 10
+
 BLAS_THREADS = 1  # BLAS runs inside each of Numba's threads, one thread each
 
 
@@ -555,3 +559,12 @@ def _all_finite(x, zero):
 def all_finite(x):
     """True when no element of x is NaN or infinite."""
     return bool(_all_finite(x.ravel(), x.dtype.type(0)))
+
+
+def compile_seconds():
+    """About how long the first training step will compile here: 0 when Numba's on-disk cache
+    already holds the compiled step (its index is present and current for this source file)."""
+    try:
+        return 0 if _mlp_step._cache._cache_file._load_index() else COMPILE_SECONDS
+    except Exception:  # NUMBA_DISABLE_JIT (a plain function) or no cache locator: nothing to announce
+        return 0
