@@ -10,7 +10,7 @@ import numpy as np
 from kernels import BACKENDS, REFERENCE
 
 from .errors import DivergenceError, InputError
-from .model import MLP, Workspace, evaluate, loss_and_grads
+from .model import MLP, Workspace, evaluate
 from .optim import OPTIMIZERS, learning_rate
 
 
