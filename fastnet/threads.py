@@ -143,10 +143,3 @@ def numba_threads(n):
     import numba
 
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-
-
-def blas_threads(n):
-    """Let BLAS use n threads from now on (CoreShare's apply for the numpy backend)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(n, user_api="blas")

@@ -24,7 +24,7 @@ from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
 from .recipe import PRESETS, check_memory, held_out, new_state
-from .threads import CoreShare, blas_threads, numba_threads, set_threads
+from .threads import CoreShare, numba_threads, set_threads
 from .training import fit, split_validation, warm_up
 
 # Settings that define the recipe: a resumed run keeps the checkpoint's and refuses contradicting flags.
@@ -205,15 +205,17 @@ def main(argv=None):
     given = given_flags(argv)
     s = settings_from(args)
     kernels, state, names, train, val, test = prepare(s, given)
-    apply = numba_threads if kernels.BLAS_THREADS == 1 else blas_threads
-    with CoreShare(s["threads"], apply) as share:
+    # BLAS's own split of a product changes its rounding, so only Numba's threads are shared: the
+    # numpy backend keeps the BLAS threads it was given.
+    wanted = s["threads"] if kernels.BLAS_THREADS == 1 else 1
+    with CoreShare(wanted, numba_threads) as share:
         return train_and_report(s, kernels, state, names, train, val, test, share)
 
 
 def threads_line(s, share):
     """How many threads the run is cut for and how many run now, and why fewer."""
     line = f"{s['threads']} threads{s['threads_note']}"
-    if share.running < s["threads"]:
+    if share.running < share.wanted:
         line += f" (the cores are busy with other work: {share.running} running now)"
     return line
 
