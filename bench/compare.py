@@ -14,7 +14,10 @@ Threads, per thread count n: this process pins itself to the first n usable core
 any run, and every run inherits that mask, so no contender can use more than n cores whatever its
 library does; then each is told n the way its library listens (fastnet --threads; torch
 set_num_threads; scikit-learn threadpoolctl; JAX and Keras-on-JAX only the mask, see
-bench/peers). The `cores` column (process CPU time / wall time) shows what each really used.
+bench/peers, which also says how each pin was checked). fastnet's threads are all started after
+the fork, so they all carry the mask (the kernel copies it to every new thread; checked: at 1
+thread fastnet.train runs 1 OS thread, allowed on core 0 only). The `cores`
+column (the process's CPU time / wall time, start-up included) shows what each really used.
 
 Parts: the table (every contender), the scale table (fastnet, JAX lax.scan and the floor at
 batch 32/128/512 and width 128/512/2048) and fastnet's cold start (time to the first batch with an

@@ -14,8 +14,9 @@ Its Adam folds the bias corrections into the step size (lr·sqrt(1-β2^t)/(1-β1
 added to sqrt(v) rather than to sqrt(v̂): with eps 1e-8 the two differ in the last bits.
 
 Threads: scikit-learn's MLP is NumPy products plus element-wise NumPy, so its only threads are
-BLAS's; threadpoolctl limits them to --threads (the metrics record the BLAS pools' num_threads as
-threadpoolctl reads them) and the process is pinned to that many cores.
+BLAS's; threadpoolctl limits them to --threads and the process is pinned to that many cores.
+Checked in the metrics: at 1 thread both BLAS pools (NumPy's and SciPy's OpenBLAS) report
+num_threads 1 (library_threads), the process has 1 OS thread, allowed on core 0 only.
 """
 
 import time
