@@ -112,7 +112,8 @@ def small_fashion(tmp_path):
     directory = tmp_path / "data"
     directory.mkdir()
     for split, n in (("train", 1000), ("test", 300)):
-        images, labels = data.load_split("fashion-mnist", split)
+        loaded = data.load_split("fashion-mnist", split)
+        images, labels = loaded.images, loaded.labels
         names = data.SPLIT_FILES[split]
         write_idx(directory / names[0], images[:n].reshape(n, 28, 28))
         write_idx(directory / names[1], labels[:n])
