@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from . import checkpoint, data, plots
+from . import checkpoint, data, formats, plots
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, run
 from .errors import InputError
@@ -22,7 +22,7 @@ def build_parser():
     p.add_argument("model", metavar="MODEL", help="model file written by python -m fastnet.train --save")
     p.add_argument("--dataset", choices=tuple(data.DATASETS),
                    help="data set to test on (default: the one the model was trained on)")
-    p.add_argument("--data-dir", help="directory holding the four IDX files")
+    p.add_argument("--data-dir", help="directory holding the four IDX files, or a .npz file or CSV directory")
     p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--plot", metavar="DIR", help="write test_predictions.png and confusion_matrix.png into DIR")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -35,9 +35,9 @@ def probabilities(kernels, logits):
 
 
 def data_dir(args, settings):
-    """--data-dir, else the directory the model was trained from while it still exists, else None (search)."""
+    """--data-dir, else the data the model was trained from while it still exists, else None (search)."""
     saved = settings.get("data_dir")
-    if args.data_dir is None and isinstance(saved, str) and os.path.isdir(saved):
+    if args.data_dir is None and isinstance(saved, str) and os.path.exists(saved):
         return saved
     return args.data_dir
 
@@ -106,7 +106,7 @@ def main(argv=None):
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    images, labels = data.load_split(dataset, "test", data_dir(args, settings))
+    images, labels = formats.load_split(dataset, "test", data_dir(args, settings))
     check_fits(model.sizes, images, labels, f"the {dataset} test set")
     logits = predict_logits(model, kernels, images)
     probs = probabilities(kernels, logits)
