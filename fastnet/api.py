@@ -404,7 +404,8 @@ def settings(**s):
     if not isinstance(s["standardize"], (bool, np.bool_)):
         raise TypeError(f"standardize must be True or False, got {s['standardize']!r}")
     s["standardize"] = bool(s["standardize"])
-    recipe.check(s, lambda key: names.get(key, key))
+    with python_errors():
+        recipe.check(s, lambda key: names.get(key, key))
     return s
 
 

@@ -17,6 +17,7 @@ Every problem with such a file is an InputError: one line naming the file and wh
 
 import glob
 import os
+import warnings
 import zipfile
 import zlib
 
@@ -131,6 +132,8 @@ def _csv_file(directory, split):
 def read_npz(path, split):
     """X_<split> as rows and y_<split> as labels from the .npz file at path, checked."""
     x_key, y_key = f"X_{split}", f"y_{split}"
+    if not _is_zip(path):
+        raise InputError(f"{path} is not a .npz (zip) file")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
@@ -156,10 +159,12 @@ def read_csv(path):
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=int(header), dtype=np.float32, ndmin=2,
-                           encoding="utf-8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+            table = np.loadtxt(path, delimiter=",", skiprows=int(header), dtype=np.float32, ndmin=2,
+                               encoding="utf-8")
     except ValueError as exc:
-        raise InputError(f"{path}: {str(exc).splitlines()[0].split('; use')[0]}") from None
+        raise InputError(f"{path}: {_csv_problem(path, header) or str(exc).splitlines()[0]}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     if table.shape[0] == 0:
@@ -170,6 +175,24 @@ def read_csv(path):
     if np.all((images >= 0) & (images <= 255) & (images == np.round(images))):
         images = images.astype(np.uint8)
     return _checked(path, "the pixel columns", np.ascontiguousarray(images), "the label column", labels)
+
+
+def _csv_problem(path, header):
+    """The first line of a CSV file that np.loadtxt refused, and why, counting lines from 1 as an
+    editor does (numpy's own messages count rows differently); None if no line is found wrong."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        width = None
+        for number, line in enumerate(f, 1):
+            if number == 1 and header or not line.strip():
+                continue
+            cells = line.rstrip("\r\n").split(",")
+            width = width or len(cells)
+            if len(cells) != width:
+                return f"line {number} has {len(cells)} columns, the first data line {width}"
+            bad = next((c for c in cells if not _is_number(c)), None)
+            if bad is not None:
+                return f"line {number} holds {bad.strip()[:20]!r}, not a number"
+    return None
 
 
 def _is_number(text):
