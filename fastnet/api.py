@@ -274,7 +274,7 @@ class Model:
         >>> import numpy as np
         >>> import fastnet
         >>> X = np.random.default_rng(0).normal(size=(200, 2))
-        >>> model = fastnet.fit(X, np.where(X[:, 0] > 0, "right", "left"), epochs=3, validation=None)
+        >>> model = fastnet.fit(X, np.where(X[:, 0] > 0, "right", "left"), epochs=5, batch_size=16, validation=None)
         >>> model.predict(np.array([[3.0, 0.0], [-3.0, 0.0]])).tolist()
         ['right', 'left']
         """
@@ -288,7 +288,7 @@ class Model:
         >>> import numpy as np
         >>> import fastnet
         >>> X = np.random.default_rng(0).normal(size=(200, 2))
-        >>> model = fastnet.fit(X, X[:, 0] > 0, epochs=5, validation=None)
+        >>> model = fastnet.fit(X, X[:, 0] > 0, epochs=5, batch_size=16, validation=None)
         >>> bool(model.score(X, X[:, 0] > 0) > 0.9)
         True
         """

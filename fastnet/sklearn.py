@@ -123,8 +123,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     >>> from sklearn.datasets import load_iris
     >>> from fastnet.sklearn import MLPClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=1e-2, max_iter=100, random_state=0)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(32,), batch_size=16, learning_rate_init=1e-2, random_state=0)
     >>> bool(clf.fit(X, y).score(X, y) > 0.9)
+    True
+    >>> clf.n_iter_ < clf.max_iter  # stopped: the loss no longer improved by tol
     True
     >>> clf.predict_proba(X[:2]).shape
     (2, 3)

@@ -376,3 +376,14 @@ def test_import_fastnet_stays_light():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['fastnet']"
     assert callable(fastnet.fit) and fastnet.datasets.load_fashion_mnist and "Model" in dir(fastnet)
+
+
+@pytest.mark.parametrize("module", ["fastnet.api", "fastnet.datasets", "fastnet.sklearn"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    if module == "fastnet.sklearn":
+        pytest.importorskip("sklearn")
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
