@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 ROOT = Path(__file__).resolve().parents[1]
 ESTIMATOR = """
 import json, sys, time, warnings
@@ -103,18 +102,18 @@ def main(argv=None):
     info["loadavg_end"] = os.getloadavg()
     summary = {name: {"median_epoch_seconds": float(np.median([s for r in rs for s in r["epoch_seconds"]])),
                       "test_accuracy": sorted({r["test_accuracy"] for r in rs})} for name, rs in runs.items()}
-    est = runs["estimator"]
-    summary["estimator"]["median_fit_wall_per_epoch"] = float(np.median([r["wall_seconds"] for r in est])) / args.epochs
-    summary["estimator"]["median_cli_path_wall_per_epoch"] = \
-        float(np.median([r["cli_path_wall_seconds"] for r in est])) / args.epochs
-    summary["estimator"]["same_network_as_cli_path"] = all(r["same_network"] for r in est)
-    epoch = summary["estimator"]["median_epoch_seconds"] / summary["cli"]["median_epoch_seconds"] - 1
-    wall = summary["estimator"]["median_fit_wall_per_epoch"] / summary["estimator"]["median_cli_path_wall_per_epoch"] - 1
-    print(f"median training epoch: CLI {summary['cli']['median_epoch_seconds']:.3f}s, estimator "
-          f"{summary['estimator']['median_epoch_seconds']:.3f}s ({epoch:+.1%}); whole fit per epoch: the CLI's "
-          f"steps {summary['estimator']['median_cli_path_wall_per_epoch']:.3f}s, estimator "
-          f"{summary['estimator']['median_fit_wall_per_epoch']:.3f}s ({wall:+.1%}); same network: "
-          f"{summary['estimator']['same_network_as_cli_path']}; load average at start {info['loadavg_start']}, "
+    est, cli = runs["estimator"], summary["cli"]
+    ours = summary["estimator"]
+    ours["median_fit_wall_per_epoch"] = float(np.median([r["wall_seconds"] for r in est])) / args.epochs
+    ours["median_cli_path_wall_per_epoch"] = float(np.median([r["cli_path_wall_seconds"] for r in est])) / args.epochs
+    ours["same_network_as_cli_path"] = all(r["same_network"] for r in est)
+    epoch = ours["median_epoch_seconds"] / cli["median_epoch_seconds"] - 1
+    wall = ours["median_fit_wall_per_epoch"] / ours["median_cli_path_wall_per_epoch"] - 1
+    print(f"median training epoch: CLI {cli['median_epoch_seconds']:.3f}s, "
+          f"estimator {ours['median_epoch_seconds']:.3f}s ({epoch:+.1%}); "
+          f"whole fit per epoch: the CLI's steps {ours['median_cli_path_wall_per_epoch']:.3f}s, "
+          f"estimator {ours['median_fit_wall_per_epoch']:.3f}s ({wall:+.1%}); same network: "
+          f"{ours['same_network_as_cli_path']}; load average at start {info['loadavg_start']}, "
           f"end {info['loadavg_end']}")
     tag = f"-threads{args.threads}" if args.threads else ""
     out = ROOT / "bench" / "results" / f"sklearn-overhead{tag}-{time.strftime('%Y-%m-%d')}.json"

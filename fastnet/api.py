@@ -17,7 +17,7 @@ from .errors import DivergenceError, InputError
 from .model import MLP, predict_logits
 from .optim import OPTIMIZERS
 from .threads import limited
-from .training import History, TrainState
+from .training import TrainState
 
 # Model.history's names, and the training loop's names for the same lists.
 HISTORY = {"loss": "train_loss", "accuracy": "train_accuracy", "val_loss": "val_loss",
@@ -240,7 +240,8 @@ class Model:
 
     def __repr__(self):
         sizes = ",".join(map(str, self.network.sizes))
-        return f"fastnet.Model(layers {sizes}, {len(self.classes_)} classes, {self._state.epoch} epochs, {self.network.dtype})"
+        return (f"fastnet.Model(layers {sizes}, {len(self.classes_)} classes, {self._state.epoch} epochs, "
+                f"{self.network.dtype})")
 
     def predict_proba(self, X):
         """Class probabilities: the softmax of the network's outputs.
@@ -390,7 +391,7 @@ class Model:
 def settings(**s):
     """The training settings under the command line's names, checked (recipe.check); numbers as plain
     Python numbers so that they can be stored as JSON. ValueError names the Python argument."""
-    names = {"val_split": "validation", "layers": "hidden_layer_sizes", "lr": "lr"}
+    names = {"val_split": "validation", "layers": "hidden_layer_sizes"}
     for key in ("lr", "beta1", "beta2", "eps"):
         if isinstance(s[key], (int, np.integer, np.floating)) and not isinstance(s[key], (bool, np.bool_)):
             s[key] = float(s[key])

@@ -2,9 +2,10 @@
 
 A file holds the parameters, layer sizes, input scaling, class names and training settings; a
 checkpoint adds the optimiser state, the data-order generator's state and the epoch reached, so
-that `--resume` continues exactly. A model trained in Python on labels other than 0..K-1 also holds
-`classes`, its K original labels (numbers or text); without it the classes are 0..K-1. Reading never trusts the file: every array is checked for
-presence, dtype, shape and finiteness, and any failure is one InputError naming the file.
+that `--resume` continues exactly. A model trained in Python also holds `classes`, the K labels it
+was trained on (numbers or text); without it (the command line's files) the classes are 0..K-1.
+Reading never trusts the file: every array is checked for presence, dtype, shape and finiteness,
+and any failure is one InputError naming the file.
 """
 
 import json

@@ -77,7 +77,7 @@ def load_idx(directory):
     Examples
     --------
     >>> import fastnet
-    >>> (X_train, y_train), (X_test, y_test) = fastnet.datasets.load_idx("/usr/share/datasets/fashion-mnist")  # doctest: +SKIP
+    >>> train, test = fastnet.datasets.load_idx("/usr/share/datasets/fashion-mnist")  # doctest: +SKIP
     """
     return _load("fashion-mnist", directory, False)
 

@@ -142,7 +142,8 @@ def read_npz(path, split):
                                  f"{', '.join(NPZ_KEYS)})")
             images, labels = f[x_key], f[y_key]
     except ValueError as exc:
-        raise InputError(f"{path}: {'it holds pickled objects, which fastnet never loads' if 'pickle' in str(exc) else exc}") from None
+        why = "it holds pickled objects, which fastnet never loads" if "pickle" in str(exc) else exc
+        raise InputError(f"{path}: {why}") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
         raise InputError(f"{path} is not a readable .npz file ({type(exc).__name__})") from None
     if images.ndim == 3:

@@ -15,8 +15,6 @@ from conftest import write_idx
 
 import fastnet
 from fastnet import checkpoint, formats, recipe
-from fastnet.backend import get_backend
-from fastnet.model import predict_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = Path("/usr/share/datasets/fashion-mnist")

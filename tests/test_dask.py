@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn", reason="scikit-learn is not installed (pip install '.[sklearn]')")
-distributed = pytest.importorskip("dask.distributed", reason="dask[distributed] is not installed (pip install '.[dask]')")
+distributed = pytest.importorskip("dask.distributed",
+                                  reason="dask[distributed] is not installed (pip install '.[dask]')")
 
 import joblib  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
@@ -28,8 +29,8 @@ def test_grid_search_on_a_dask_cluster_equals_the_local_one():
     X, y = X[:900], y[:900]
     search = lambda: GridSearchCV(MLPClassifier(max_iter=10, random_state=0, threads=1), GRID, cv=3)  # noqa: E731
     local = search().fit(X, y)  # first: also compiles (or loads) the kernels into Numba's disk cache
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
         on_dask = search()
         with joblib.parallel_backend("dask"), distributed.get_task_stream(client) as tasks:
             on_dask.fit(X, y)

@@ -57,8 +57,8 @@ def npz(tmp_path):
 
 
 def test_npz_trains_with_layers_fitted_to_its_data(npz, tmp_path):
-    done = train("--data-dir", npz, "--epochs", "3", "--batch-size", "8", "--threads", "1", "--save", tmp_path / "m.npz",
-                 "--metrics-json", tmp_path / "m.json")
+    done = train("--data-dir", npz, "--epochs", "3", "--batch-size", "8", "--threads", "1",
+                 "--save", tmp_path / "m.npz", "--metrics-json", tmp_path / "m.json")
     assert done.returncode == 0, done.stderr
     assert "layers 64,128,3" in done.stdout and str(npz) in done.stdout
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -144,7 +144,8 @@ def test_bad_npz_files_are_one_line_errors(tmp_path, arrays, words):
 
 
 @pytest.mark.parametrize("files, words", [
-    ({"x_train.csv": "label,p1,p2\n0,1,2\n1,3\n", "x_test.csv": "label,p1,p2\n0,1,2\n"}, ["x_train.csv", "line 3 has 2 columns"]),
+    ({"x_train.csv": "label,p1,p2\n0,1,2\n1,3\n", "x_test.csv": "label,p1,p2\n0,1,2\n"},
+     ["x_train.csv", "line 3 has 2 columns"]),
     ({"x_train.csv": "label,p1\n0,1\n1,abc\n", "x_test.csv": "label,p1\n0,1\n"}, ["x_train.csv", "line 3 holds 'abc'"]),
     ({"x_train.csv": "label,p1\n", "x_test.csv": "label,p1\n0,1\n"}, ["x_train.csv", "no rows"]),
     ({"x_train.csv": "label,p1\n0,1\n", "y_train.csv": "label,p1\n0,1\n", "x_test.csv": "label,p1\n0,1\n"},
