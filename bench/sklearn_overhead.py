@@ -52,10 +52,10 @@ with limited(threads, K.BLAS_THREADS, "numba"):
     state = recipe.new_state(s, (784, 128, 10), train[0])
     recipe.run_training(state, K, train, val, s)
     cli_wall = time.perf_counter() - t
-h = clf._model._state.history
+h = clf.model_._state.history
 print(json.dumps({"epoch_seconds": h.epoch_seconds, "eval_seconds": h.eval_seconds, "wall_seconds": wall,
                   "cli_path_wall_seconds": cli_wall, "cli_path_epoch_seconds": state.history.epoch_seconds,
-                  "same_network": bool((state.model.params == clf._model.network.params).all()),
+                  "same_network": bool((state.model.params == clf.model_.network.params).all()),
                   "test_accuracy": clf.score(X_test, y_test)}))
 """
 

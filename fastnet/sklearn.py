@@ -122,6 +122,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         n_classes (a softmax output also for two classes, where scikit-learn has one logistic unit).
     out_activation_ : str
         "softmax".
+    model_ : fastnet.Model
+        The trained network itself: ``model_.save(path)`` writes the command line's model file
+        (``python -m fastnet.evaluate`` reads it, ``fastnet.load`` gives it back).
 
     Examples
     --------
@@ -204,7 +207,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, incremental, classes=None):
         self._check_parameters()
-        first = not hasattr(self, "_model") or not (self.warm_start or incremental)
+        first = not hasattr(self, "model_") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, dtype="numeric", reset=first)
         check_classification_targets(y)
         X = formats.as_rows(X, finite=False)  # finite: checked by validate_data
@@ -238,7 +241,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if first:
             sizes = tuple(int(v) for v in s["layers"].split(","))
             state = recipe.new_state(s, sizes, train[0], "standardize" if self.standardize else "none")
-            self._model = Model(state, s, self.classes_, threads=self.threads)
+            self.model_ = Model(state, s, self.classes_, threads=self.threads)
             self.t_ = 0
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -247,7 +250,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             else:
                 self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
         else:
-            model = self._model
+            model = self.model_
             if not incremental:  # warm start: the fitted network, a fresh optimiser (as scikit-learn)
                 model._state.optimizer = recipe.new_optimizer(s, model.network)
             model.settings.update({k: v for k, v in s.items() if k != "layers"})
@@ -257,7 +260,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _train(self, train, val, epochs, incremental):
         """Run up to `epochs` epochs with scikit-learn's bookkeeping and stopping rule."""
-        model = self._model
+        model = self.model_
         state = model._state
         state.rng = (_InOrder if not self.shuffle else np.random.Generator)(state.rng.bit_generator)
         self.n_iter_ = 0
@@ -361,17 +364,17 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Probability of each class (columns in the order of classes_), float64 rows summing to 1."""
         X = self._rows(X)
-        return self._model._proba(X)
+        return self.model_._proba(X)
 
     def predict_log_proba(self, X):
         """The logarithm of predict_proba."""
         X = self._rows(X)
-        return self._model._log_proba(X)
+        return self.model_._log_proba(X)
 
     def predict(self, X):
         """The most probable class of each sample."""
         X = self._rows(X)
-        return self.classes_[self._model._logits(X).argmax(axis=1)]
+        return self.classes_[self.model_._logits(X).argmax(axis=1)]
 
     # ------------------------------------------------------------ what scikit-learn users read
 
@@ -386,9 +389,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _layers(self):
         """Per-layer weights and biases acting on raw X: W0' = diag(scale)·W0, b0' = b0 + shift·W0."""
-        if not hasattr(self, "_model"):
+        if not hasattr(self, "model_"):
             raise AttributeError("coefs_ and intercepts_ exist once the estimator is fitted")
-        net = self._model.network
+        net = self.model_.network
         W, b = layer_views(net.params, net.sizes)
         W, b = [w.copy() for w in W], [v.copy() for v in b]
         first = W[0].astype(np.float64)
@@ -401,12 +404,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     @property
     def n_layers_(self):
         check_is_fitted(self)
-        return len(self._model.network.sizes)
+        return len(self.model_.network.sizes)
 
     @property
     def n_outputs_(self):
         check_is_fitted(self)
-        return self._model.network.sizes[-1]
+        return self.model_.network.sizes[-1]
 
     @property
     def out_activation_(self):

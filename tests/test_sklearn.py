@@ -131,10 +131,10 @@ def test_partial_fit_keeps_the_optimisers_state(digits):
     with pytest.warns(ConvergenceWarning):
         whole = small(max_iter=2).fit(X, y)
     assert inc.t_ == whole.t_ == 2 * len(y)
-    opt, ref = inc._model._state.optimizer, whole._model._state.optimizer
+    opt, ref = inc.model_._state.optimizer, whole.model_._state.optimizer
     assert opt.step == ref.step == 2 * -(-len(y) // 200)
     np.testing.assert_array_equal(opt.m, ref.m)
-    np.testing.assert_array_equal(inc._model.network.params, whole._model.network.params)
+    np.testing.assert_array_equal(inc.model_.network.params, whole.model_.network.params)
     np.testing.assert_array_equal(inc.loss_curve_, whole.loss_curve_)
 
 
@@ -216,3 +216,12 @@ def test_pipeline_grid_search_and_cross_validation(digits):
     parallel = GridSearchCV(pipe, grid, cv=3, n_jobs=2).fit(X, y)  # loky workers, one thread each
     assert parallel.best_params_ == search.best_params_
     np.testing.assert_array_equal(parallel.cv_results_["mean_test_score"], search.cv_results_["mean_test_score"])
+
+
+def test_the_fitted_network_is_a_fastnet_model_file_away(digits, tmp_path):
+    import fastnet
+
+    X, X_test, y, _ = digits
+    clf = small().fit(X, y)
+    clf.model_.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(fastnet.load(tmp_path / "m.npz").predict(X_test), clf.predict(X_test))
