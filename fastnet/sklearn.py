@@ -19,7 +19,7 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
                       "pip install 'fastnet-mlp[sklearn]'") from exc
 
 from . import formats, recipe
-from .api import Model, encode_known, python_errors, settings
+from .api import Model, encode_known, settings
 from .backend import layer_views
 
 SOLVERS = {"adam": "adam", "sgd": "gd"}  # scikit-learn's name -> fastnet's optimiser
@@ -220,8 +220,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if not incremental and set(found.tolist()) != set(self.classes_.tolist()):
                 raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
                                  f"call to fit. Previously got {self.classes_}, `y` has {found}")
-        with python_errors("learning_rate_init"):
-            labels = encode_known(y, self.classes_, len(X))
+        labels = encode_known(y, self.classes_, len(X))
         seed = self._seed()
         if self.early_stopping and not incremental:
             X_train, X_val, y_train, y_val = train_test_split(X, labels, test_size=self.validation_fraction,
@@ -253,7 +252,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             model = self.model_
             if not incremental:  # warm start: the fitted network, a fresh optimiser (as scikit-learn)
                 model._state.optimizer = recipe.new_optimizer(s, model.network)
-            model.settings.update({k: v for k, v in s.items() if k != "layers"})
+            model.settings.update({k: v for k, v in s.items() if k not in ("layers", "standardize", "dtype")})
             model.backend, model.threads = self.backend, self.threads
         self._train(train, val, 1 if incremental else self.max_iter, incremental)
         return self
