@@ -10,8 +10,11 @@ from fastnet.threads import SHARE_VARIABLES, available_cores, default_threads
 
 @pytest.fixture
 def no_share(monkeypatch):
+    """No share in the environment, and no BLAS limit of fastnet's own (an earlier in-process
+    command line's set_threads leaves one)."""
     for name in SHARE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "_own_blas_limit", [None])
     return monkeypatch
 
 
@@ -43,7 +46,6 @@ def test_a_callers_blas_limit_caps_it_but_not_fastnets_own(no_share):
     with threadpool_limits(available_cores(), user_api="blas"):  # restores what set_threads changes
         threads.set_threads(None, 1, "numba")  # the command line's plan: BLAS on one thread under Numba's
         assert default_threads() == available_cores()
-        threads._own_blas_limit[0] = None
 
 
 def test_limited_restores_blas_and_numba():
