@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 
 from kernels import parameter_count
+
 from .errors import InputError
 from .files import atomic_write
 from .model import MLP

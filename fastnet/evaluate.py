@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from . import checkpoint, data, formats, plots
-from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, printable, run
 from .errors import InputError
 from .model import check_fits, predict_logits
@@ -25,7 +25,7 @@ def build_parser():
     p.add_argument("--dataset", choices=tuple(data.DATASETS),
                    help="data set to test on (default: the one the model was trained on)")
     p.add_argument("--data-dir", help="directory holding the four IDX files, or a .npz file or CSV directory")
-    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--plot", metavar="DIR", help="write test_predictions.png and confusion_matrix.png into DIR")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return p

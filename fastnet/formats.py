@@ -17,10 +17,10 @@ Every problem with such a file is an InputError: one line naming the file and wh
 
 import glob
 import os
-from pathlib import Path
 import warnings
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 

@@ -16,7 +16,13 @@ backend spells them out layer by layer, the numba backend runs a batch in one co
 
 import numpy as np
 
-from kernels import activation_codes, activation_names, layer_views, mlp_workspace, parameter_count
+from kernels import (
+    activation_codes,
+    activation_names,
+    layer_views,
+    mlp_workspace,
+    parameter_count,
+)
 
 from .errors import InputError
 

@@ -7,6 +7,7 @@ same way from the same settings.
 import numpy as np
 
 from kernels import parameter_count
+
 from .errors import InputError
 from .model import MLP, parse_layers
 from .optim import OPTIMIZERS

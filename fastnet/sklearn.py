@@ -18,9 +18,10 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
     raise ImportError(f"fastnet.sklearn needs scikit-learn >= 1.6 ({exc}); install the extra: "
                       "pip install 'fastnet-mlp[sklearn]'") from exc
 
+from kernels import layer_views
+
 from . import formats, recipe
 from .api import Model, encode_known, settings
-from .backend import layer_views
 
 SOLVERS = {"adam": "adam", "sgd": "gd"}  # scikit-learn's name -> fastnet's optimiser
 

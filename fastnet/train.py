@@ -14,9 +14,18 @@ import time
 import numpy as np
 
 from . import checkpoint, data, formats
-from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
-from .cli import (ArgumentParser, StopRequest, check_outputs, non_negative_int, positive_float, positive_int,
-                  run, seconds_since_launch, validation_split)
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
+from .cli import (
+    ArgumentParser,
+    StopRequest,
+    check_outputs,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run,
+    seconds_since_launch,
+    validation_split,
+)
 from .errors import InputError
 from .evaluate import fingerprint
 from .files import atomic_write
@@ -56,7 +65,7 @@ def build_parser():
     p.add_argument("--layers", default="784,128,10",
                    help="layer sizes, input first (default: the data's inputs, 128, the data's classes)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir", help="directory holding the four IDX files; or a .npz file, or a directory "

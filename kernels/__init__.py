@@ -14,7 +14,6 @@ its output (the logits) goes into softmax-cross-entropy. Parameters live in one 
 
 import importlib
 import inspect
-
 from collections import namedtuple
 
 import numpy as np

@@ -23,7 +23,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import ACTIVATIONS, FASTMATH, JIT_OPTIONS, RELU, activation_names, parameter_count
+from . import (
+    ACTIVATIONS,
+    FASTMATH,
+    JIT_OPTIONS,
+    RELU,
+    activation_names,
+    parameter_count,
+)
 from .blas import gemm
 
 _jit = njit(**JIT_OPTIONS)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_idx
 
 import fastnet
+from conftest import write_idx
 from fastnet import checkpoint, formats, recipe
 
 ROOT = Path(__file__).resolve().parents[1]

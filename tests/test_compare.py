@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_idx
 
 from bench import compare
 from bench.peers import common
+from conftest import write_idx
 from fastnet import data
 from fastnet.recipe import PRESETS, new_state
 

@@ -23,6 +23,7 @@ import zlib
 import numba
 import numpy as np
 import pytest
+from tolerances import assert_close, blas_threads
 
 import kernels
 from fastnet.backend import get_backend
@@ -30,7 +31,6 @@ from fastnet.errors import InputError
 from fastnet.model import MLP, Workspace, loss_and_grads
 from fastnet.optim import Adam
 from kernels import jit, layer_views, reference
-from tolerances import assert_close, blas_threads
 
 NO_JIT = bool(numba.config.DISABLE_JIT)
 

@@ -25,14 +25,14 @@ from bench.peers import pin_from_argv  # noqa: E402  (stdlib only: nothing has s
 if __name__ == "__main__":
     pin_from_argv()
 
-from bench.peers import common  # noqa: E402
-
 import os  # noqa: E402
 from functools import partial  # noqa: E402
 
 import jax  # noqa: E402  (after the pin: XLA sizes its pools by the mask it sees)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+from bench.peers import common  # noqa: E402
 
 
 def forward(params, x):

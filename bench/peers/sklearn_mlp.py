@@ -28,12 +28,12 @@ from bench.peers import pin_from_argv  # noqa: E402  (stdlib only: nothing has s
 if __name__ == "__main__":
     pin_from_argv()
 
-from bench.peers import common  # noqa: E402
-
 import numpy as np  # noqa: E402
 import sklearn  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+from bench.peers import common  # noqa: E402
 
 
 def build(layers, X, y, batch_size):

@@ -26,10 +26,10 @@ from bench.peers import pin_from_argv  # noqa: E402  (stdlib only: nothing has s
 if __name__ == "__main__":
     pin_from_argv()
 
-from bench.peers import common  # noqa: E402
-
 import torch  # noqa: E402  (after the pin: threads started at import keep the mask they saw)
 from torch import nn  # noqa: E402
+
+from bench.peers import common  # noqa: E402
 
 
 def build(layers):
