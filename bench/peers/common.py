@@ -70,7 +70,7 @@ def write_init(path, layers="784,128,10", seed=0):
     from fastnet.recipe import new_state
 
     s = dict(SEED_RECIPE, seed=seed, dtype="float32", optimizer="adam", eps=EPS)
-    state = new_state(s, parse_layers(layers), None)  # no standardisation: the images are not read
+    state = new_state(s, parse_layers(layers), None, scaling="none")  # the images are not read
     arrays = {}
     for l, (W, b) in enumerate(zip(state.model.W, state.model.b)):
         arrays[f"W{l}"], arrays[f"b{l}"] = W, b
