@@ -1,14 +1,38 @@
-"""fastnet: a from-scratch MLP trainer for IDX image data sets such as Fashion-MNIST."""
+"""fastnet: a from-scratch MLP trainer for arrays and IDX image data sets such as Fashion-MNIST.
+
+The Python API, loaded on first use so that `import fastnet` stays fast:
+fastnet.fit(X, y, ...) -> fastnet.Model; fastnet.load(path) -> fastnet.Model (fastnet.api);
+fastnet.datasets (load_fashion_mnist, load_mnist, load_idx); fastnet.sklearn.MLPClassifier (needs
+scikit-learn). The command lines are python -m fastnet.train, .evaluate, .predict, .show, .gradcheck.
+"""
 
 import os as _os
 import signal as _signal
 import sys as _sys
 
 __version__ = "0.1.0"
+__all__ = ["fit", "load", "Model", "datasets"]
+
+_API = {"fit", "load", "Model"}
+_MODULES = {"api", "datasets", "sklearn"}
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _API:
+        return getattr(importlib.import_module(".api", __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastnet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _API | _MODULES)
 
 
 def _stopped_while_starting(signum, frame):
-    """Ctrl-C or SIGTERM while a command is still importing its modules: nothing is open or half
+    """Ctrl-C, SIGTERM or SIGHUP while a command still imports its modules: nothing is open or half
     written yet, so exit 130 with one line (not a KeyboardInterrupt traceback out of an import).
     os.write: a signal may land while Python is inside sys.stderr's own buffer."""
     try:

@@ -9,6 +9,7 @@ from kernels import BACKENDS, REFERENCE, load_backend  # noqa: F401 (BACKENDS: t
 from .errors import InputError
 
 DEFAULT_BACKEND = "numba"
+BACKEND_NAMES = tuple(BACKENDS)  # the --backend choices
 
 
 def get_backend(name):

@@ -2,8 +2,10 @@
 
 A file holds the parameters, layer sizes, input scaling, class names and training settings; a
 checkpoint adds the optimiser state, the data-order generator's state and the epoch reached, so
-that `--resume` continues exactly. Reading never trusts the file: every array is checked for
-presence, dtype, shape and finiteness, and any failure is one InputError naming the file.
+that `--resume` continues exactly. A model trained in Python also holds `classes`, the K labels it
+was trained on (numbers or text); without it (the command line's files) the classes are 0..K-1.
+Reading never trusts the file: every array is checked for presence, dtype, shape and finiteness,
+and any failure is one InputError naming the file.
 """
 
 import json
@@ -15,6 +17,7 @@ import zlib
 import numpy as np
 
 from kernels import parameter_count
+
 from .errors import InputError
 from .files import atomic_write
 from .model import MLP
@@ -22,6 +25,7 @@ from .training import History, TrainState
 
 FORMAT = "fastnet-model"
 VERSION = 1
+CLASS_KINDS = "biufU"  # dtypes of an optional `classes` member: booleans, numbers, text (never objects)
 
 
 def _text(value):
@@ -29,9 +33,10 @@ def _text(value):
     return np.array(json.dumps(value))
 
 
-def save(path, state, settings, class_names):
+def save(path, state, settings, class_names, classes=None):
     """Write model, optimiser and progress of `state` to path atomically (fastnet.files.atomic_write):
-    a reader, or a crash at any moment, sees the old complete file or the new complete one."""
+    a reader, or a crash at any moment, sees the old complete file or the new complete one.
+    classes, when given, is a (K,) array of numbers or text: the labels that outputs 0..K-1 stand for."""
     model, opt = state.model, state.optimizer
     arrays = {
         "format": np.array(FORMAT),
@@ -49,6 +54,10 @@ def save(path, state, settings, class_names):
         }),
     }
     arrays.update({f"opt_{k}": v for k, v in opt.state().items()})
+    if classes is not None:
+        if classes.dtype.kind not in CLASS_KINDS or classes.shape != (model.num_classes,):
+            raise InputError(f"refusing to write {path}: classes must be {model.num_classes} numbers or strings")
+        arrays["classes"] = classes
     if not all(np.isfinite(a).all() for a in (model.params, *opt.state().values())):
         raise InputError(f"refusing to write {path}: the model has non-finite values")
     with atomic_write(path, "wb", "model file") as f:
@@ -193,9 +202,24 @@ def load(path):
     return model, _json(arrays, path, "settings"), names, arrays
 
 
+def classes(arrays, path, count):
+    """The optional `classes` member: the (count,) original labels, distinct; None when absent."""
+    if "classes" not in arrays:
+        return None
+    values = _field(arrays, path, "classes", CLASS_KINDS, (count,))
+    if len(np.unique(values)) != count:
+        raise InputError(f"{path}: 'classes' repeats a label")
+    return values
+
+
 def load_state(path, optimizers):
     """Read a checkpoint into a TrainState to resume from: returns (state, settings, class_names)."""
     model, settings, names, arrays = load(path)
+    return state_from(model, settings, arrays, path, optimizers), settings, names
+
+
+def state_from(model, settings, arrays, path, optimizers):
+    """The TrainState (optimiser, generator, progress) that arrays of a loaded file hold for model."""
     progress = _json(arrays, path, "progress")
     try:
         _check_progress(progress)
@@ -218,7 +242,7 @@ def load_state(path, optimizers):
         raise InputError(f"{path} cannot be resumed: its training state is damaged or incomplete ({exc})") from None
     if not all(np.isfinite(a).all() for a in opt.state().values()):
         raise InputError(f"{path}: the optimiser state holds non-finite values")
-    return state, settings, names
+    return state
 
 
 def _is_count(x):

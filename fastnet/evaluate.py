@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 
-from . import checkpoint, data, plots
-from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
+from . import checkpoint, data, formats, plots
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, printable, run
 from .errors import InputError
 from .model import check_fits, predict_logits
@@ -24,8 +24,8 @@ def build_parser():
     p.add_argument("model", metavar="MODEL", help="model file written by python -m fastnet.train --save")
     p.add_argument("--dataset", choices=tuple(data.DATASETS),
                    help="data set to test on (default: the one the model was trained on)")
-    p.add_argument("--data-dir", help="directory holding the four IDX files")
-    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
+    p.add_argument("--data-dir", help="directory holding the four IDX files, or a .npz file or CSV directory")
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--plot", metavar="DIR", help="write test_predictions.png and confusion_matrix.png into DIR")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return p
@@ -43,7 +43,7 @@ def data_dir(args, settings):
     saved = settings.get("data_dir")
     if args.data_dir is not None or not isinstance(saved, str):
         return args.data_dir
-    if not os.path.isdir(saved):
+    if not os.path.exists(saved):
         raise InputError(f"{args.model} was trained on the data in {saved}, which is gone; "
                          "pass --data-dir DIR to evaluate on other data")
     return saved
@@ -121,7 +121,7 @@ def main(argv=None):
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    test = data.load_split(dataset, "test", data_dir(args, settings))
+    test = formats.load_split(dataset, "test", data_dir(args, settings))
     images, labels = test.images, test.labels
     where = f"the test set in {test.source}" if test.custom else f"the {dataset} test set"
     check_fits(model.sizes, images, labels, where)

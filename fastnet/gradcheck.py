@@ -8,10 +8,17 @@ below 1e-7 the hand-derived backward pass is right to the precision the differen
 import numpy as np
 
 from . import data
-from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, non_negative_int, positive_int, run
 from .errors import InputError
-from .model import MLP, Workspace, check_fits, loss_and_grads, parse_layers, predict_logits
+from .model import (
+    MLP,
+    Workspace,
+    check_fits,
+    loss_and_grads,
+    parse_layers,
+    predict_logits,
+)
 from .threads import set_threads
 
 THRESHOLD = 1e-7
@@ -77,7 +84,7 @@ def main(argv=None):
     p.add_argument("--samples", type=positive_int, default=10, help="real training samples used (default 10)")
     p.add_argument("--per-tensor", type=positive_int, default=40, help="random entries checked per W and b")
     p.add_argument("--layers", default="784,128,10")
-    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir")

@@ -16,7 +16,13 @@ backend spells them out layer by layer, the numba backend runs a batch in one co
 
 import numpy as np
 
-from kernels import activation_codes, activation_names, layer_views, mlp_workspace, parameter_count
+from kernels import (
+    activation_codes,
+    activation_names,
+    layer_views,
+    mlp_workspace,
+    parameter_count,
+)
 
 from .errors import InputError
 
@@ -81,9 +87,9 @@ class Workspace:
     (kernels.mlp_workspace).
     """
 
-    def __init__(self, sizes, rows, dtype):
+    def __init__(self, sizes, rows, dtype, parts=0):
         self.sizes = np.asarray(sizes, np.int64)
-        self.buffers = mlp_workspace(tuple(sizes), rows, dtype)
+        self.buffers = mlp_workspace(tuple(sizes), rows, dtype, parts)
         self.grads = np.zeros(parameter_count(sizes), dtype)
 
 

@@ -7,10 +7,11 @@ same way from the same settings.
 import numpy as np
 
 from kernels import parameter_count
+
 from .errors import InputError
-from .model import MLP
+from .model import MLP, parse_layers
 from .optim import OPTIMIZERS
-from .training import TrainState
+from .training import TrainState, fit, split_validation
 
 # Recipes: `seed` is the blog walkthrough's, `fastnet` the measured default (see README).
 PRESETS = {
@@ -21,21 +22,48 @@ PRESETS = {
 }
 
 
-def new_state(s, sizes, train_images):
+def new_state(s, sizes, train_images, scaling=None):
     """A fresh model (He initialisation), optimiser and generator for settings s.
 
-    With standardisation, the input scaling comes from the training images alone (never the
-    validation or test images): per pixel, x = (p/255 - mean) / max(sd, SD_FLOOR).
+    The input scaling comes from the training images alone (never the validation or test images),
+    see input_scaling; `scaling` defaults to the command line's meaning of s["standardize"]:
+    "standardize" when on, "pixels" when off.
     """
     rng = np.random.default_rng(s["seed"])
-    scale, shift = 1 / 255, 0.0
-    if s["standardize"]:
-        mean, sd = pixel_moments(train_images)
-        scale, shift = 1 / (255 * sd), -mean / sd
+    scale, shift = input_scaling(train_images, scaling or ("standardize" if s["standardize"] else "pixels"))
     model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift)
+    return TrainState(model, new_optimizer(s, model), rng)
+
+
+def new_optimizer(s, model):
+    """A fresh optimiser of kind s["optimizer"] with its hyper-parameters from s, for model."""
     kind = OPTIMIZERS[s["optimizer"]]
-    opt = kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER})
-    return TrainState(model, opt, rng)
+    return kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER})
+
+
+SCALINGS = ("standardize", "pixels", "none")
+
+
+def input_scaling(images, how):
+    """Per-feature (scale, shift), each (D,), such that a network's inputs are images * scale + shift.
+
+    standardize: mean 0 and deviation 1 on the training images. uint8 images are pixels: their
+      moments on the [0, 1] scale, the deviation floored at SD_FLOOR (pixel_moments), so
+      x = (p/255 - mean) / sd. Any other dtype: feature_moments, x = (v - mean) / sd.
+    pixels: uint8 pixels mapped to [0, 1] (the command line's --no-standardize); others as they are.
+    none: the values as they are.
+    """
+    if how == "standardize":
+        if images.dtype == np.uint8:
+            mean, sd = pixel_moments(images)
+            return 1 / (255 * sd), -mean / sd
+        mean, sd = feature_moments(images)
+        return 1 / sd, -mean / sd
+    if how == "pixels" and images.dtype == np.uint8:
+        return 1 / 255, 0.0
+    if how in SCALINGS:
+        return 1.0, 0.0
+    raise ValueError(f"unknown input scaling {how!r}; expected one of {', '.join(SCALINGS)}")
 
 
 # Border pixels of Fashion-MNIST are nearly always 0: dividing by their tiny deviation would
@@ -56,6 +84,67 @@ def pixel_moments(images, chunk=4096):
     return mean, np.maximum(sd, SD_FLOOR)
 
 
+def feature_moments(X, chunk=4096):
+    """Per-feature mean and deviation of real-valued rows X (N, D), in float64, two passes.
+
+    No floor: features have their own units, so none fits all. A feature whose variance is within
+    the rounding error of computing it (a constant feature, or one that differs only by rounding)
+    gets deviation 1: it is centred, not blown up. The bound is scikit-learn StandardScaler's:
+    var <= N·eps·var + (N·mean·eps)^2.
+    """
+    n = len(X)
+    mean = np.zeros(X.shape[1])
+    for start in range(0, n, chunk):  # float64 sums without a float64 copy of the set
+        mean += X[start : start + chunk].sum(axis=0, dtype=np.float64)
+    mean /= n
+    var = np.zeros(X.shape[1])
+    for start in range(0, n, chunk):
+        var += ((X[start : start + chunk] - mean) ** 2).sum(axis=0)
+    var /= n
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2
+    return mean, np.where(constant, 1.0, np.sqrt(var))
+
+
+def _is_int(x, least):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) and x >= least
+
+
+def check(s, name):
+    """InputError unless every recipe value in s has its type and range.
+
+    name(key) is how the message names a setting: "--batch-size" for a flag, "batch_size" for a
+    Python argument, "the checkpoint's batch_size" for a resumed file.
+    """
+    for key, least in {"epochs": 1, "batch_size": 1, "warmup": 0, "seed": 0}.items():
+        if not _is_int(s.get(key), least):
+            raise InputError(f"{name(key)} must be an integer >= {least}, got {s.get(key)!r}")
+    split = s.get("val_split")
+    if not (_is_int(split, 0) or (isinstance(split, float) and 0 <= split < 1)):
+        raise InputError(f"{name('val_split')} must be a fraction in [0, 1) or a count >= 0, got {split!r}")
+    for key in ("beta1", "beta2"):
+        if not (isinstance(s.get(key), float) and 0 <= s[key] < 1):
+            raise InputError(f"{name(key)} must be a number in [0, 1), got {s.get(key)!r}")
+    choices = {"schedule": ("constant", "cosine"), "optimizer": tuple(OPTIMIZERS), "dtype": ("float32", "float64")}
+    for key, allowed in choices.items():
+        if s.get(key) not in allowed:
+            raise InputError(f"{name(key)} must be one of {', '.join(allowed)}, got {s.get(key)!r}")
+    eps = s.get("eps")
+    if not (isinstance(eps, float) and 0 < eps < float("inf")):
+        raise InputError(f"{name('eps')} must be a positive number, got {eps!r}")
+    tiny = float(np.finfo(s["dtype"]).tiny)
+    if eps < tiny:  # below the smallest normal it rounds to 0 or loses precision; Adam would divide by 0
+        raise InputError(f"{name('eps')} {eps:g} is below the smallest normal {s['dtype']} ({tiny:.3g})")
+    lr = s.get("lr")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")):
+        raise InputError(f"{name('lr')} must be a positive finite number, got {lr!r}")
+    if not isinstance(s.get("layers"), str):
+        raise InputError(f"{name('layers')} must look like 784,128,10, got {s.get('layers')!r}")
+    parse_layers(s["layers"])
+    if s.get("threads") is not None and not _is_int(s["threads"], 1):
+        raise InputError(f"{name('threads')} must be a positive integer, got {s['threads']!r}")
+
+
 def held_out(n, val_split):
     """How many of n training images to hold out for validation: a count as given, or a fraction of
     n, rounded, keeping at least one image on each side when the fraction is above 0."""
@@ -66,6 +155,31 @@ def held_out(n, val_split):
     if val_split <= 0 or n < 2:
         return 0
     return min(max(round(val_split * n), 1), n - 1)
+
+
+def split(images, labels, val_split, seed):
+    """(train, val): the rows trained on and the rows held out, each an (images, labels) pair.
+
+    held_out(n, val_split) rows are drawn with a generator of its own ([seed, 1]), so the split
+    does not move the training order. The training rows are gathered into a C-contiguous copy
+    (the compiled step reads whole rows); with nothing held out, the arrays themselves are used.
+    """
+    n_val = held_out(len(labels), val_split)
+    if n_val == 0:
+        return (images, labels), (images[:0], labels[:0])
+    train_idx, val_idx = split_validation(len(labels), n_val, np.random.default_rng([seed, 1]))
+    return (np.ascontiguousarray(images[train_idx]), labels[train_idx]), (images[val_idx], labels[val_idx])
+
+
+def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, stop=None, parts=0, share=None):
+    """Train state up to s["epochs"] with the recipe s (training.fit); True when all epochs ran.
+
+    Non-finite values raise DivergenceError in fit, so NumPy's warnings about them are silenced.
+    parts and share: how the batch is cut and how threads are shared (training.fit).
+    """
+    with np.errstate(all="ignore"):
+        return fit(state, backend, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"], s["warmup"],
+                   on_epoch, on_batch, stop, parts, share)
 
 
 def peak_bytes(sizes, batch_size, dtype, data_bytes):

@@ -1,4 +1,4 @@
-"""python -m fastnet.train: train an MLP on an IDX data set and report accuracy and timings.
+"""python -m fastnet.train: train an MLP on an IDX, .npz or CSV data set and report accuracy and timings.
 
 Everything that can be checked is checked before the first step (flags, output paths, both data
 splits, memory); once training has started, the model is saved before anything else can fail.
@@ -13,19 +13,28 @@ import time
 
 import numpy as np
 
-from . import checkpoint, data
-from .backend import BACKENDS, DEFAULT_BACKEND, get_backend
-from .cli import (ArgumentParser, StopRequest, check_outputs, non_negative_int, positive_float, positive_int,
-                  run, seconds_since_launch, validation_split)
+from . import checkpoint, data, formats
+from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
+from .cli import (
+    ArgumentParser,
+    StopRequest,
+    check_outputs,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run,
+    seconds_since_launch,
+    validation_split,
+)
 from .errors import InputError
 from .evaluate import fingerprint
 from .files import atomic_write
 from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
-from .recipe import PRESETS, check_memory, held_out, new_state
-from .threads import set_threads
-from .training import fit, split_validation, warm_up
+from .recipe import PRESETS, check, check_memory, new_state, run_training, split
+from .threads import CoreShare, numba_threads, set_threads
+from .training import warm_up
 
 # Settings that define the recipe: a resumed run keeps the checkpoint's and refuses contradicting flags.
 RECIPE = ("preset", "batch_size", "lr", "schedule", "warmup", "optimizer", "beta1", "beta2", "eps",
@@ -54,12 +63,14 @@ def build_parser():
                    help="held out for validation: a fraction below 1 or a number of images "
                         "(preset: 0.05; seed 0)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of initialisation, split and order")
-    p.add_argument("--layers", default="784,128,10", help="layer sizes, input first (default 784,128,10)")
+    p.add_argument("--layers", default="784,128,10",
+                   help="layer sizes, input first (default: the data's inputs, 128, the data's classes)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--backend", choices=tuple(BACKENDS), default=DEFAULT_BACKEND)
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
-    p.add_argument("--data-dir", help="directory holding the four IDX files")
+    p.add_argument("--data-dir", help="directory holding the four IDX files; or a .npz file, or a directory "
+                                      "of *train*.csv and *test*.csv (see fastnet.formats)")
     p.add_argument("--save", metavar="PATH", help="write the model (and its training state) to PATH (.npz)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="with --save, also save every N epochs")
     p.add_argument("--resume", metavar="PATH", help="continue the run saved in PATH up to --epochs in total")
@@ -86,10 +97,6 @@ def settings_from(args):
     return s
 
 
-def _is_int(x, least):
-    return isinstance(x, int) and not isinstance(x, bool) and x >= least
-
-
 def check_settings(s, where="--"):
     """InputError unless every recipe value has its type and range (flags, or a checkpoint's copy).
 
@@ -98,33 +105,10 @@ def check_settings(s, where="--"):
     def name(key):
         return f"{where}{key.replace('_', '-')}" if where == "--" else f"{where}{key}"
 
-    for key, least in {"epochs": 1, "batch_size": 1, "warmup": 0, "seed": 0}.items():
-        if not _is_int(s.get(key), least):
-            raise InputError(f"{name(key)} must be an integer >= {least}, got {s.get(key)!r}")
-    split = s.get("val_split")
-    if not (_is_int(split, 0) or (isinstance(split, float) and 0 <= split < 1)):
-        raise InputError(f"{name('val_split')} must be a fraction in [0, 1) or a count >= 0, got {split!r}")
-    for key in ("beta1", "beta2"):
-        if not (isinstance(s.get(key), float) and 0 <= s[key] < 1):
-            raise InputError(f"{name(key)} must be a number in [0, 1), got {s.get(key)!r}")
-    choices = {"schedule": ("constant", "cosine"), "optimizer": tuple(OPTIMIZERS),
-               "dtype": ("float32", "float64"), "dataset": tuple(data.DATASETS)}
-    for key, allowed in choices.items():
-        if s.get(key) not in allowed:
-            raise InputError(f"{name(key)} must be one of {', '.join(allowed)}, got {s.get(key)!r}")
-    eps = s.get("eps")
-    if not (isinstance(eps, float) and 0 < eps < float("inf")):
-        raise InputError(f"{name('eps')} must be a positive number, got {eps!r}")
-    tiny = float(np.finfo(s["dtype"]).tiny)
-    if eps < tiny:  # below the smallest normal it rounds to 0 or loses precision; Adam would divide by 0
-        raise InputError(f"{name('eps')} {eps:g} is below the smallest normal {s['dtype']} ({tiny:.3g})")
-    lr = s.get("lr")
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")):
-        raise InputError(f"{name('lr')} must be a positive finite number, got {lr!r}")
-    if not isinstance(s.get("layers"), str):
-        raise InputError(f"{name('layers')} must look like 784,128,10, got {s.get('layers')!r}")
-    parse_layers(s["layers"])
-    if s.get("threads") is not None and not (_is_int(s["threads"], 1) and s["threads"] <= MAX_THREADS):
+    check(s, name)
+    if s.get("dataset") not in data.DATASETS:
+        raise InputError(f"{name('dataset')} must be one of {', '.join(data.DATASETS)}, got {s.get('dataset')!r}")
+    if s.get("threads") is not None and s["threads"] > MAX_THREADS:
         raise InputError(f"{name('threads')} must be an integer from 1 to {MAX_THREADS}, got {s['threads']!r}")
     if s.get("checkpoint_every") and not s.get("save"):
         raise InputError("--checkpoint-every needs --save PATH")
@@ -177,11 +161,13 @@ def prepare(s, given):
         kernels = get_backend(s["backend"])
     check_outputs(s)
     s["threads"], s["threads_note"] = set_threads(s["threads"], kernels.BLAS_THREADS, s["backend"])
-    train_split = data.load_split(s["dataset"], "train", s["data_dir"])
-    test_split = data.load_split(s["dataset"], "test", s["data_dir"])
+    train_split = formats.load_split(s["dataset"], "train", s["data_dir"])
+    test_split = formats.load_split(s["dataset"], "test", s["data_dir"])
     images, labels, classes = train_split.images, train_split.labels, train_split.num_classes
     if state is None:
         sizes = parse_layers(s["layers"])
+        if "layers" not in given:  # the default's hidden layers, between the data's inputs and classes
+            sizes = (images.shape[1], *sizes[1:-1], classes)
         check_fits(sizes, images, labels, "the training set", "--layers", classes)
     else:
         sizes = state.model.sizes
@@ -190,52 +176,66 @@ def prepare(s, given):
     check_fits(sizes, *test, "the test set", "the model")
     s["test_fingerprint"] = fingerprint(*test)
     s["layers"] = ",".join(map(str, sizes))
-    n_val = held_out(len(labels), s["val_split"])
     check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], images.nbytes + test[0].nbytes)
-    train_idx, val_idx = split_validation(len(labels), n_val, np.random.default_rng([s["seed"], 1]))
+    train_rows, val = split(images, labels, s["val_split"], s["seed"])
     if s["resume"]:
-        checkpoint.check_position(state, len(train_idx), s["batch_size"], s["resume"])
-    train = (np.ascontiguousarray(images[train_idx]), labels[train_idx])
-    val = (images[val_idx], labels[val_idx])
+        checkpoint.check_position(state, len(train_rows[1]), s["batch_size"], s["resume"])
     if state is None:
-        state = new_state(s, sizes, train[0])
+        state = new_state(s, sizes, train_rows[0])
         names = list(train_split.class_names)
-    return kernels, state, names, train, val, test
+    return kernels, state, names, train_rows, val, test
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     given = given_flags(argv)
     s = settings_from(args)
-    kernels, state, names, train, val, test = prepare(s, given)
+    kernels, state, names, train_rows, val, test = prepare(s, given)
+    # BLAS's own split of a product changes its rounding, so only Numba's threads are shared: the
+    # numpy backend keeps the BLAS threads it was given.
+    wanted = s["threads"] if kernels.BLAS_THREADS == 1 else 1
+    with CoreShare(wanted, numba_threads) as share:
+        return train_and_report(s, kernels, state, names, train_rows, val, test, share)
+
+
+def threads_line(s, share):
+    """How many threads the run is cut for and how many run now, and why fewer."""
+    line = f"{s['threads']} threads{s['threads_note']}"
+    if share.running < share.wanted:
+        line += f" (the cores are busy with other work: {share.running} running now)"
+    return line
+
+
+def train_and_report(s, kernels, state, names, train_rows, val, test, share):
+    """Train (announcing the run, saving as asked, stopping cleanly on a signal), then report."""
     say = (lambda *a: None) if s["quiet"] else print
-    say(f"fastnet: {s['dataset']} {len(train[1])} train / {len(val[1])} val, layers {s['layers']}, "
-        f"{s['dtype']}, backend {s['backend']}, {s['threads']} threads{s['threads_note']}, "
+    source = s["dataset"] if formats.kind(s["data_dir"]) == "idx" else s["data_dir"]
+    say(f"fastnet: {source} {len(train_rows[1])} train / {len(val[1])} val, layers {s['layers']}, "
+        f"{s['dtype']}, backend {s['backend']}, {threads_line(s, share)}, "
         f"{s['optimizer']} lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}")
 
     def save(what):
         checkpoint.save(s["save"], state, s, names)
         return f"; {what} saved to {s['save']}"
 
-    bar = ProgressBar(len(train[1]))
+    bar = ProgressBar(len(train_rows[1]))
 
     def on_epoch(st):
         bar.close()
-        say(epoch_line(st, s["epochs"], len(train[1])))
+        say(epoch_line(st, s["epochs"], len(train_rows[1])))
         if s["save"] and s["checkpoint_every"] and st.epoch % s["checkpoint_every"] == 0:
             save("checkpoint")
         bar.reset(f"epoch {st.epoch + 1}/{s['epochs']}")
 
     t = time.perf_counter()
-    warm_up(kernels, state.model.dtype)
+    warm_up(kernels, state.model.dtype, s["optimizer"])
     s["kernel_load_seconds"] = time.perf_counter() - t
     s["startup_seconds"] = seconds_since_launch()
     with StopRequest() as stop:
         bar.reset(f"epoch {state.epoch + 1}/{s['epochs']}")
         try:
-            with np.errstate(all="ignore"):  # divergence is detected and reported by fit, not by warnings
-                done = fit(state, kernels, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"],
-                           s["warmup"], on_epoch, bar.update, stop)
+            done = run_training(state, kernels, train_rows, val, s, on_epoch, bar.update, stop, parts=s["threads"],
+                                share=share)
         finally:
             bar.close()
         saved = save("model") if s["save"] else ""

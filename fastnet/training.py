@@ -2,6 +2,7 @@
 warm-up that compiles a backend's kernels before the first epoch is timed."""
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ import numpy as np
 from kernels import BACKENDS, REFERENCE
 
 from .errors import DivergenceError, InputError
-from .model import MLP, Workspace, evaluate, loss_and_grads
+from .model import MLP, Workspace, evaluate
 from .optim import OPTIMIZERS, learning_rate
 
 
@@ -100,12 +101,14 @@ def loss_limit(first_loss, classes):
 
 
 def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
-        on_epoch=None, on_batch=None, stop=None):
+        on_epoch=None, on_batch=None, stop=None, parts=0, share=None):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
     train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
     checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
-    apart. Returns True when all epochs ran, False when stop() cut the run short.
+    apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
+    share: a threads.CoreShare, asked after each step how many threads may run now. Returns True
+    when all epochs ran, False when stop() cut the run short.
     """
     images, labels = train
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
@@ -114,7 +117,15 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     def lr_at(step):
         return learning_rate(lr, schedule, step, total, warmup)
 
-    ws = Workspace(state.model.sizes, min(batch_size, len(labels)), state.model.dtype)
+    ws = Workspace(state.model.sizes, min(batch_size, len(labels)), state.model.dtype, parts)
+    if share is not None:
+        report_batch = on_batch
+
+        def on_batch(n, loss):
+            share.poll()
+            if report_batch is not None:
+                report_batch(n, loss)
+
     h = state.history
     while state.epoch < epochs:
         t0 = time.perf_counter()
@@ -141,16 +152,21 @@ def split_validation(n, n_val, rng):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def warm_up(backend, dtype):
-    """Run the kernels training uses once, on tiny arrays of `dtype` laid out as training lays them out.
+def warm_up(backend, dtype, optimizer="adam", images=np.uint8, labels=np.uint8):
+    """Run the kernels a training run uses once, on tiny arrays of `dtype`, with `optimizer`, laid
+    out as training lays them out (images and labels of the given dtypes).
 
     Numba compiles (or loads from its cache) one specialisation per dtype and layout on first
     call; doing it here keeps that cost out of the first epoch's time and makes it measurable.
-    A kernel that fails to compile becomes one line telling the user how to carry on.
+    When the backend says it must compile first (an empty cache), one line on stderr says so
+    before it starts. A kernel that fails to compile becomes one line telling the user how to carry on.
     """
+    seconds = getattr(backend, "compile_seconds", lambda: 0)()  # optional: only compiled backends have it
+    if seconds > 1:
+        print(f"compiling kernels for this machine, once: about {seconds:.0f} s", file=sys.stderr, flush=True)
     try:
         with np.errstate(all="ignore"):  # random inputs; numbers are not checked here, only that kernels run
-            _exercise(backend, dtype)
+            _exercise(backend, dtype, optimizer, images, labels)
     except Exception as exc:
         if backend.__name__ == BACKENDS[REFERENCE]:
             raise
@@ -160,17 +176,14 @@ def warm_up(backend, dtype):
                          f"pass --backend {REFERENCE}") from None
 
 
-def _exercise(backend, dtype):
-    """Call every kernel the training and evaluation use once, on tiny arrays shaped and typed as they use them."""
+def _exercise(backend, dtype, optimizer, images_dtype, labels_dtype):
+    """Call the kernels that training with `optimizer` and evaluation use once, on tiny arrays shaped
+    and typed as they use them."""
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (4, 3), dtype=np.uint8)
-    labels = np.array([0, 1, 1, 0], np.uint8)
+    images = rng.integers(0, 256, (4, 3)).astype(images_dtype)
+    labels = np.array([0, 1, 1, 0], labels_dtype)
     model = MLP.he_init((3, 2, 2), rng, dtype)
     ws = Workspace(model.sizes, 4, model.dtype)
-    loss_and_grads(model, backend, images, rng.permutation(4), labels, ws)
-    for name in OPTIMIZERS:
-        opt = OPTIMIZERS[name](model.params.size, model.dtype)
-        opt.update(backend, model.params, ws.grads, 1e-3)
-        opt.train_step(backend, model, images, rng.permutation(4)[:3], labels, ws, 1e-3)
-    backend.all_finite(model.params)
+    opt = OPTIMIZERS[optimizer](model.params.size, model.dtype)
+    opt.train_step(backend, model, images, rng.permutation(4)[:3], labels, ws, 1e-3)
     evaluate(model, backend, images, labels)

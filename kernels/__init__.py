@@ -17,6 +17,7 @@ import inspect
 import os
 import sys
 import warnings
+from collections import namedtuple
 
 import numpy as np
 
@@ -171,13 +172,16 @@ def parameter_count(sizes):
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def mlp_workspace(sizes, rows, dtype):
-    """Scratch buffers for mlp_gradients and mlp_logits on batches of up to `rows` rows.
+# Scratch of the whole-network kernels. inputs (rows·D0,); activations and deltas (rows·(D1+...+DL),),
+# one rows·D_l block per layer l = 1..L, back to back; labels (rows,); parts: how many parts a batch
+# is cut into (0: as many as Numba runs threads at each call). Fixing parts fixes the rounding: a run
+# gives the same numbers on however many threads actually run them.
+MLPWork = namedtuple("MLPWork", "inputs activations deltas labels parts")
 
-    Returns flat (inputs, activations, deltas, labels): inputs rows·D0; activations and deltas hold
-    one rows·D_l block per layer l = 1..L, back to back; labels rows. Allocated once per run; the
-    reference ignores it.
-    """
+
+def mlp_workspace(sizes, rows, dtype, parts=0):
+    """Scratch buffers (MLPWork) for mlp_gradients and mlp_logits on batches of up to `rows` rows,
+    cut into `parts` parts. Allocated once per run; the reference ignores it."""
     width = sum(sizes[1:])
-    return (np.zeros(rows * sizes[0], dtype), np.zeros(rows * width, dtype), np.zeros(rows * width, dtype),
-            np.zeros(rows, np.intp))
+    return MLPWork(np.zeros(rows * sizes[0], dtype), np.zeros(rows * width, dtype), np.zeros(rows * width, dtype),
+                   np.zeros(rows, np.intp), int(parts))

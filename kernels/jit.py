@@ -23,12 +23,23 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import ACTIVATIONS, FASTMATH, JIT_OPTIONS, RELU, activation_names, parameter_count
+from . import (
+    ACTIVATIONS,
+    FASTMATH,
+    JIT_OPTIONS,
+    RELU,
+    activation_names,
+    parameter_count,
+)
 from .blas import gemm
 
 _jit = njit(**JIT_OPTIONS)
 _jit_fast = njit(fastmath=FASTMATH, **JIT_OPTIONS)
 _jit_parallel = njit(parallel=True, **JIT_OPTIONS)
+
+# Seconds that compiling the kernels of a training run takes when Numba's cache is empty, measured
+# on this project's 2-core Xeon (docs/performance.md); announced before it starts.
+COMPILE_SECONDS = 10
 
 BLAS_THREADS = 1  # BLAS runs inside each of Numba's threads, one thread each
 
@@ -372,7 +383,7 @@ def _mlp_logits(parts, out, X, acts, images, index, scale, shift, sizes, activat
 def _check_network(images, index, scale, shift, sizes, activations, params, work):
     """The checks that keep the compiled kernels inside their buffers (they do no bounds checks),
     and the network description's (kernels.activation_names)."""
-    X, acts, deltas, y = work
+    X, acts, deltas, y = work[:4]
     sz = list(sizes.tolist() if isinstance(sizes, np.ndarray) else sizes)
     activation_names(sz, activations)
     count = parameter_count(sz)
@@ -390,6 +401,12 @@ def _check_network(images, index, scale, shift, sizes, activations, params, work
         raise ValueError("work, scale and shift must have the dtype of params")
 
 
+def _parts(work):
+    """The parts a batch is cut into: the workspace's, else as many as Numba runs threads now."""
+    parts = work[4] if len(work) > 4 else 0
+    return parts if parts > 0 else numba.get_num_threads()
+
+
 _CHECKED = [()]  # the arguments _step last checked: a training loop passes the same ones every step
 
 
@@ -399,7 +416,7 @@ def _step(images, index, labels, scale, shift, sizes, activations, params, grads
     The checks of everything but index are skipped when every argument is the very object checked
     last time (arrays cannot change shape or dtype in place): they cost more than a step's Python.
     """
-    same = (images, labels, scale, shift, sizes, activations, params, grads, m, v, *work)
+    same = (images, labels, scale, shift, sizes, activations, params, grads, m, v, *work[:4])
     if len(same) != len(_CHECKED[0]) or any(a is not b for a, b in zip(same, _CHECKED[0])):
         _check_network(images, index, scale, shift, sizes, activations, params, work)
         for name, a in (("grads", grads), ("m", m), ("v", v)):
@@ -413,7 +430,7 @@ def _step(images, index, labels, scale, shift, sizes, activations, params, grads
     index, sizes = np.ascontiguousarray(index, np.intp), np.asarray(sizes, np.int64)
     activations = np.asarray(activations, np.int64)
     inv_n = params.dtype.type(1.0 / len(index))
-    total, valid, finite = _mlp_step(numba.get_num_threads(), grads, *work, images, index, labels, scale, shift,
+    total, valid, finite = _mlp_step(_parts(work), grads, *work[:4], images, index, labels, scale, shift,
                                      sizes, activations, params, inv_n, m, v, adam, update)
     if not valid:
         if index.min() < 0 or index.max() >= len(images):
@@ -451,7 +468,7 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
         raise ValueError(f"out must be C-contiguous ({len(index)}, {sizes[-1]}) of the params' dtype")
     if len(index) and (index.min() < 0 or index.max() >= len(images)):
         raise ValueError("index points outside images")
-    _mlp_logits(numba.get_num_threads(), out.reshape(-1), work[0], work[1], images, index, scale, shift,
+    _mlp_logits(_parts(work), out.reshape(-1), work[0], work[1], images, index, scale, shift,
                 sizes, np.asarray(activations, np.int64), params)
     return out
 
@@ -459,14 +476,18 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
 # Adam's constants for one step (adam_update's maths, with m̂ = m·m_scale and v̂ = v·v_scale), each
 # in the parameters' dtype: a float64 or Python float reaching _adam would promote float32 maths.
 # zero is 0 in that dtype, for the finiteness check.
-AdamConstants = namedtuple("AdamConstants", "lr beta1 beta2 one_minus_beta1 one_minus_beta2 m_scale v_scale eps zero")
+# tiny is the dtype's smallest normal number: moments below it are flushed to 0 (see adam_update in
+# kernels.reference), so decaying moments never linger in the ~100x slower subnormal range.
+AdamConstants = namedtuple("AdamConstants",
+                           "lr beta1 beta2 one_minus_beta1 one_minus_beta2 m_scale v_scale eps zero tiny")
 
 
 def _adam_constants(dtype, step, lr, beta1, beta2, eps):
     """AdamConstants of step `step` (from 1), computed in float64, then each rounded to dtype."""
     t = np.dtype(dtype).type
     m_scale, v_scale = 1 / (1 - beta1**step), 1 / (1 - beta2**step)
-    return AdamConstants(t(lr), t(beta1), t(beta2), t(1 - beta1), t(1 - beta2), t(m_scale), t(v_scale), t(eps), t(0))
+    return AdamConstants(t(lr), t(beta1), t(beta2), t(1 - beta1), t(1 - beta2), t(m_scale), t(v_scale), t(eps), t(0),
+                         np.finfo(dtype).tiny)
 
 
 @_jit_fast  # reassociation lets the poison sum vectorise (8x here); no nnan/ninf keeps NaN alive
@@ -476,6 +497,8 @@ def _adam(p, g, m, v, c):
         gi = g[i]
         mi = c.beta1 * m[i] + c.one_minus_beta1 * gi
         vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi
+        mi = c.zero if abs(mi) < c.tiny else mi  # selects, not branches: the loop still vectorises;
+        vi = c.zero if vi < c.tiny else vi  # written so that NaN (no comparison holds) passes through
         m[i] = mi
         v[i] = vi
         pi = p[i] - c.lr * (mi * c.m_scale) / (math.sqrt(vi * c.v_scale) + c.eps)
@@ -543,3 +566,12 @@ def _all_finite(x, zero):
 def all_finite(x):
     """True when no element of x is NaN or infinite."""
     return bool(_all_finite(x.ravel(), x.dtype.type(0)))
+
+
+def compile_seconds():
+    """About how long the first training step will compile here: 0 when Numba's on-disk cache
+    already holds the compiled step (its index is present and current for this source file)."""
+    try:
+        return 0 if _mlp_step._cache._cache_file._load_index() else COMPILE_SECONDS
+    except Exception:  # NUMBA_DISABLE_JIT (a plain function) or no cache locator: nothing to announce
+        return 0

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_idx
 
+from conftest import write_idx
 from fastnet import data
 from fastnet.data import idx, load_split, read_idx, sources
 from fastnet.errors import InputError

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_idx
 
+from conftest import write_idx
 from fastnet import checkpoint
 from fastnet.evaluate import grid_sample, per_class, table
 from fastnet.model import MLP

@@ -21,11 +21,11 @@ import zlib
 
 import numpy as np
 import pytest
+from tolerances import blas_threads
 
 import kernels
 from fastnet.model import MLP, Workspace, loss_and_grads
 from kernels import reference
-from tolerances import blas_threads
 
 EPS = 1e-6
 KINK_MARGIN = 1e-4

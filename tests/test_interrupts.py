@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kernels.jit as jit
+import kernels.reference as ref
 from conftest import write_idx
 from fastnet import checkpoint, training
 from fastnet.model import MLP
 from fastnet.optim import OPTIMIZERS
 from fastnet.training import TrainState
-
-import kernels.jit as jit
-import kernels.reference as ref
 
 ROOT = Path(__file__).resolve().parents[1]
 

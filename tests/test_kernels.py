@@ -23,6 +23,7 @@ import zlib
 import numba
 import numpy as np
 import pytest
+from tolerances import assert_close, blas_threads
 
 import kernels
 from fastnet.backend import get_backend
@@ -30,7 +31,6 @@ from fastnet.errors import InputError
 from fastnet.model import MLP, Workspace, loss_and_grads
 from fastnet.optim import Adam
 from kernels import jit, layer_views, reference
-from tolerances import assert_close, blas_threads
 
 NO_JIT = bool(numba.config.DISABLE_JIT)
 
@@ -414,6 +414,26 @@ def test_adam_update_steps_1_to_5(backend, dtype, P, lr, beta1, beta2, eps):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_moments_are_never_subnormal(backend, dtype):
+    """Once a weight's gradient is exactly 0 its moments decay geometrically; below the smallest
+    normal number they become 0 instead of lingering in the slow subnormal range (0.5 times the
+    smallest subnormal rounds back to it, so without the flush they would stay there for good)."""
+    tiny = np.finfo(dtype).tiny
+    P = 37
+    p = np.linspace(-1, 1, P).astype(dtype)
+    m, v = np.zeros(P, dtype), np.zeros(P, dtype)
+    g = np.linspace(-2, 3, P).astype(dtype)
+    assert backend.adam_update(p, g, m, v, 1, 1e-3, 0.5, 0.5, 1e-8) is True
+    g[:] = 0
+    for step in range(2, 1200):  # 0.5^1100 is far below float64's smallest subnormal
+        assert backend.adam_update(p, g, m, v, step, 1e-3, 0.5, 0.5, 1e-8) is True
+        for name, x in (("m", m), ("v", v)):
+            assert ((x == 0) | (np.abs(x) >= tiny)).all(), f"step {step}: a subnormal {name}"
+    assert not m.any() and not v.any(), "the moments of a zero gradient must reach exactly 0"
+    assert np.isfinite(p).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @SIZES
 def test_sgd_update(backend, dtype, P):
     rng = rng_for("sgd", P)
@@ -675,6 +695,34 @@ def test_jit_network_kernels_agree_on_any_thread_count():
         other = run_network(jit, model, images, index, labels, 64, threads)
         for a, b in zip(one, other):
             assert_close(b, a, "network", np.float32)
+
+
+@pytest.mark.skipif(NO_JIT, reason="threads do not exist without the JIT")
+def test_fixed_parts_give_identical_results_on_any_number_of_running_threads():
+    """A workspace cut into `parts` parts fixes which rows and bands go together, and so every
+    rounding: one running thread doing all parts gives the very bits of one thread per part. This
+    is what lets a run give up threads to other work (threads.CoreShare) without changing results."""
+    model, _ = network_pair(SIZES_NET, np.float32)
+    images, labels = network_batch(37)
+    index = np.random.default_rng(0).permutation(37)
+    results = []
+    for running in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        ws, m, v = Workspace(model.sizes, 64, model.dtype, parts=3), *np.zeros((2, model.params.size), np.float32)
+        params = model.params.copy()
+        saved = numba.get_num_threads()
+        numba.set_num_threads(running)
+        try:
+            loss, ok = jit.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
+                                         model.activation_codes, params, ws.grads, m, v, 1, 1e-3, 0.9, 0.999, 1e-8,
+                                         ws.buffers)
+        finally:
+            numba.set_num_threads(saved)
+        assert ok
+        results.append((loss, params, ws.grads.copy(), m, v))
+    for other in results[1:]:
+        assert other[0] == results[0][0]
+        for a, b in zip(other[1:], results[0][1:]):
+            assert np.array_equal(a, b)
 
 
 MANY_THREADS = 16

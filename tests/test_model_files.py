@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kernels.reference as ref
 from conftest import write_idx
 from fastnet import checkpoint, evaluate, training
 from fastnet.cli import run
@@ -26,8 +27,6 @@ from fastnet.errors import InputError
 from fastnet.model import MLP
 from fastnet.optim import OPTIMIZERS
 from fastnet.training import TrainState
-
-import kernels.reference as ref
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (16, 8, 3)

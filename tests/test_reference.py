@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 from scipy.special import softmax as scipy_softmax
+from tolerances import assert_close
 
 import kernels
 from kernels import reference
-from tolerances import assert_close
 
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64])
 

@@ -58,6 +58,10 @@ class Split:
     found_by: str
     custom: bool
 
+    def __iter__(self):
+        """A split unpacks as its arrays: images, labels = load_split(...)."""
+        return iter((self.images, self.labels))
+
 
 def load_split(name="fashion-mnist", split="train", data_dir=None, download=True) -> Split:
     """One split of a data set: its images, labels, class names and class count, and where it came from.

@@ -1,0 +1,512 @@
+"""fastnet for people holding arrays: fit a classifier, predict, score, save and load model files.
+
+`fit` trains with the recipe of python -m fastnet.train (fastnet.recipe: the same presets,
+standardisation, split and training loop), so the same settings on the same data give the same
+network. `Model.save` writes, and `load` reads, the command line's model files.
+"""
+
+import contextlib
+import dataclasses
+import os
+
+import numpy as np
+
+from . import checkpoint, formats, recipe
+from .backend import BACKEND_NAMES, get_backend
+from .errors import DivergenceError, InputError
+from .model import MLP, predict_logits
+from .optim import OPTIMIZERS
+from .threads import limited
+from .training import TrainState
+
+# Model.history's names, and the training loop's names for the same lists.
+HISTORY = {"loss": "train_loss", "accuracy": "train_accuracy", "val_loss": "val_loss",
+           "val_accuracy": "val_accuracy", "epoch_seconds": "epoch_seconds"}
+
+
+@contextlib.contextmanager
+def python_errors(lr_name="lr"):
+    """The command line's errors, as a Python caller expects them: InputError (bad input or settings)
+    becomes ValueError, DivergenceError a ValueError that names the learning-rate argument."""
+    try:
+        yield
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    except DivergenceError as exc:
+        raise ValueError(str(exc).replace("--lr", lr_name)) from None
+
+
+def fit(X, y, *, hidden_layer_sizes=(128,), epochs=5, batch_size=128, lr=2e-3, schedule="cosine", warmup=0,
+        optimizer="adam", beta1=0.8, beta2=0.99, eps=1e-8, standardize=True, validation=0.05, seed=0,
+        dtype="float32", backend="numba", threads=None, verbose=False):
+    """Train a multilayer perceptron classifier (ReLU hidden layers, softmax output, cross-entropy).
+
+    The defaults are python -m fastnet.train's recipe: 5 epochs of Adam (beta1 0.8, beta2 0.99) at
+    2e-3 decayed by a cosine to near zero, batches of 128, inputs standardised, 5% held out.
+
+    Parameters
+    ----------
+    X : array_like of shape (n_samples, n_features)
+        Real numbers: uint8, float32 and float64 rows are read as they are, without a copy when
+        C-contiguous (a memory-mapped ``.npy`` too); other dtypes are converted once to float64
+        (float16 to float32), F-ordered rows are copied to C order.
+    y : array_like of shape (n_samples,)
+        Labels of any hashable type (integers, strings); ``classes_ = np.unique(y)``.
+    hidden_layer_sizes : tuple of int, default=(128,)
+        Units of each hidden layer; ``()`` gives a softmax regression.
+    epochs : int, default=5
+        Passes over the training rows.
+    batch_size : int, default=128
+        Samples per step; the last partial batch of an epoch is kept.
+    lr : float, default=2e-3
+        Base learning rate.
+    schedule : {"cosine", "constant"}, default="cosine"
+        "cosine" decays the rate to near zero at the last step; "constant" keeps it.
+    warmup : int, default=0
+        Steps of linear learning-rate warm-up.
+    optimizer : {"adam", "gd"}, default="adam"
+        Adam, or plain gradient descent.
+    beta1, beta2, eps : float, default=0.8, 0.99, 1e-8
+        Adam's moment decays, in [0, 1), and its epsilon.
+    standardize : bool, default=True
+        Per feature, subtract the training rows' mean and divide by their deviation; the statistics
+        are stored with the model and applied by predict. uint8 input is taken for pixels and
+        standardised exactly as the command line does: moments of p/255, the deviation floored at
+        ``fastnet.recipe.SD_FLOOR`` (0.05) so that a nearly constant border pixel is not blown up.
+        Other input: moments in float64; a feature whose variance is within rounding error of zero
+        (a constant one) is only centred (scikit-learn StandardScaler's rule). False: the values
+        are used as they are (no hidden 1/255).
+    validation : float, int, (X_val, y_val) or None, default=0.05
+        Rows held out to measure val_loss and val_accuracy after each epoch: a fraction of the
+        rows, a count of rows (drawn with `seed`), a pair of arrays, or None / 0 for none.
+    seed : int, default=0
+        Seed of the initialisation, the validation split and the batch order.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the parameters and the arithmetic.
+    backend : {"numba", "numpy"}, default="numba"
+        The compiled kernels, or the NumPy reference.
+    threads : int or None, default=None
+        Threads of the kernels (numba) or of BLAS (numpy); None: ``fastnet.threads.default_threads()``,
+        the cores this process may use, or its share of them inside a joblib or Dask worker.
+    verbose : bool, default=False
+        Print one line per epoch.
+
+    Returns
+    -------
+    model : fastnet.Model
+        The trained network, with ``classes_`` and ``history``.
+
+    Raises
+    ------
+    TypeError
+        X is not an array of real numbers, or y's labels cannot be compared.
+    ValueError
+        Bad shapes, NaN or infinite values, fewer than two classes, a setting out of range, or a
+        diverged run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastnet
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 4)).astype(np.float32)
+    >>> y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    >>> model = fastnet.fit(X, y, hidden_layer_sizes=(16,), epochs=20, batch_size=32, lr=1e-2, validation=None)
+    >>> model.classes_
+    array(['no', 'yes'], dtype='<U3')
+    >>> bool(model.score(X, y) > 0.9)
+    True
+    >>> len(model.history["loss"])
+    20
+    """
+    with python_errors():
+        X = formats.as_rows(X)
+        classes, labels = encode_labels(y, len(X))
+        hidden = _hidden_sizes(hidden_layer_sizes)
+        val_split, pair = _validation(validation)
+        s = settings(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup=warmup,
+                     optimizer=optimizer, beta1=beta1, beta2=beta2, eps=eps, standardize=standardize,
+                     val_split=val_split, seed=seed, layers=",".join(map(str, (X.shape[1], *hidden, len(classes)))),
+                     dtype=dtype, backend=backend, threads=threads)
+        if not isinstance(verbose, (bool, np.bool_)):
+            raise TypeError(f"verbose must be True or False, got {verbose!r}")
+        if pair is not None:
+            X_val = formats.as_rows(pair[0], "X_val")
+            if X_val.shape[1] != X.shape[1]:
+                raise ValueError(f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}")
+            val = (X_val, encode_known(pair[1], classes, len(X_val), "y_val"))
+            train = (X, labels)
+        else:
+            if isinstance(val_split, int) and val_split >= len(X):
+                raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
+            train, val = recipe.split(X, labels, val_split, seed)
+        sizes = tuple(int(v) for v in s["layers"].split(","))
+        state = recipe.new_state(s, sizes, train[0], "standardize" if standardize else "none")
+        model = Model(state, s, classes, threads=threads)
+        model._train(train, val, epochs, verbose=verbose)
+    return model
+
+
+def load(path):
+    """Read a model file written by ``Model.save`` or ``python -m fastnet.train --save``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.npz`` model file. It is fully validated and never unpickled.
+
+    Returns
+    -------
+    model : fastnet.Model
+        Its ``classes_`` are the labels it was trained on (0..K-1 for a command-line model).
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no file at path.
+    ValueError
+        The file is not a valid fastnet model file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import fastnet
+    >>> X = np.random.default_rng(0).normal(size=(100, 3))
+    >>> model = fastnet.fit(X, X[:, 0] > 0, epochs=2, validation=None)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> model.save(path)
+    >>> loaded = fastnet.load(path)
+    >>> bool((loaded.predict(X) == model.predict(X)).all())
+    True
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path} does not exist")
+    with python_errors():
+        network, s, names, arrays = checkpoint.load(path)
+        classes = checkpoint.classes(arrays, path, network.num_classes)
+        if classes is None:
+            classes = np.arange(network.num_classes)
+        if "progress" in arrays and any(k.startswith("opt_") for k in arrays):
+            state = checkpoint.state_from(network, s, arrays, path, OPTIMIZERS)
+        else:  # only the network: enough to predict
+            state = TrainState(network, None, np.random.default_rng(0))
+    backend = s.get("backend") if s.get("backend") in BACKEND_NAMES else "numba"
+    return Model(state, s, classes, names, backend=backend)
+
+
+class Model:
+    """A trained network: predict, score, save. Made by ``fastnet.fit`` or ``fastnet.load``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels; output k of the network stands for classes_[k].
+    history : dict of lists
+        One entry per epoch: loss and accuracy on the training rows, val_loss and val_accuracy
+        (NaN without validation rows), epoch_seconds (training only; evaluation is timed apart).
+    n_features_in_ : int
+        Features per sample.
+    backend : {"numba", "numpy"}
+        The kernels predict uses; may be changed.
+    threads : int or None
+        Threads predict uses (None: ``fastnet.threads.default_threads()``); may be changed.
+    settings : dict
+        The training settings, under the command line's names (as the model file stores them).
+    """
+
+    def __init__(self, state, settings, classes, names=None, backend=None, threads=None):
+        self._state = state
+        self.settings = settings
+        self.classes_ = classes
+        self._names = names
+        self.backend = backend or settings.get("backend", "numba")
+        self.threads = threads
+
+    @property
+    def network(self):
+        """The fastnet.model.MLP: parameters (flat, with per-layer views W and b) and input scaling."""
+        return self._state.model
+
+    @property
+    def n_features_in_(self):
+        return self.network.sizes[0]
+
+    @property
+    def history(self):
+        h = self._state.history
+        return {name: list(getattr(h, field)) for name, field in HISTORY.items()}
+
+    def __repr__(self):
+        sizes = ",".join(map(str, self.network.sizes))
+        return (f"fastnet.Model(layers {sizes}, {len(self.classes_)} classes, {self._state.epoch} epochs, "
+                f"{self.network.dtype})")
+
+    def predict_proba(self, X):
+        """Class probabilities: the softmax of the network's outputs.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            As for ``fastnet.fit``; scaled by the model's stored standardisation on the way in.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes), float64
+            Column k is the probability of ``classes_[k]``; rows sum to 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastnet
+        >>> X = np.random.default_rng(0).normal(size=(200, 2))
+        >>> model = fastnet.fit(X, X[:, 0] > 0, epochs=3, validation=None)
+        >>> model.predict_proba(X[:3]).shape
+        (3, 2)
+        """
+        return self._proba(self._rows(X))
+
+    def predict(self, X):
+        """The most probable class of each row of X, as one of ``classes_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastnet
+        >>> X = np.random.default_rng(0).normal(size=(200, 2))
+        >>> model = fastnet.fit(X, np.where(X[:, 0] > 0, "right", "left"), epochs=5, batch_size=16, validation=None)
+        >>> model.predict(np.array([[3.0, 0.0], [-3.0, 0.0]])).tolist()
+        ['right', 'left']
+        """
+        return self.classes_[self._logits(self._rows(X)).argmax(axis=1)]
+
+    def score(self, X, y):
+        """Accuracy: the fraction of rows of X whose predicted class equals y.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastnet
+        >>> X = np.random.default_rng(0).normal(size=(200, 2))
+        >>> model = fastnet.fit(X, X[:, 0] > 0, epochs=5, batch_size=16, validation=None)
+        >>> bool(model.score(X, X[:, 0] > 0) > 0.9)
+        True
+        """
+        predicted = self.predict(X)
+        y = np.asarray(y)
+        if y.shape != predicted.shape:
+            raise ValueError(f"y must hold one label per row of X ({predicted.shape}), got shape {y.shape}")
+        return float(np.mean(predicted == y))
+
+    def save(self, path):
+        """Write the model to path: the command line's ``.npz`` model file, no pickles.
+
+        ``python -m fastnet.evaluate`` reads it; labels other than 0..K-1 are kept in its optional
+        ``classes`` member, so ``fastnet.load`` gives them back.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> import fastnet
+        >>> X = np.random.default_rng(0).normal(size=(100, 3))
+        >>> model = fastnet.fit(X, np.where(X[:, 0] > 0, "a", "b"), epochs=1, validation=None)
+        >>> model.save(os.path.join(tempfile.mkdtemp(), "model.npz"))
+        """
+        classes = _storable(self.classes_)
+        names = self._names or [str(c) for c in classes]
+        state = self._state
+        if state.optimizer is None:  # a file that held only the network: save it with a fresh optimiser
+            kind = OPTIMIZERS[self.settings.get("optimizer", "adam")]
+            state = dataclasses.replace(state, optimizer=kind(self.network.params.size, self.network.dtype))
+        with python_errors():
+            checkpoint.save(os.fspath(path), state, self.settings, names, classes)
+
+    # ------------------------------------------------------------ internals shared with fastnet.sklearn
+
+    def _rows(self, X):
+        with python_errors():
+            X = formats.as_rows(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but the model takes {self.n_features_in_}")
+        return X
+
+    def _logits(self, X):
+        """The network's outputs (n_samples, n_classes) for checked rows X, in the model's dtype."""
+        K = get_backend(self.backend)
+        with limited(self.threads, K.BLAS_THREADS, self.backend), np.errstate(all="ignore"):
+            return predict_logits(self.network, K, X)
+
+    def _proba(self, X):
+        Z = self._logits(X).astype(np.float64)
+        Z -= Z.max(axis=1, keepdims=True)  # stable: exp of values <= 0 cannot overflow
+        P = np.exp(Z)
+        P /= P.sum(axis=1, keepdims=True)
+        return P
+
+    def _log_proba(self, X):
+        Z = self._logits(X).astype(np.float64)
+        Z -= Z.max(axis=1, keepdims=True)
+        return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))  # log-softmax: finite where softmax underflows
+
+    def _train(self, train, val, epochs, on_epoch=None, verbose=False, lr_name="lr"):
+        """Train up to `epochs` epochs in total on (rows, class indices) pairs train and val."""
+        state, s = self._state, dict(self.settings, epochs=epochs)
+        K = get_backend(self.backend)
+
+        def each_epoch(st):
+            if verbose:
+                from .train import epoch_line
+
+                print(epoch_line(st, epochs, len(train[1])), flush=True)
+            if on_epoch is not None:
+                on_epoch(st)
+
+        with limited(self.threads, K.BLAS_THREADS, self.backend) as threads, python_errors(lr_name):
+            self.settings["threads"] = threads
+            _compile(K, self.network, state.optimizer, train, val)
+            recipe.run_training(state, K, train, val, s, each_epoch)
+        self.settings["epochs"] = state.epoch
+
+    def __getstate__(self):
+        """Pickle the network as plain arrays (its per-layer views would be pickled as copies)."""
+        d = dict(self.__dict__)
+        net = self._state.model
+        d["_state"] = dataclasses.replace(self._state, model=None)
+        d["_network"] = (net.sizes, net.dtype.str, net.params, net.input_scale, net.input_shift)
+        return d
+
+    def __setstate__(self, d):
+        sizes, dtype, params, scale, shift = d.pop("_network")
+        net = MLP(sizes, np.dtype(dtype), scale, shift)
+        net.params[...] = params
+        d["_state"].model = net
+        self.__dict__.update(d)
+
+
+# ---------------------------------------------------------------- checks and conversions
+
+
+def settings(**s):
+    """The training settings under the command line's names, checked (recipe.check); numbers as plain
+    Python numbers so that they can be stored as JSON. ValueError names the Python argument."""
+    names = {"val_split": "validation", "layers": "hidden_layer_sizes"}
+    for key in ("lr", "beta1", "beta2", "eps"):
+        if isinstance(s[key], (int, np.integer, np.floating)) and not isinstance(s[key], (bool, np.bool_)):
+            s[key] = float(s[key])
+    for key in ("epochs", "batch_size", "warmup", "seed", "val_split", "threads"):
+        if isinstance(s[key], np.integer):
+            s[key] = int(s[key])
+    if isinstance(s["val_split"], np.floating):
+        s["val_split"] = float(s["val_split"])
+    if s["backend"] not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {s['backend']!r}")
+    if not isinstance(s["standardize"], (bool, np.bool_)):
+        raise TypeError(f"standardize must be True or False, got {s['standardize']!r}")
+    s["standardize"] = bool(s["standardize"])
+    with python_errors():
+        recipe.check(s, lambda key: names.get(key, key))
+    return s
+
+
+def _hidden_sizes(sizes):
+    """hidden_layer_sizes as a tuple of positive ints (an int alone is one layer, as in scikit-learn)."""
+    if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, (bool, np.bool_)):
+        sizes = (sizes,)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise TypeError(f"hidden_layer_sizes must be a tuple of positive integers, got {sizes!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v > 0 for v in sizes):
+        raise ValueError(f"hidden_layer_sizes must be a tuple of positive integers, got {sizes!r}")
+    return tuple(int(v) for v in sizes)
+
+
+def _validation(validation):
+    """(val_split for recipe.split, or 0 with an explicit (X_val, y_val) pair, which is returned too)."""
+    if validation is None:
+        return 0, None
+    if isinstance(validation, tuple):
+        if len(validation) != 2:
+            raise ValueError(f"validation as a tuple must be (X_val, y_val), got {len(validation)} items")
+        return 0, validation
+    if isinstance(validation, (bool, np.bool_)) or not isinstance(validation, (int, float, np.integer, np.floating)):
+        raise TypeError("validation must be a fraction, a count, an (X_val, y_val) pair or None, "
+                        f"got {type(validation).__name__}")
+    if isinstance(validation, (float, np.floating)) and not 0 <= validation < 1:
+        raise ValueError(f"validation as a fraction must be in [0, 1), got {validation}")
+    return validation, None
+
+
+def encode_labels(y, n, what="y"):
+    """(classes_, class indices): classes_ = np.unique(y), indices into it as formats.small_labels."""
+    y = _labels(y, n, what)
+    try:
+        classes, index = np.unique(y, return_inverse=True)
+    except TypeError:
+        raise TypeError(f"{what} mixes labels of types that cannot be compared (such as numbers and strings)") \
+            from None
+    if len(classes) < 2:
+        raise ValueError(f"{what} has 1 class ({classes[0]!r}); a classifier needs at least 2")
+    return classes, formats.small_labels(index.reshape(-1))
+
+
+def encode_known(y, classes, n, what="y"):
+    """Class indices of labels y, each of which must be one of classes (sorted, as np.unique gives)."""
+    y = _labels(y, n, what)
+    try:
+        index = np.searchsorted(classes, y)
+    except TypeError:
+        raise TypeError(f"{what} holds labels of another type than the classes {classes!r}") from None
+    index = np.minimum(index, len(classes) - 1)
+    unknown = classes[index] != y
+    if unknown.any():
+        raise ValueError(f"{what} holds labels the model does not know: {np.unique(y[unknown])[:5]!r}; "
+                         f"its classes are {classes!r}")
+    return formats.small_labels(index)
+
+
+def _labels(y, n, what):
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, one label per sample; got shape {y.shape}")
+    if len(y) != n:
+        raise ValueError(f"{what} has {len(y)} labels but there are {n} samples")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError(f"{what} holds NaN or infinite labels")
+    if y.dtype.kind == "O" and any(v is None or (isinstance(v, float) and v != v) for v in y):
+        raise ValueError(f"{what} holds missing labels (None or NaN)")
+    return y
+
+
+def _storable(classes):
+    """classes as an array a model file can hold without pickle: numbers, booleans or text."""
+    if classes.dtype.kind in checkpoint.CLASS_KINDS:
+        return classes
+    if all(isinstance(c, str) for c in classes):
+        return np.array(classes.tolist(), dtype=str)
+    if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
+        return np.array(classes.tolist(), dtype=np.int64)
+    raise ValueError(f"labels of type {type(classes[0]).__name__} cannot be stored in a model file without "
+                     "pickle; use numbers or strings as labels, or pickle/joblib the model")
+
+
+def _compile(K, net, optimizer, train, val):
+    """Run the step and the prediction once on the training and validation arrays' own dtypes and
+    layouts, on copies: Numba compiles (or loads from its cache) what this run needs here, so the
+    first epoch's time is training alone."""
+    images, labels = train
+    index = np.zeros(1, np.intp)
+    scratch = MLP(net.sizes, net.dtype, net.input_scale, net.input_shift)
+    scratch.params[...] = net.params
+    from .model import Workspace
+
+    ws = Workspace(net.sizes, 1, net.dtype)
+    opt = type(optimizer)(net.params.size, net.dtype) if optimizer is not None else None
+    with np.errstate(all="ignore"):
+        if opt is not None:
+            opt.train_step(K, scratch, images, index, labels, ws, 0.0)
+        for rows in (images, val[0]):
+            if len(rows):
+                predict_logits(scratch, K, rows[:1])  # a slice keeps the dtype, layout and read-only flag

@@ -1,0 +1,224 @@
+"""The arrays fastnet trains on, and the files besides IDX that hold them: .npz archives and CSV.
+
+Arrays: rows (N, D) of real numbers, one sample a row. uint8, float32 and float64 rows are read as
+they are, without a copy when C-contiguous (a read-only memory-mapped .npy included): the compiled
+step gathers raw rows and scales them on the way in. Other dtypes are converted once: integers and
+booleans to float64 (exact), float16 to float32; each dtype the step reads is one more compilation.
+
+`--data-dir` of python -m fastnet.train (and fastnet.evaluate) names one of:
+- a directory of the four IDX files (fastnet.data);
+- a .npz file holding X_train, y_train, X_test, y_test: images (N, D) or (N, rows, cols) of any
+  real dtype, labels non-negative integers (classes 0..K-1);
+- a directory holding one *train*.csv and one *test*.csv file: a header line, then one image a
+  line, its label first, then its pixels (the layout of the Fashion-MNIST and MNIST CSV files that
+  circulate, e.g. fashion-mnist_train.csv). Integer pixels in 0..255 become uint8 pixels.
+Every problem with such a file is an InputError: one line naming the file and what is wrong.
+"""
+
+import glob
+import os
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from . import data
+from .errors import InputError
+
+NATIVE = (np.uint8, np.float32, np.float64)  # dtypes the compiled step reads without a conversion
+NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")
+
+
+# ---------------------------------------------------------------- arrays
+
+
+def as_rows(X, what="X", finite=True):
+    """X as rows (N, D) that the kernels read: a NATIVE dtype, C-contiguous. Converts only when
+    needed; raises TypeError for what is not an array of real numbers and ValueError for a wrong
+    shape, no rows or features, or (with `finite`) NaN or infinite values."""
+    if not isinstance(X, np.ndarray):
+        if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
+            try:
+                X = np.asarray(X)
+            except (ValueError, TypeError) as exc:
+                raise TypeError(f"{what} must be an array of numbers ({exc})") from None
+        else:
+            raise TypeError(f"{what} must be a 2-D array of numbers, got {type(X).__name__}")
+    if X.dtype.kind not in "biuf":
+        kind = "complex" if X.dtype.kind == "c" else str(X.dtype)
+        raise TypeError(f"{what} must hold real numbers, got {kind} values")
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (samples, features), got shape {X.shape}"
+                         + ("; reshape a single sample with X.reshape(1, -1)" if X.ndim == 1 else ""))
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{what} has shape {X.shape}: it needs at least one sample and one feature")
+    if X.dtype.type not in NATIVE:
+        X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
+    X = np.ascontiguousarray(X)  # no copy when it already is, memory maps included
+    if finite and X.dtype.kind == "f" and not all_finite(X):
+        raise ValueError(f"{what} holds NaN or infinite values; remove or impute them first")
+    return X
+
+
+def all_finite(X, chunk=4096):
+    """True when no value of float rows X is NaN or infinite: one float64 sum (NaN or inf propagate),
+    then, only if that sum is not finite (an overflow is possible), an exact pass in chunks."""
+    if np.isfinite(X.sum(dtype=np.float64)):
+        return True
+    return all(np.isfinite(X[i : i + chunk]).all() for i in range(0, len(X), chunk))
+
+
+def small_labels(labels):
+    """Class indices 0..K-1 in the smallest type the kernels share: uint8 (as IDX labels are, so the
+    same compiled step serves) while K <= 256, else intp."""
+    return labels.astype(np.uint8 if len(labels) == 0 or labels.max() < 256 else np.intp)
+
+
+# ---------------------------------------------------------------- files for --data-dir
+
+
+def kind(data_dir):
+    """What --data-dir names: "npz", "csv" or "idx" (also for None, a search for the IDX files)."""
+    if data_dir is None:
+        return "idx"
+    path = os.path.expanduser(data_dir)
+    if os.path.isfile(path) and (path.endswith(".npz") or _is_zip(path)):
+        return "npz"
+    if os.path.isfile(path) and path.endswith(".csv"):
+        raise InputError(f"--data-dir {data_dir}: pass the directory holding *train*.csv and *test*.csv, "
+                         "not one CSV file")
+    if os.path.isdir(path) and not glob.glob(os.path.join(glob.escape(path), "*idx[13]-ubyte*")) \
+            and glob.glob(os.path.join(glob.escape(path), "*.csv")):
+        return "csv"
+    return "idx"
+
+
+def _is_zip(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def load_split(name="fashion-mnist", split="train", data_dir=None, download=True):
+    """One split (a fastnet.data.Split) from whatever data_dir names (see kind); IDX files through
+    fastnet.data.load_split, with its search order, checks and cache; .npz and CSV data are custom
+    data sets whose classes are numbered by their labels."""
+    what = kind(data_dir)
+    if what == "idx":
+        return data.load_split(name, split, data_dir, download)
+    if split not in ("train", "test"):
+        raise InputError(f"unknown split {split!r}; expected train or test")
+    path = os.path.expanduser(data_dir)
+    images, labels = read_npz(path, split) if what == "npz" else read_csv(_csv_file(path, split))
+    classes = int(labels.max()) + 1 if len(labels) else 0
+    return data.Split(images, labels, tuple(str(c) for c in range(classes)), classes, name, split, Path(path),
+                      "--data-dir", True)
+
+
+def _csv_file(directory, split):
+    """The one *train*.csv (or *test*.csv) file in directory."""
+    found = sorted(glob.glob(os.path.join(glob.escape(directory), f"*{split}*.csv")))
+    other = "test" if split == "train" else "train"
+    found = [f for f in found if other not in os.path.basename(f)] or found  # a name with both words: only if alone
+    if not found:
+        raise InputError(f"--data-dir {directory} holds no *{split}*.csv file (it needs one *train*.csv and "
+                         "one *test*.csv)")
+    if len(found) > 1:
+        raise InputError(f"--data-dir {directory} holds {len(found)} *{split}*.csv files "
+                         f"({', '.join(os.path.basename(f) for f in found)}); keep one")
+    return found[0]
+
+
+def read_npz(path, split):
+    """X_<split> as rows and y_<split> as labels from the .npz file at path, checked."""
+    x_key, y_key = f"X_{split}", f"y_{split}"
+    if not _is_zip(path):
+        raise InputError(f"{path} is not a .npz (zip) file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise InputError(f"{path} lacks {', '.join(missing)} (a .npz for --data-dir holds "
+                                 f"{', '.join(NPZ_KEYS)})")
+            images, labels = f[x_key], f[y_key]
+    except ValueError as exc:
+        why = "it holds pickled objects, which fastnet never loads" if "pickle" in str(exc) else exc
+        raise InputError(f"{path}: {why}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        raise InputError(f"{path} is not a readable .npz file ({type(exc).__name__})") from None
+    if images.ndim == 3:
+        images = images.reshape(len(images), -1)
+    return _checked(path, x_key, images, y_key, labels)
+
+
+def read_csv(path):
+    """(images, labels) of a CSV file: an optional header line, then label, pixels... per line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+            header = any(not _is_number(cell) for cell in first.strip().split(","))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+            table = np.loadtxt(path, delimiter=",", skiprows=int(header), dtype=np.float32, ndmin=2,
+                               encoding="utf-8")
+    except ValueError as exc:
+        raise InputError(f"{path}: {_csv_problem(path, header) or str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if table.shape[0] == 0:
+        raise InputError(f"{path} holds no rows of data")
+    if table.shape[1] < 2:
+        raise InputError(f"{path} has {table.shape[1]} column; expected the label, then the pixels")
+    images, labels = table[:, 1:], table[:, 0]
+    if np.all((images >= 0) & (images <= 255) & (images == np.round(images))):
+        images = images.astype(np.uint8)
+    return _checked(path, "the pixel columns", np.ascontiguousarray(images), "the label column", labels)
+
+
+def _csv_problem(path, header):
+    """The first line of a CSV file that np.loadtxt refused, and why, counting lines from 1 as an
+    editor does (numpy's own messages count rows differently); None if no line is found wrong."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        width = None
+        for number, line in enumerate(f, 1):
+            if number == 1 and header or not line.strip():
+                continue
+            cells = line.rstrip("\r\n").split(",")
+            width = width or len(cells)
+            if len(cells) != width:
+                return f"line {number} has {len(cells)} columns, the first data line {width}"
+            bad = next((c for c in cells if not _is_number(c)), None)
+            if bad is not None:
+                return f"line {number} holds {bad.strip()[:20]!r}, not a number"
+    return None
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _checked(path, x_name, images, y_name, labels):
+    """InputError unless images are finite real rows and labels one non-negative integer per row."""
+    try:
+        images = as_rows(images, f"{path}: {x_name}")
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise InputError(f"{path}: {y_name} has shape {labels.shape}; expected one label for each of the "
+                         f"{len(images)} images")
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        labels = labels.astype(np.int64)
+    if labels.dtype.kind not in "iu" or labels.min() < 0:
+        raise InputError(f"{path}: {y_name} must be non-negative integers (classes 0..K-1)")
+    return images, small_labels(labels)

@@ -1,0 +1,387 @@
+"""The Python API: fastnet.fit, fastnet.load, fastnet.Model and fastnet.datasets, as a user holding
+arrays calls them: inputs of every kind, labels of any type, the stored standardisation, history,
+model files shared with the command line, and errors as ValueError / TypeError."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastnet
+from conftest import write_idx
+from fastnet import checkpoint, formats, recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = Path("/usr/share/datasets/fashion-mnist")
+needs_real = pytest.mark.skipif(
+    not (REAL / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("CI"),
+    reason="real Fashion-MNIST not installed (CI installs it; a missing data set fails there)",
+)
+FAST = dict(threads=1, validation=None)  # one thread: deterministic and quick on a busy machine
+
+
+def blobs(n=240, features=7, classes=3, seed=0):
+    """Separable float64 clusters: (X, y) with y in 0..classes-1, classes in turn."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    centres = rng.normal(scale=3, size=(classes, features))
+    return centres[y] + rng.normal(size=(n, features)), y
+
+
+def pixels(n=200, side=8, classes=4, seed=0):
+    """uint8 images (n, side*side) whose class sets the bright quarter of the image, the top row black
+    (a constant border, as Fashion-MNIST's); labels 0..classes-1."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    X = rng.integers(0, 60, (n, side, side))
+    for c in range(classes):
+        X[y == c, (c // 2) * side // 2 : (c // 2 + 1) * side // 2, (c % 2) * side // 2 : (c % 2 + 1) * side // 2] += 180
+    X[:, 0, :] = 0
+    return X.reshape(n, -1).astype(np.uint8), y
+
+
+def params(model):
+    return model.network.params
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+def test_fit_learns_from_each_native_dtype(dtype):
+    X, y = pixels()
+    model = fastnet.fit(X.astype(dtype), y, hidden_layer_sizes=(16,), epochs=10, batch_size=32, lr=1e-2, **FAST)
+    assert model.score(X.astype(dtype), y) > 0.95
+    assert model.predict_proba(X[:5].astype(dtype)).shape == (5, 4)
+
+
+def test_native_c_contiguous_rows_are_not_copied():
+    X = np.zeros((4, 3), np.float32)
+    assert formats.as_rows(X) is X
+    assert formats.as_rows(np.asfortranarray(X)).flags.c_contiguous
+    assert formats.as_rows(np.arange(6).reshape(2, 3)).dtype == np.float64  # int64: converted, exactly
+    assert formats.as_rows(np.ones((2, 2), np.float16)).dtype == np.float32
+
+
+def test_f_ordered_and_integer_inputs_train_the_same_network_as_their_c_ordered_float64():
+    X, y = blobs()
+    ref = fastnet.fit(X, y, epochs=2, **FAST)
+    f_ordered = fastnet.fit(np.asfortranarray(X), y, epochs=2, **FAST)
+    np.testing.assert_array_equal(params(f_ordered), params(ref))
+    Xi = np.round(X * 10).astype(np.int32)
+    np.testing.assert_array_equal(params(fastnet.fit(Xi, y, epochs=2, **FAST)),
+                                  params(fastnet.fit(Xi.astype(np.float64), y, epochs=2, **FAST)))
+
+
+def test_memory_mapped_npy_is_read_in_place(tmp_path):
+    X, y = pixels()
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    rows = formats.as_rows(mapped)
+    assert np.shares_memory(rows, mapped) and not rows.flags.writeable  # a view of the map, no copy
+    model = fastnet.fit(mapped, y, hidden_layer_sizes=(16,), epochs=3, batch_size=32, **FAST)
+    same = fastnet.fit(X, y, hidden_layer_sizes=(16,), epochs=3, batch_size=32, **FAST)
+    np.testing.assert_array_equal(params(model), params(same))
+    np.testing.assert_array_equal(model.predict(mapped), same.predict(X))
+
+
+def test_string_labels_come_back_as_strings(tmp_path):
+    X, y = blobs()
+    names = np.array(["cat", "dog", "emu"])[y]
+    model = fastnet.fit(X, names, epochs=5, batch_size=32, **FAST)
+    assert model.classes_.tolist() == ["cat", "dog", "emu"]
+    assert set(model.predict(X)) <= {"cat", "dog", "emu"}
+    assert model.score(X, names) > 0.9
+    model.save(tmp_path / "m.npz")
+    loaded = fastnet.load(tmp_path / "m.npz")
+    assert loaded.classes_.tolist() == ["cat", "dog", "emu"]
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_other_labels_keep_their_values_and_dtype(tmp_path):
+    X, y = blobs(classes=2)
+    for labels in (np.where(y == 1, 7, -3), y == 1, np.where(y == 1, 2.5, 0.5), np.where(y, "b", "a").astype(object)):
+        model = fastnet.fit(X, labels, epochs=1, **FAST)
+        model.save(tmp_path / "m.npz")
+        loaded = fastnet.load(tmp_path / "m.npz")
+        np.testing.assert_array_equal(loaded.classes_, np.unique(labels))
+        np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+        assert set(model.predict(X)) <= set(np.unique(labels))
+
+
+# ---------------------------------------------------------------- standardisation
+
+
+def test_float_standardisation_is_stored_and_constant_features_are_only_centred():
+    X, y = blobs()
+    X[:, 3] = 5.0  # a constant feature
+    model = fastnet.fit(X, y, epochs=1, **FAST)
+    net = model.network
+    sd = X.std(axis=0)
+    sd[3] = 1.0
+    np.testing.assert_allclose(net.input_scale, 1 / sd, rtol=1e-6)
+    np.testing.assert_allclose(net.input_shift, -X.mean(axis=0) / sd, rtol=1e-6, atol=1e-6)
+
+
+def test_uint8_standardisation_is_the_command_lines():
+    X, y = pixels()
+    model = fastnet.fit(X, y, epochs=1, **FAST)
+    mean, sd = recipe.pixel_moments(X)
+    assert sd.min() == recipe.SD_FLOOR  # the dark border is floored, not blown up
+    np.testing.assert_array_equal(model.network.input_scale, (1 / (255 * sd)).astype(np.float32))
+    np.testing.assert_array_equal(model.network.input_shift, (-mean / sd).astype(np.float32))
+
+
+def test_without_standardisation_values_are_used_as_given():
+    X, y = pixels()
+    model = fastnet.fit(X, y, standardize=False, epochs=1, **FAST)
+    assert (model.network.input_scale == 1).all() and (model.network.input_shift == 0).all()  # no hidden 1/255
+
+
+def test_statistics_come_from_the_training_rows_alone():
+    X, y = blobs()
+    X_val = X[:40] * 100
+    model = fastnet.fit(X, y, epochs=1, validation=(X_val, y[:40]), threads=1)
+    np.testing.assert_allclose(model.network.input_scale, 1 / X.std(axis=0), rtol=1e-6)
+
+
+def test_the_stored_standardisation_is_applied_by_predict():
+    """predict_proba equals a NumPy forward pass on (X - mean) / sd through the stored weights, and a
+    model trained on 1000·X + 5 predicts what the model trained on X does."""
+    X, y = blobs()
+    model = fastnet.fit(X, y, hidden_layer_sizes=(9,), epochs=3, dtype="float64", **FAST)
+    net = model.network
+    A = (X - X.mean(axis=0)) / X.std(axis=0)
+    A = np.maximum(A @ net.W[0] + net.b[0], 0) @ net.W[1] + net.b[1]
+    P = np.exp(A - A.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(model.predict_proba(X), P / P.sum(axis=1, keepdims=True), rtol=1e-9, atol=1e-12)
+    shifted = fastnet.fit(1000 * X + 5, y, hidden_layer_sizes=(9,), epochs=3, dtype="float64", **FAST)
+    np.testing.assert_allclose(shifted.predict_proba(1000 * X + 5), model.predict_proba(X), atol=1e-8)
+
+
+# ---------------------------------------------------------------- history and validation
+
+
+def test_history_holds_one_entry_per_epoch():
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=4, validation=0.25, threads=1)
+    h = model.history
+    assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"}
+    assert all(len(v) == 4 for v in h.values())
+    assert h["loss"][-1] < h["loss"][0]
+    assert all(0 <= a <= 1 for a in h["accuracy"] + h["val_accuracy"])
+    assert all(s > 0 for s in h["epoch_seconds"])
+    none = fastnet.fit(X, y, epochs=2, **FAST).history
+    assert np.isnan(none["val_loss"]).all() and np.isnan(none["val_accuracy"]).all()
+
+
+@pytest.mark.parametrize("validation, held", [(0.25, 60), (30, 30), (None, 0), (0, 0), (0.0, 0)])
+def test_validation_as_a_fraction_a_count_or_none(validation, held):
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=1, validation=validation, threads=1)
+    assert model.settings["val_split"] == (validation or 0)
+    assert np.isnan(model.history["val_loss"][0]) == (held == 0)
+
+
+def test_validation_pair_is_scored_each_epoch():
+    X, y = blobs()
+    model = fastnet.fit(X[:200], y[:200], epochs=2, validation=(X[200:], y[200:]), threads=1)
+    assert model.history["val_accuracy"][-1] == pytest.approx(model.score(X[200:], y[200:]))
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    X, y = blobs()
+    fastnet.fit(X, y, epochs=3, verbose=True, threads=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert all("loss" in line and "val_acc" in line for line in lines)
+
+
+# ---------------------------------------------------------------- settings, backends, pickles
+
+
+def test_numpy_backend_float64_and_gradient_descent():
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=5, backend="numpy", dtype="float64", optimizer="gd", lr=0.1, **FAST)
+    assert model.network.dtype == np.float64 and model.backend == "numpy"
+    assert model.score(X, y) > 0.9
+
+
+def test_a_model_pickles_with_identical_predictions():
+    X, y = blobs()
+    model = fastnet.fit(X, np.array(["a", "b", "c"])[y], epochs=2, **FAST)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
+    assert again.network.W[0].base is not None  # the per-layer views still view the flat buffer
+    assert np.shares_memory(again.network.W[0], again.network.params)
+
+
+def test_threads_are_restored_after_a_call():
+    numba = pytest.importorskip("numba")
+    from threadpoolctl import threadpool_info
+
+    before = numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]
+    fastnet.fit(*blobs(), epochs=1, **FAST)
+    assert (numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]) == before
+
+
+# ---------------------------------------------------------------- model files and the command line
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def idx_data(directory, n_train=120, n_test=60):
+    """A small IDX data set of 8x8 images in 4 classes (pixels()); returns the directory."""
+    directory.mkdir()
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        X, y = pixels(n, seed=seed)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte", X.reshape(n, 8, 8))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte", y)
+    return directory
+
+
+def test_model_files_go_both_ways_between_python_and_the_command_line(tmp_path, tmp_cache):
+    data = idx_data(tmp_path / "data")
+    (X, y), (X_test, y_test) = fastnet.datasets.load_idx(data)
+    assert X.dtype == np.uint8 and X.shape == (120, 64)
+    # Python -> python -m fastnet.evaluate
+    model = fastnet.fit(X, y, hidden_layer_sizes=(16,), epochs=3, batch_size=16, lr=1e-2, **FAST)
+    model.save(tmp_path / "api.npz")
+    done = run("fastnet.evaluate", tmp_path / "api.npz", "--data-dir", data, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["test_accuracy"] == pytest.approx(model.score(X_test, y_test))
+    # python -m fastnet.train -> fastnet.load
+    done = run("fastnet.train", "--data-dir", data, "--layers", "64,16,4", "--epochs", "2", "--threads", "1",
+               "--save", tmp_path / "cli.npz", "--metrics-json", tmp_path / "cli.json")
+    assert done.returncode == 0, done.stderr
+    cli = fastnet.load(tmp_path / "cli.npz")
+    assert cli.classes_.tolist() == [0, 1, 2, 3] and len(cli.history["loss"]) == 2
+    assert cli.score(X_test, y_test) == pytest.approx(json.loads((tmp_path / "cli.json").read_text())["test_accuracy"])
+
+
+@needs_real
+def test_fit_on_fashion_mnist_arrays_trains_the_command_lines_network(tmp_path):
+    """One epoch of the default recipe from Python and from python -m fastnet.train: the same bits."""
+    (X, y), (X_test, y_test) = fastnet.datasets.load_fashion_mnist(download=False)
+    assert X.shape == (60000, 784) and X.dtype == np.uint8
+    done = run("fastnet.train", "--epochs", "1", "--threads", "1", "--save", tmp_path / "cli.npz")
+    assert done.returncode == 0, done.stderr
+    model = fastnet.fit(X, y, epochs=1, threads=1)
+    cli = fastnet.load(tmp_path / "cli.npz")
+    np.testing.assert_array_equal(params(model), params(cli))
+    np.testing.assert_array_equal(model.network.input_scale, cli.network.input_scale)
+    assert f"test accuracy {model.score(X_test, y_test):.4f}" in done.stdout
+
+
+def test_load_refuses_what_is_not_a_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        fastnet.load(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not an .npz"):
+        fastnet.load(tmp_path / "bad.npz")
+
+
+def test_classes_member_is_optional_and_checked(tmp_path):
+    X, y = blobs()
+    fastnet.fit(X, y, epochs=1, **FAST).save(tmp_path / "m.npz")
+    arrays = dict(np.load(tmp_path / "m.npz"))
+    arrays.pop("classes")  # as a command-line model file
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert fastnet.load(tmp_path / "old.npz").classes_.tolist() == [0, 1, 2]
+    np.savez(tmp_path / "twice.npz", **dict(arrays, classes=np.array(["a", "a", "b"])))
+    with pytest.raises(ValueError, match="repeats"):
+        fastnet.load(tmp_path / "twice.npz")
+    model, *_ = checkpoint.load(str(tmp_path / "old.npz"))  # the command line's reader ignores it
+    assert model.sizes == (7, 128, 3)
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("X, error, words", [
+    ([[1.0, np.nan], [0.0, 1.0], [2.0, 2.0]], ValueError, "NaN"),
+    ([[1.0, np.inf], [0.0, 1.0], [2.0, 2.0]], ValueError, "infinite"),
+    ([1.0, 2.0, 3.0], ValueError, "2-D"),
+    (np.zeros((3, 2, 2)), ValueError, "2-D"),
+    (np.zeros((3, 0)), ValueError, "feature"),
+    ([["a", "b"], ["c", "d"], ["e", "f"]], TypeError, "real numbers"),
+    (np.ones((3, 2), complex), TypeError, "complex"),
+    ("text", TypeError, "array"),
+])
+def test_bad_inputs_raise_clear_errors(X, error, words):
+    with pytest.raises(error, match=words):
+        fastnet.fit(X, [0, 1, 0], epochs=1, **FAST)
+
+
+@pytest.mark.parametrize("y, error, words", [
+    ([0, 0, 0], ValueError, "1 class"),
+    ([0, 1], ValueError, "2 labels but there are 3 samples"),
+    ([[0], [1], [0]], ValueError, "1-D"),
+    ([0.0, np.nan, 1.0], ValueError, "NaN"),
+    (np.array([0, "a", 1], dtype=object), TypeError, "types"),
+    (np.array([0, None, 1], dtype=object), ValueError, "missing"),
+])
+def test_bad_labels_raise_clear_errors(y, error, words):
+    with pytest.raises(error, match=words):
+        fastnet.fit(np.zeros((3, 2)), y, epochs=1, **FAST)
+
+
+@pytest.mark.parametrize("setting, words", [
+    (dict(epochs=0), "epochs must be an integer >= 1"),
+    (dict(batch_size=2.5), "batch_size"),
+    (dict(lr=-1.0), "lr must be a positive"),
+    (dict(beta1=1.0), "beta1"),
+    (dict(schedule="linear"), "schedule must be one of"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(backend="cuda"), "backend"),
+    (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"),
+    (dict(validation=1.5), "validation"),
+    (dict(validation=100), "leaves no training rows"),
+    (dict(threads=0), "threads"),
+])
+def test_bad_settings_raise_value_errors_that_name_the_argument(setting, words):
+    X, y = blobs(n=90)
+    with pytest.raises(ValueError, match=words):
+        fastnet.fit(X, y, **{"epochs": 1, "threads": 1, **setting})
+
+
+def test_prediction_errors():
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=1, **FAST)
+    with pytest.raises(ValueError, match="X has 6 features, but the model takes 7"):
+        model.predict(X[:, :6])
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(np.full((1, 7), np.nan))
+    with pytest.raises(ValueError, match="does not know"):
+        fastnet.fit(X, y, epochs=1, validation=(X[:3], [0, 1, 9]), threads=1)
+    with pytest.raises(ValueError, match="learning rate too high.*smaller lr"):
+        fastnet.fit(X, y, optimizer="gd", lr=1e35, epochs=2, **FAST)
+
+
+def test_import_fastnet_stays_light():
+    done = subprocess.run([sys.executable, "-c", "import sys, fastnet; print(sorted(m for m in sys.modules "
+                           "if m.split('.')[0] in ('numba', 'sklearn', 'numpy', 'fastnet')))"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['fastnet']"
+    assert callable(fastnet.fit) and fastnet.datasets.load_fashion_mnist and "Model" in dir(fastnet)
+
+
+@pytest.mark.parametrize("module", ["fastnet.api", "fastnet.datasets", "fastnet.sklearn"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    if module == "fastnet.sklearn":
+        pytest.importorskip("sklearn")
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

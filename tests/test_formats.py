@@ -1,0 +1,165 @@
+"""python -m fastnet.train on data that is not IDX: a .npz file, or a directory of CSV files in the
+common layout (a header, then label and pixels per line); bad files are one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastnet import formats
+from fastnet.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(*args):
+    """`python -m fastnet.train ARGS` from the repository root; the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "fastnet.train", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def assert_one_line_error(proc, *words):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def images(n, classes, side=8, seed=0):
+    """uint8 images (n, side, side), class c bright in band c; labels 0..classes-1 in turn."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    X = rng.integers(0, 50, (n, side, side), dtype=np.uint8)
+    for c in range(classes):
+        X[y == c, c % side] += 200
+    return X, y
+
+
+def write_csv(path, X, y, header=True):
+    """The common CSV layout: 'label,pixel1,...' then one image a line, its label first."""
+    rows = np.column_stack([y, X.reshape(len(X), -1)])
+    head = ",".join(["label"] + [f"pixel{i + 1}" for i in range(rows.shape[1] - 1)])
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=head if header else "", comments="")
+    if not header:  # savetxt writes an empty first line for an empty header
+        path.write_text(path.read_text().lstrip("\n"))
+    return path
+
+
+@pytest.fixture
+def npz(tmp_path):
+    (X, y), (Xt, yt) = images(60, 3), images(30, 3, seed=1)
+    path = tmp_path / "data.npz"
+    np.savez(path, X_train=X, y_train=y, X_test=Xt, y_test=yt)
+    return path
+
+
+def test_npz_trains_with_layers_fitted_to_its_data(npz, tmp_path):
+    done = train("--data-dir", npz, "--epochs", "3", "--batch-size", "8", "--threads", "1",
+                 "--save", tmp_path / "m.npz", "--metrics-json", tmp_path / "m.json")
+    assert done.returncode == 0, done.stderr
+    assert "layers 64,128,3" in done.stdout and str(npz) in done.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["layers"] == "64,128,3" and metrics["test_accuracy"] > 0.9
+    ev = subprocess.run([sys.executable, "-m", "fastnet.evaluate", tmp_path / "m.npz", "--json"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)  # finds the .npz it was trained on
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["test_accuracy"] == metrics["test_accuracy"]
+
+
+def test_npz_of_float_features(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "f.npz", X_train=X[:150], y_train=y[:150], X_test=X[150:], y_test=y[150:])
+    done = train("--data-dir", tmp_path / "f.npz", "--epochs", "5", "--batch-size", "16", "--threads", "1",
+                 "--metrics-json", tmp_path / "m.json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["test_accuracy"] > 0.85
+
+
+def test_csv_directory_of_two_images_per_class_trains_with_default_flags(tmp_path):
+    """Ten classes of 28x28 images, two of each, in fashion-mnist_train.csv / _test.csv: no flag but
+    --data-dir (5 epochs, 784-128-10, one image held out for validation)."""
+    data = tmp_path / "csv"
+    data.mkdir()
+    write_csv(data / "fashion-mnist_train.csv", *images(20, 10, side=28))
+    write_csv(data / "fashion-mnist_test.csv", *images(10, 10, side=28, seed=1))
+    done = train("--data-dir", data)
+    assert done.returncode == 0, done.stderr
+    assert "19 train / 1 val, layers 784,128,10" in done.stdout
+    assert len([line for line in done.stdout.splitlines() if line.startswith("epoch ")]) == 5
+    assert "test accuracy" in done.stdout
+
+
+def test_csv_reader(tmp_path):
+    X, y = images(12, 3)
+    for header in (True, False):
+        path = write_csv(tmp_path / f"train{header}.csv", X, y, header)
+        rows, labels = formats.read_csv(path)
+        assert rows.dtype == np.uint8 and labels.dtype == np.uint8
+        np.testing.assert_array_equal(rows, X.reshape(12, -1))
+        np.testing.assert_array_equal(labels, y)
+    (tmp_path / "float.csv").write_text("label,a,b\n0,0.5,1.5\n1,2.25,-1\n")
+    rows, labels = formats.read_csv(tmp_path / "float.csv")
+    assert rows.dtype == np.float32 and rows.tolist() == [[0.5, 1.5], [2.25, -1.0]]
+
+
+def test_data_dir_kinds(tmp_path, npz):
+    assert formats.kind(None) == formats.kind(tmp_path) == "idx"
+    assert formats.kind(npz) == "npz"
+    (tmp_path / "a_train.csv").write_text("label,p\n0,1\n")
+    assert formats.kind(tmp_path) == "csv"
+    with pytest.raises(InputError, match="not one CSV file"):
+        formats.kind(tmp_path / "a_train.csv")
+
+
+def bad_npz(tmp_path, **arrays):
+    (X, y), (Xt, yt) = images(20, 2), images(10, 2, seed=1)
+    members = dict(X_train=X, y_train=y, X_test=Xt, y_test=yt)
+    members.update(arrays)
+    path = tmp_path / "bad.npz"
+    if isinstance(members["X_train"], str):
+        path.write_text(members["X_train"])
+    else:
+        np.savez(path, **{k: v for k, v in members.items() if v is not None})
+    return path
+
+
+@pytest.mark.parametrize("arrays, words", [
+    (dict(y_test=None), ["lacks y_test"]),
+    (dict(X_train="not a zip"), ["not a .npz"]),
+    (dict(X_train=np.array([object()] * 20, dtype=object)), ["pickled objects"]),
+    (dict(X_train=np.full((20, 4), np.nan)), ["X_train", "NaN"]),
+    (dict(X_train=np.array(["a"] * 20)), ["X_train", "real numbers"]),
+    (dict(y_train=-np.ones(20, int)), ["y_train", "non-negative integers"]),
+    (dict(y_train=np.full(20, 0.5)), ["y_train", "non-negative integers"]),
+    (dict(y_train=np.zeros(19, int)), ["y_train", "one label for each of the 20"]),
+    (dict(X_test=np.zeros((10, 63), np.uint8)), ["63 pixels"]),
+])
+def test_bad_npz_files_are_one_line_errors(tmp_path, arrays, words):
+    assert_one_line_error(train("--data-dir", bad_npz(tmp_path, **arrays), "--backend", "numpy"), *words)
+
+
+@pytest.mark.parametrize("files, words", [
+    ({"x_train.csv": "label,p1,p2\n0,1,2\n1,3\n", "x_test.csv": "label,p1,p2\n0,1,2\n"},
+     ["x_train.csv", "line 3 has 2 columns"]),
+    ({"x_train.csv": "label,p1\n0,1\n1,abc\n", "x_test.csv": "label,p1\n0,1\n"}, ["x_train.csv", "line 3 holds 'abc'"]),
+    ({"x_train.csv": "label,p1\n", "x_test.csv": "label,p1\n0,1\n"}, ["x_train.csv", "no rows"]),
+    ({"x_train.csv": "label,p1\n0,1\n", "y_train.csv": "label,p1\n0,1\n", "x_test.csv": "label,p1\n0,1\n"},
+     ["2 *train*.csv files", "keep one"]),
+    ({"x_train.csv": "label,p1\n0,1\n1,2\n"}, ["no *test*.csv"]),
+    ({"x_train.csv": "label,p1\n0,1\n-1,2\n", "x_test.csv": "label,p1\n0,1\n"}, ["label column", "non-negative"]),
+    ({"x_train.csv": "label\n0\n1\n", "x_test.csv": "label\n0\n"}, ["1 column"]),
+])
+def test_bad_csv_files_are_one_line_errors(tmp_path, files, words):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert_one_line_error(train("--data-dir", tmp_path, "--backend", "numpy"), *words)
+
+
+def test_one_csv_file_is_not_a_data_dir(tmp_path):
+    write_csv(tmp_path / "train.csv", *images(4, 2))
+    assert_one_line_error(train("--data-dir", tmp_path / "train.csv", "--backend", "numpy"), "*test*.csv")

@@ -1,0 +1,141 @@
+"""fastnet.threads: default_threads (all the cores this process may use, or the share of them that a
+joblib/loky or Dask worker was given, or fewer where the caller limits BLAS) and CoreShare (a run
+takes no more threads than the cores that are free for it)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from threadpoolctl import threadpool_limits
+
+from fastnet import threads
+from fastnet.threads import SHARE_VARIABLES, available_cores, default_threads
+
+
+@pytest.fixture
+def no_share(monkeypatch):
+    """No share in the environment, and no BLAS limit of fastnet's own (an earlier in-process
+    command line's set_threads leaves one)."""
+    for name in SHARE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "_own_blas_limit", [None])
+    return monkeypatch
+
+
+def test_all_usable_cores_by_default(no_share):
+    import numpy  # noqa: F401 (loads BLAS, as any caller has)
+
+    with threadpool_limits(available_cores(), user_api="blas"):
+        assert default_threads() == available_cores()
+
+
+@pytest.mark.parametrize("name", SHARE_VARIABLES)
+def test_a_share_set_by_the_parent_caps_it(no_share, name):
+    no_share.setenv(name, "1")
+    assert default_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "", "two", "-3"])
+def test_meaningless_shares_are_ignored(no_share, value):
+    no_share.setenv("OMP_NUM_THREADS", value)
+    with threadpool_limits(available_cores(), user_api="blas"):
+        assert default_threads() == available_cores()
+
+
+def test_a_callers_blas_limit_caps_it_but_not_fastnets_own(no_share):
+    import numpy  # noqa: F401
+
+    with threadpool_limits(1, user_api="blas"):
+        assert default_threads() == 1
+    with threadpool_limits(available_cores(), user_api="blas"):  # restores what set_threads changes
+        threads.set_threads(None, 1, "numba")  # the command line's plan: BLAS on one thread under Numba's
+        assert default_threads() == available_cores()
+
+
+def test_limited_restores_blas_and_numba():
+    numba = pytest.importorskip("numba")
+    from threadpoolctl import threadpool_info
+
+    import kernels.jit  # noqa: F401 (the numba backend in use, as after get_backend("numba"))
+
+    before = numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]
+    with threads.limited(1, 1, "numba") as n:
+        assert n == 1 and numba.get_num_threads() == 1
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    assert (numba.get_num_threads(), [i["num_threads"] for i in threadpool_info()]) == before
+
+
+def test_inside_loky_workers_each_gets_its_share():
+    joblib = pytest.importorskip("joblib")
+    got = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(default_threads)() for _ in range(2))
+    assert got == [max(joblib.cpu_count() // 2, 1)] * 2
+
+
+# CoreShare
+
+def recorder():
+    applied = []
+    return applied, applied.append
+
+
+@pytest.fixture
+def quiet_machine(monkeypatch):
+    """No other running tasks, two cores."""
+    monkeypatch.setattr(threads, "_running_tasks", lambda: 0)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+
+
+def test_alone_a_run_keeps_its_threads(tmp_path, quiet_machine):
+    applied, apply = recorder()
+    with threads.CoreShare(2, apply, folder=str(tmp_path), interval=0) as share:
+        assert share.poll() == 2
+        assert (tmp_path / str(os.getpid())).read_text() == "2"
+    assert applied == [] and not list(tmp_path.iterdir()), "registered while running, removed after"
+
+
+def test_a_second_live_run_halves_the_threads_and_a_dead_one_is_forgotten(tmp_path, quiet_machine):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / str(other.pid)).write_text("2")
+        applied, apply = recorder()
+        with threads.CoreShare(2, apply, folder=str(tmp_path), interval=0) as share:
+            assert share.poll() == 1 and applied == [1]
+            other.kill()
+            other.wait()
+            assert share.poll() == 2 and applied == [1, 2]
+            assert not (tmp_path / str(other.pid)).exists(), "a dead run's file is removed"
+    finally:
+        other.kill()
+
+
+def test_busy_cores_lower_the_threads_and_free_ones_restore_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    running = {"tasks": 2 + 3}  # this run's two threads and three other busy tasks
+    monkeypatch.setattr(threads, "_running_tasks", lambda: running["tasks"])
+    applied, apply = recorder()
+    with threads.CoreShare(2, apply, folder=str(tmp_path), interval=0) as share:
+        for _ in range(20):  # the average follows the samples
+            share.poll()
+        assert share.running == 1 and applied[-1] == 1
+        running["tasks"] = 1
+        for _ in range(20):
+            share.poll()
+        assert share.running == 2 and applied[-1] == 2
+
+
+def test_one_thread_wanted_is_never_polled(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "_running_tasks", lambda: pytest.fail("polled a one-thread run"))
+    applied, apply = recorder()
+    with threads.CoreShare(1, apply, folder=str(tmp_path), interval=0) as share:
+        assert share.poll() == 1
+    assert applied == []
+
+
+def test_an_unwritable_folder_means_running_as_asked(tmp_path, quiet_machine):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    applied, apply = recorder()
+    with threads.CoreShare(2, apply, folder=str(blocker / "sub"), interval=0) as share:
+        assert share.poll() == 2
+    assert applied == []
