@@ -27,6 +27,7 @@ import hashlib
 import http.server
 import json
 import os
+import queue
 import shutil
 import signal
 import struct
@@ -470,6 +471,92 @@ if os.environ.get("NUMBA_DISABLE_JIT") != "1":
          known="kernels/jit.py _gather_rows: `touched += src[j]` adds uint8 values, which overflows (a "
                "RuntimeWarning on stderr) when the kernel runs as Python; compiled, touched is an int64")
 
+# the other data formats (fastnet.formats): a .npz file or a directory of two CSV files as --data-dir
+def npz_data(rel, **changes):
+    """Setup: a .npz data set from data/'s arrays, with members replaced (None drops one; bytes are
+    written as the member's raw .npy contents)."""
+    def setup(ws):
+        sys.path.insert(0, str(ROOT))
+        from fastnet.data.idx import read_idx
+
+        arrays = {"X_train": read_idx(ws / TI), "y_train": read_idx(ws / TL),
+                  "X_test": read_idx(ws / SI), "y_test": read_idx(ws / SL)}
+        with zipfile.ZipFile(ws / rel, "w", zipfile.ZIP_DEFLATED) as zf:
+            for key, value in {**arrays, **changes}.items():
+                if value is None:
+                    continue
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    if isinstance(value, bytes):
+                        f.write(value)
+                    else:
+                        np.lib.format.write_array(f, np.asarray(value), allow_pickle=True)
+    return setup
+
+
+def npy_header(shape, descr="|u1"):
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def csv_data(rel="csv", train_rows=None, test_rows=None):
+    """Setup: rel/train.csv and rel/test.csv from data/'s arrays, a header line first; train_rows
+    and test_rows (lists of text lines) replace the data lines when given."""
+    def setup(ws):
+        sys.path.insert(0, str(ROOT))
+        from fastnet.data.idx import read_idx
+
+        (ws / rel).mkdir()
+        for split, (xi, yi), rows in (("train", (TI, TL), train_rows), ("test", (SI, SL), test_rows)):
+            x, y = read_idx(ws / xi).reshape(-1, 64), read_idx(ws / yi)
+            lines = rows if rows is not None else [f"{y[i]}," + ",".join(map(str, x[i])) for i in range(len(y))]
+            (ws / rel / f"{split}.csv").write_text("label," + ",".join(f"p{i}" for i in range(64)) + "\n"
+                                                  + "".join(line + "\n" for line in lines))
+    return setup
+
+
+FORMATS = "formats.py, the Python API's file: reported, not edited here"
+NPZ_ARGS = [a for a in TRAIN if a != "{data}"]
+for name, data_arg, code, setup, kw in [
+    ("npz_good", "d.npz", 0, npz_data("d.npz"), {}),
+    ("npz_pickled_images", "d.npz", 2, npz_data("d.npz", X_train=np.array([{"a": 1}], dtype=object)), {}),
+    ("npz_missing_test_labels", "d.npz", 2, npz_data("d.npz", y_test=None), {}),
+    ("npz_nan_pixels", "d.npz", 2, npz_data("d.npz", X_train=np.full((300, 64), np.nan)), {}),
+    ("npz_negative_label", "d.npz", 2, npz_data("d.npz", y_train=np.r_[np.arange(299) % 4, -1]), {}),
+    ("npz_fractional_labels", "d.npz", 2, npz_data("d.npz", y_train=np.arange(300) % 4 + 0.5), {}),
+    ("npz_four_dim_images", "d.npz", 2, npz_data("d.npz", X_train=np.zeros((300, 8, 8, 1))), {}),
+    ("npz_test_other_width", "d.npz", 2, npz_data("d.npz", X_test=np.zeros((60, 65))), {}),
+    ("npz_truncated", "d.npz", 2, both(npz_data("d.npz"),
+                                       lambda ws: put(ws, "d.npz", (ws / "d.npz").read_bytes()[:300])), {}),
+    ("npz_label_1e9", "d.npz", 2, npz_data("d.npz", y_train=np.r_[np.arange(299) % 4, 10**9]),
+     {"timeout": 15, "known": f"{FORMATS}: classes = largest label + 1 makes a tuple of 10**9 class names "
+                               "(hangs, then runs out of memory)"}),
+    ("npz_header_claims_1_tb", "d.npz", 2, npz_data("d.npz", X_train=npy_header((10**12,)) + bytes(100)),
+     {"known": f"{FORMATS}: read_npz lets np.load allocate what a member's .npy header claims "
+               "(MemoryError traceback); the model reader bounds every member by its header first"}),
+    ("csv_good", "csv", 0, csv_data(), {}),
+    ("csv_ragged_line", "csv", 2, csv_data(train_rows=["1,2,3"]), {}),
+    ("csv_text_cell", "csv", 2, csv_data(train_rows=["1," + ",".join(["x"] * 64)]), {}),
+    ("csv_header_only", "csv", 2, csv_data(train_rows=[]), {}),
+    ("csv_nan_pixel", "csv", 2, csv_data(train_rows=["1," + ",".join(["nan"] * 64)] * 4), {}),
+    ("csv_latin1_bytes", "csv", 2, both(csv_data(), lambda ws: (ws / "csv" / "train.csv").write_bytes(
+        (ws / "csv" / "train.csv").read_bytes().replace(b"label", b"lab\xe9l\xff", 1) + b"1,\xe9\n")), {}),
+    ("csv_two_train_files", "csv", 2, both(csv_data(), lambda ws: shutil.copy(
+        ws / "csv" / "train.csv", ws / "csv" / "train2.csv")), {}),
+    ("csv_label_1e9", "csv", 2, csv_data(train_rows=["1000000000," + ",".join(["1"] * 64)] + [
+        f"{i % 4}," + ",".join(["1"] * 64) for i in range(40)]),
+     {"timeout": 15, "known": f"{FORMATS}: as npz_label_1e9, through the CSV reader"}),
+    ("csv_train_is_a_fifo", "csv", 2, both(csv_data(), lambda ws: (ws / "csv" / "train.csv").unlink(),
+                                           fifo("csv/train.csv")),
+     {"timeout": 15, "known": f"{FORMATS}: _csv_file globs a FIFO named train.csv and open() blocks on it "
+                              "forever; a regular-file check first would refuse it"}),
+]:
+    case(f"formats_{name}", "formats", NPZ_ARGS + [data_arg], code, setup=setup,
+         fast=name in ("npz_pickled_images", "csv_ragged_line"), **kw)
+
+
 # show, gradcheck, evaluate's outputs
 SHOW = ["fastnet.show", "--data-dir", "{data}"]
 GRAD = ["fastnet.gradcheck", "--backend", "numpy", "--layers", "64,8,4", "--data-dir", "{data}"]
@@ -587,49 +674,54 @@ def run_case(c, base, env, extra):
 
 
 def execute(c, argv, env, ws):
-    """Start the command, deliver the case's signals, collect (code, stdout, stderr, problem)."""
-    stdout, close_fds, pass_fds = subprocess.PIPE, True, ()
+    """Start the command, deliver the case's signals, collect (code, stdout, stderr, problem). Both
+    streams are read by threads, so a command that hangs is killed at the case's timeout."""
+    stdout = subprocess.PIPE
     devfull = None
     if c.stdout == "full":
         devfull = stdout = open("/dev/full", "w")
     cmd = [sys.executable, "-m", *argv]
     if c.stdout == "closed":
         cmd = ["sh", "-c", 'exec "$@" >&-', "sh", *cmd]
+
     def ignore():
         for sig in c.ignored:
             signal.signal(sig, signal.SIG_IGN)
 
     proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                            close_fds=close_fds, pass_fds=pass_fds, preexec_fn=ignore if c.ignored else None)
+                            preexec_fn=ignore if c.ignored else None)
     if devfull:
         devfull.close()
-    err_lines, out_text = [], []
-    drain = threading.Thread(target=lambda: err_lines.append(proc.stderr.read()), daemon=True)
-    drain.start()
-    problem = None
-    start = time.monotonic()
+    if c.stdout == "broken":
+        proc.stdout.close()
+    err, lines = [], queue.Queue()
+    readers = [threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]
+    if proc.stdout and not proc.stdout.closed:
+        readers.append(threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put(None)],
+                                        daemon=True))
+    for r in readers:
+        r.start()
+    out, problem, deadline = [], None, time.monotonic() + c.timeout
     try:
-        if c.stdout == "broken":
-            proc.stdout.close()
         for sig, after in c.signals:
-            if isinstance(after, str):
-                while True:
-                    line = proc.stdout.readline()
-                    out_text.append(line)
-                    if not line or after in line:
+            if isinstance(after, str):  # wait for a line holding `after` (or the end of the output)
+                while (line := lines.get(timeout=max(deadline - time.monotonic(), 0.01))) is not None:
+                    out.append(line)
+                    if after in line:
                         break
             else:
                 time.sleep(after)
             proc.send_signal(sig)
-        if proc.stdout and not proc.stdout.closed:
-            out_text.append(proc.stdout.read())
-        proc.wait(timeout=max(c.timeout - (time.monotonic() - start), 1))
-    except subprocess.TimeoutExpired:
+        proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+    except (subprocess.TimeoutExpired, queue.Empty):
         proc.kill()
         proc.wait()
         problem = f"hung: killed after {c.timeout:g} s"
-    drain.join(10)
-    return proc.returncode, "".join(out_text), "".join(err_lines), problem
+    for r in readers:
+        r.join(10)
+    while not lines.empty():
+        out.append(lines.get() or "")
+    return proc.returncode, "".join(out), "".join(err), problem
 
 
 def classify(c, code, out, err):
