@@ -8,7 +8,7 @@ import numpy as np
 
 from kernels import parameter_count
 from .errors import InputError
-from .model import MLP
+from .model import MLP, hidden_layers
 from .optim import OPTIMIZERS
 from .training import TrainState
 
@@ -25,16 +25,19 @@ def new_state(s, sizes, train_images):
     """A fresh model (He initialisation), optimiser and generator for settings s.
 
     With standardisation, the input scaling comes from the training images alone (never the
-    validation or test images): per pixel, x = (p/255 - mean) / max(sd, SD_FLOOR).
+    validation or test images): per pixel, x = (p/255 - mean) / max(sd, SD_FLOOR). The hidden layers
+    get s["activation"] (relu where s has none); the optimiser's hyper-parameters that s lacks (alpha,
+    say) keep the optimiser's defaults, as when a checkpoint is loaded.
     """
     rng = np.random.default_rng(s["seed"])
     scale, shift = 1 / 255, 0.0
     if s["standardize"]:
         mean, sd = pixel_moments(train_images)
         scale, shift = 1 / (255 * sd), -mean / sd
-    model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift)
+    model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift,
+                        activations=hidden_layers(sizes, s.get("activation", "relu")))
     kind = OPTIMIZERS[s["optimizer"]]
-    opt = kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER})
+    opt = kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER if k in s})
     return TrainState(model, opt, rng)
 
 
