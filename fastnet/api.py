@@ -36,10 +36,10 @@ def python_errors(lr_name="lr"):
         raise ValueError(str(exc).replace("--lr", lr_name)) from None
 
 
-def fit(X, y, *, hidden_layer_sizes=(128,), epochs=5, batch_size=128, lr=2e-3, schedule="cosine", warmup=0,
-        optimizer="adam", beta1=0.8, beta2=0.99, eps=1e-8, standardize=True, validation=0.05, seed=0,
-        dtype="float32", backend="numba", threads=None, verbose=False):
-    """Train a multilayer perceptron classifier (ReLU hidden layers, softmax output, cross-entropy).
+def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs=5, batch_size=128, lr=2e-3,
+        schedule="cosine", warmup=0, optimizer="adam", beta1=0.8, beta2=0.99, eps=1e-8, standardize=True,
+        validation=0.05, seed=0, dtype="float32", backend="numba", threads=None, verbose=False):
+    """Train a multilayer perceptron classifier (hidden layers, softmax output, cross-entropy).
 
     The defaults are python -m fastnet.train's recipe: 5 epochs of Adam (beta1 0.8, beta2 0.99) at
     2e-3 decayed by a cosine to near zero, batches of 128, inputs standardised, 5% held out.
@@ -54,6 +54,11 @@ def fit(X, y, *, hidden_layer_sizes=(128,), epochs=5, batch_size=128, lr=2e-3, s
         Labels of any hashable type (integers, strings); ``classes_ = np.unique(y)``.
     hidden_layer_sizes : tuple of int, default=(128,)
         Units of each hidden layer; ``()`` gives a softmax regression.
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        The hidden layers' activation.
+    alpha : float, default=0.0
+        L2 penalty on the weights (not the biases), as scikit-learn's: the loss gains
+        ½·alpha·Σ‖W‖²/N for a batch of N rows.
     epochs : int, default=5
         Passes over the training rows.
     batch_size : int, default=128
@@ -125,7 +130,7 @@ def fit(X, y, *, hidden_layer_sizes=(128,), epochs=5, batch_size=128, lr=2e-3, s
         hidden = _hidden_sizes(hidden_layer_sizes)
         val_split, pair = _validation(validation)
         s = settings(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup=warmup,
-                     optimizer=optimizer, beta1=beta1, beta2=beta2, eps=eps, standardize=standardize,
+                     activation=activation, alpha=alpha, optimizer=optimizer, beta1=beta1, beta2=beta2, eps=eps, standardize=standardize,
                      val_split=val_split, seed=seed, layers=",".join(map(str, (X.shape[1], *hidden, len(classes)))),
                      dtype=dtype, backend=backend, threads=threads)
         if not isinstance(verbose, (bool, np.bool_)):
@@ -392,7 +397,7 @@ def settings(**s):
     """The training settings under the command line's names, checked (recipe.check); numbers as plain
     Python numbers so that they can be stored as JSON. ValueError names the Python argument."""
     names = {"val_split": "validation", "layers": "hidden_layer_sizes"}
-    for key in ("lr", "beta1", "beta2", "eps"):
+    for key in ("lr", "beta1", "beta2", "eps", "alpha"):
         if isinstance(s[key], (int, np.integer, np.floating)) and not isinstance(s[key], (bool, np.bool_)):
             s[key] = float(s[key])
     for key in ("epochs", "batch_size", "warmup", "seed", "val_split", "threads"):

@@ -1,6 +1,7 @@
 """Model files: an .npz of plain arrays (no pickles), written atomically, read with full validation.
 
-A file holds the parameters, layer sizes, input scaling, class names and training settings; a
+A file holds the parameters, layer sizes and activations, input scaling, class names and training
+settings (a file from before activations were recorded has relu hidden layers); a
 checkpoint adds the optimiser state, the data-order generator's state and the epoch reached, so
 that `--resume` continues exactly. A model trained in Python also holds `classes`, the K labels it
 was trained on (numbers or text); without it (the command line's files) the classes are 0..K-1.
@@ -16,11 +17,11 @@ import zlib
 
 import numpy as np
 
-from kernels import parameter_count
+from kernels import activation_codes, activation_names, parameter_count
 
 from .errors import InputError
 from .files import atomic_write
-from .model import MLP
+from .model import MLP, hidden_layers
 from .training import History, TrainState
 
 FORMAT = "fastnet-model"
@@ -42,6 +43,7 @@ def save(path, state, settings, class_names, classes=None):
         "format": np.array(FORMAT),
         "version": np.array(VERSION),
         "sizes": np.array(model.sizes, np.int64),
+        "activations": np.array(model.activations, dtype=str),
         "params": model.params,
         "input_scale": model.input_scale,
         "input_shift": model.input_shift,
@@ -72,9 +74,9 @@ _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, Not
 # The members a model file may have, read in this order, each within a byte limit: the small ones
 # first, then the (P,) parameter-sized ones, bounded by what the stored layer sizes need. Any other
 # member is never read, so a file padded with a huge extra member costs nothing.
-SMALL_MEMBERS = {"format": 1 << 10, "version": 1 << 10, "sizes": 1 << 16, "input_scale": 1 << 26,
-                 "input_shift": 1 << 26, "class_names": 1 << 24, "classes": 1 << 24, "settings": 1 << 24,
-                 "progress": 1 << 28, "opt_step": 1 << 10}
+SMALL_MEMBERS = {"format": 1 << 10, "version": 1 << 10, "sizes": 1 << 16, "activations": 1 << 20,
+                 "input_scale": 1 << 26, "input_shift": 1 << 26, "class_names": 1 << 24, "classes": 1 << 24,
+                 "settings": 1 << 24, "progress": 1 << 28, "opt_step": 1 << 10}
 LARGE_MEMBERS = ("params", "opt_m", "opt_v")
 NPY_HEADER = 1 << 16  # bytes allowed for a .npy header beside its data
 
@@ -173,6 +175,19 @@ def _json(arrays, path, key):
     return value
 
 
+def _activations(arrays, path, sizes):
+    """The layers' activation names (one per layer, the last identity); relu hidden layers for a file
+    written before they were recorded."""
+    if "activations" not in arrays:
+        return hidden_layers(sizes)
+    names = [str(a) for a in _field(arrays, path, "activations", "U", (len(sizes) - 1,))]
+    try:
+        activation_names(sizes, activation_codes(names))
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return names
+
+
 def load(path):
     """Read and validate a model file: returns (model, settings, class_names, arrays)."""
     arrays = _read_arrays(path)
@@ -194,7 +209,8 @@ def load(path):
                          f"{','.join(map(str, sizes))} ({count} expected)")
     model = MLP(sizes, params.dtype,
                 _field(arrays, path, "input_scale", "f", sizes[:1]),
-                _field(arrays, path, "input_shift", "f", sizes[:1]))
+                _field(arrays, path, "input_shift", "f", sizes[:1]),
+                _activations(arrays, path, sizes))
     if not all(np.isfinite(a).all() for a in (params, model.input_scale, model.input_shift)):
         raise InputError(f"{path}: the model holds non-finite values")
     model.params[...] = params

@@ -3,22 +3,17 @@
 For a parameter θ_i the numerical derivative is (J(θ + ε e_i) − J(θ − ε e_i)) / 2ε. The check
 reports ||numerical − backprop|| / (||numerical|| + ||backprop||) over the checked parameters;
 below 1e-7 the hand-derived backward pass is right to the precision the differences allow.
+J is the training loss: the mean cross-entropy plus the L2 penalty ½·alpha·Σ‖W‖²/N (--alpha).
 """
 
 import numpy as np
 
+from kernels import ACTIVATIONS
 from . import data
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, non_negative_int, positive_int, run
 from .errors import InputError
-from .model import (
-    MLP,
-    Workspace,
-    check_fits,
-    loss_and_grads,
-    parse_layers,
-    predict_logits,
-)
+from .model import MLP, Workspace, check_fits, hidden_layers, loss_and_grads, parse_layers, predict_logits
 from .threads import set_threads
 
 THRESHOLD = 1e-7
@@ -49,8 +44,9 @@ def kink_sides(model, images):
     return np.concatenate(sides) if sides else np.zeros(0, bool)
 
 
-def gradient_check(model, kernels, images, labels, indices, eps=1e-6):
-    """(relative difference between backprop and central differences at `indices`, probes skipped).
+def gradient_check(model, kernels, images, labels, indices, eps=1e-6, alpha=0.0):
+    """(relative difference between backprop and central differences at `indices`, probes skipped),
+    for the loss with the L2 penalty alpha.
 
     model must be float64; images (N, D0) pixels, labels (N,). The loss is evaluated with the
     same kernels; the parameter is restored after each probe. A probe that switches a ReLU on or off
@@ -59,12 +55,14 @@ def gradient_check(model, kernels, images, labels, indices, eps=1e-6):
     users do, instead of raising a false alarm.
     """
     ws = Workspace(model.sizes, len(labels), model.dtype)
-    loss_and_grads(model, kernels, images, np.arange(len(labels)), labels, ws)
+    loss_and_grads(model, kernels, images, np.arange(len(labels)), labels, ws, alpha)
     base = kink_sides(model, images)
 
     def probe(value):
         model.params[i] = value
-        return kernels.cross_entropy(predict_logits(model, kernels, images), labels), kink_sides(model, images)
+        penalty = 0.5 * alpha * sum(float(np.sum(W**2)) for W in model.W) / len(labels)
+        loss = kernels.cross_entropy(predict_logits(model, kernels, images), labels) + penalty
+        return loss, kink_sides(model, images)
 
     numeric, kept = [], []
     for i in indices:
@@ -84,23 +82,29 @@ def main(argv=None):
     p.add_argument("--samples", type=positive_int, default=10, help="real training samples used (default 10)")
     p.add_argument("--per-tensor", type=positive_int, default=40, help="random entries checked per W and b")
     p.add_argument("--layers", default="784,128,10")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="activation of the hidden layers")
+    p.add_argument("--alpha", type=float, default=0.0, help="L2 penalty of the weights (default 0)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
+    if not 0 <= args.alpha < float("inf"):
+        raise InputError(f"--alpha must be a finite number >= 0, got {args.alpha}")
     kernels = get_backend(args.backend)
     set_threads(None, kernels.BLAS_THREADS)
     train = data.load_split(args.dataset, "train", args.data_dir)
     images, labels = train.images, train.labels
     rng = np.random.default_rng(args.seed)
     rows = rng.choice(len(labels), min(args.samples, len(labels)), replace=False)
-    model = MLP.he_init(parse_layers(args.layers), rng, np.float64)
+    sizes = parse_layers(args.layers)
+    model = MLP.he_init(sizes, rng, np.float64, activations=hidden_layers(sizes, args.activation))
     check_fits(model.sizes, images, labels, "the training set", "--layers")
     indices = choose_parameters(model, args.per_tensor, rng)
-    diff, skipped = gradient_check(model, kernels, images[rows], labels[rows], indices)
+    diff, skipped = gradient_check(model, kernels, images[rows], labels[rows], indices, alpha=args.alpha)
     print(f"checked {len(indices) - skipped} of {model.params.size} parameters on {len(rows)} samples "
-          f"(every layer's W and b), float64, backend {args.backend}")
+          f"(every layer's W and b), float64, backend {args.backend}, {args.activation} hidden layers, "
+          f"alpha {args.alpha:g}")
     if skipped:
         print(f"skipped {skipped} probes that switched a ReLU on or off (a unit at its kink)")
     if skipped == len(indices):

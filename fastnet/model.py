@@ -5,8 +5,9 @@ Layout: samples are rows (N, D), weights are (D_in, D_out), so a layer is X·W +
 batch is then a gather of whole rows into one contiguous block, the products are plain row-major
 GEMMs that BLAS likes, and per-sample work (softmax, loss) walks contiguous rows.
 
-Each layer has an activation (kernels.ACTIVATIONS): relu for the hidden layers unless told
-otherwise, identity for the output layer, whose logits go into softmax-cross-entropy.
+Each layer has an activation (kernels.ACTIVATIONS): relu, tanh, logistic or identity for the
+hidden layers (relu unless told otherwise), identity for the output layer, whose logits go into
+softmax-cross-entropy.
 
 All parameters live in one flat buffer with per-layer views (layout: W0, b0, W1, b1, ...), so
 one kernel call runs a whole batch and an optimiser updates the whole network in one pass.
@@ -40,9 +41,10 @@ def parse_layers(text):
     return sizes
 
 
-def relu_hidden_layers(sizes):
-    """The default activations of a network of `sizes`: relu for each hidden layer, identity at the output."""
-    return ("relu",) * (len(sizes) - 2) + ("identity",)
+def hidden_layers(sizes, activation="relu"):
+    """The activations of a network of `sizes` with `activation` in each hidden layer, identity at the
+    output; relu is the default (and what a model file without activations holds)."""
+    return (activation,) * (len(sizes) - 2) + ("identity",)
 
 
 class MLP:
@@ -57,7 +59,7 @@ class MLP:
 
     def __init__(self, sizes, dtype=np.float32, input_scale=1 / 255, input_shift=0.0, activations=None):
         self.sizes = tuple(int(s) for s in sizes)
-        self.activations = relu_hidden_layers(self.sizes) if activations is None else tuple(activations)
+        self.activations = hidden_layers(self.sizes) if activations is None else tuple(activations)
         self.activation_codes = activation_codes(self.activations)
         activation_names(self.sizes, self.activation_codes)  # one per layer, the last identity, or ValueError
         self.dtype = np.dtype(dtype)
@@ -93,13 +95,14 @@ class Workspace:
         self.grads = np.zeros(parameter_count(sizes), dtype)
 
 
-def loss_and_grads(model, backend, images, index, labels, ws):
-    """Mean cross-entropy of the batch images[index]; its gradient into ws.grads.
+def loss_and_grads(model, backend, images, index, labels, ws, alpha=0.0):
+    """Mean cross-entropy of the batch images[index] plus the L2 penalty ½·alpha·Σ‖W‖²/N of the
+    weights (scikit-learn's convention, kernels.reference.mlp_gradients); its gradient into ws.grads.
 
     images are raw pixels (M, D0), mapped to inputs by the model's scale and shift on the way in.
     """
     return backend.mlp_gradients(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
-                                 model.activation_codes, model.params, ws.grads, ws.buffers)
+                                 model.activation_codes, model.params, ws.grads, ws.buffers, alpha)
 
 
 def predict_logits(model, backend, images, batch=2048):

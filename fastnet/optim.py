@@ -2,7 +2,9 @@
 
 An optimiser's train_step runs one whole training step through a backend: the gradients of a
 batch, then the update. Adam's is one kernel call (mlp_adam_step), so the numba backend can update
-each band of parameters while its gradients are still in cache.
+each band of parameters while its gradients are still in cache. Both minimise the mean cross-entropy
+plus an L2 penalty of the weights, alpha (0: none), as scikit-learn's MLPClassifier does
+(kernels.reference.mlp_gradients); alpha is a setting of the run, like Adam's betas.
 """
 
 import math
@@ -12,13 +14,21 @@ import numpy as np
 from .model import loss_and_grads
 
 
+def _alpha(alpha):
+    """alpha as a float, or ValueError unless it is finite and >= 0."""
+    if not 0 <= alpha < float("inf"):
+        raise ValueError(f"alpha (the L2 penalty) must be a finite number >= 0, got {alpha}")
+    return float(alpha)
+
+
 class GD:
     """Plain gradient descent: p = p - lr·g."""
 
     name = "gd"
-    HYPER = ()  # hyper-parameters taken from the run's settings
+    HYPER = ("alpha",)  # hyper-parameters taken from the run's settings
 
-    def __init__(self, size, dtype):
+    def __init__(self, size, dtype, alpha=0.0):
+        self.alpha = _alpha(alpha)
         self.step = 0
 
     def update(self, backend, params, grads, lr):
@@ -28,7 +38,7 @@ class GD:
 
     def train_step(self, backend, model, images, index, labels, ws, lr):
         """Gradients of the batch images[index], then one step: (loss, every parameter finite)."""
-        loss = loss_and_grads(model, backend, images, index, labels, ws)
+        loss = loss_and_grads(model, backend, images, index, labels, ws, self.alpha)
         return loss, self.update(backend, model.params, ws.grads, lr)
 
     def state(self):
@@ -42,12 +52,13 @@ class Adam:
     """Adam with bias-corrected moments; beta1 drives the first moment, beta2 the second."""
 
     name = "adam"
-    HYPER = ("beta1", "beta2", "eps")
+    HYPER = ("beta1", "beta2", "eps", "alpha")
 
-    def __init__(self, size, dtype, beta1=0.9, beta2=0.999, eps=1e-8):
+    def __init__(self, size, dtype, beta1=0.9, beta2=0.999, eps=1e-8, alpha=0.0):
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and 0 < eps < float("inf")):
             raise ValueError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {beta1}, {beta2}, {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.alpha = _alpha(alpha)
         self.m = np.zeros(size, dtype)
         self.v = np.zeros(size, dtype)
         self.step = 0
@@ -61,7 +72,7 @@ class Adam:
         self.step += 1
         return backend.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
                                      model.activation_codes, model.params, ws.grads, self.m, self.v, self.step, lr,
-                                     self.beta1, self.beta2, self.eps, ws.buffers)
+                                     self.beta1, self.beta2, self.eps, ws.buffers, self.alpha)
 
     def state(self):
         return {"step": np.array(self.step), "m": self.m, "v": self.v}

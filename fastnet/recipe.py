@@ -6,10 +6,10 @@ same way from the same settings.
 
 import numpy as np
 
-from kernels import parameter_count
+from kernels import ACTIVATIONS, parameter_count
 
 from .errors import InputError
-from .model import MLP, parse_layers
+from .model import MLP, hidden_layers, parse_layers
 from .optim import OPTIMIZERS
 from .training import TrainState, fit, split_validation
 
@@ -27,18 +27,20 @@ def new_state(s, sizes, train_images, scaling=None):
 
     The input scaling comes from the training images alone (never the validation or test images),
     see input_scaling; `scaling` defaults to the command line's meaning of s["standardize"]:
-    "standardize" when on, "pixels" when off.
+    "standardize" when on, "pixels" when off. The hidden layers get s["activation"] (relu where s
+    has none); the optimiser's hyper-parameters that s lacks (alpha, say) keep their defaults.
     """
     rng = np.random.default_rng(s["seed"])
     scale, shift = input_scaling(train_images, scaling or ("standardize" if s["standardize"] else "pixels"))
-    model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift)
+    model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift,
+                        activations=hidden_layers(sizes, s.get("activation", "relu")))
     return TrainState(model, new_optimizer(s, model), rng)
 
 
 def new_optimizer(s, model):
     """A fresh optimiser of kind s["optimizer"] with its hyper-parameters from s, for model."""
     kind = OPTIMIZERS[s["optimizer"]]
-    return kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER})
+    return kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER if k in s})
 
 
 SCALINGS = ("standardize", "pixels", "none")
@@ -125,10 +127,14 @@ def check(s, name):
     for key in ("beta1", "beta2"):
         if not (isinstance(s.get(key), float) and 0 <= s[key] < 1):
             raise InputError(f"{name(key)} must be a number in [0, 1), got {s.get(key)!r}")
-    choices = {"schedule": ("constant", "cosine"), "optimizer": tuple(OPTIMIZERS), "dtype": ("float32", "float64")}
+    choices = {"schedule": ("constant", "cosine"), "optimizer": tuple(OPTIMIZERS), "dtype": ("float32", "float64"),
+               "activation": ACTIVATIONS}
     for key, allowed in choices.items():
-        if s.get(key) not in allowed:
+        if s.get(key, "relu" if key == "activation" else None) not in allowed:
             raise InputError(f"{name(key)} must be one of {', '.join(allowed)}, got {s.get(key)!r}")
+    alpha = s.get("alpha", 0.0)
+    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha < float("inf")):
+        raise InputError(f"{name('alpha')} must be a finite number >= 0, got {alpha!r}")
     eps = s.get("eps")
     if not (isinstance(eps, float) and 0 < eps < float("inf")):
         raise InputError(f"{name('eps')} must be a positive number, got {eps!r}")

@@ -18,7 +18,7 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
     raise ImportError(f"fastnet.sklearn needs scikit-learn >= 1.6 ({exc}); install the extra: "
                       "pip install 'fastnet-mlp[sklearn]'") from exc
 
-from kernels import layer_views
+from kernels import ACTIVATIONS, layer_views
 
 from . import formats, recipe
 from .api import Model, encode_known, settings
@@ -42,19 +42,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     """Multilayer perceptron classifier trained by fastnet's kernels, with scikit-learn's interface.
 
     The parameters shared with ``sklearn.neural_network.MLPClassifier`` have its names, defaults
-    and meanings, except where noted; the last five are fastnet's own. The network: ReLU hidden
-    layers, a softmax output (also for two classes), cross-entropy, mini-batch Adam or SGD.
+    and meanings, except where noted; the last five are fastnet's own. The network: hidden layers of
+    one activation, a softmax output (also for two classes), cross-entropy, mini-batch Adam or SGD.
 
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default=(100,)
         Units of each hidden layer.
-    activation : {"relu"}, default="relu"
-        Only "relu" for now (tanh, logistic and identity will come); others raise ValueError.
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        The hidden layers' activation.
     solver : {"adam", "sgd"}, default="adam"
         "sgd" is plain mini-batch gradient descent (no momentum). scikit-learn's "lbfgs" is not offered.
-    alpha : float, default=0.0
-        L2 penalty; only 0.0 for now (scikit-learn's default is 1e-4), others raise ValueError.
+    alpha : float, default=1e-4
+        L2 penalty on the weights, scikit-learn's: the loss gains ½·alpha·Σ‖W‖²/N for a batch of N rows.
     batch_size : int or "auto", default="auto"
         Samples per step; "auto" is min(200, n_samples). Larger than n_samples: clipped, with a warning.
     learning_rate_init : float, default=1e-3
@@ -141,7 +141,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     (2, 3)
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0,
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4,
                  batch_size="auto", learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, schedule="constant",
@@ -306,12 +306,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             model.network.params[...] = best
 
     def _check_parameters(self):
-        if self.activation != "relu":
-            raise ValueError(f"activation={self.activation!r} is not supported yet: fastnet's MLPClassifier has "
-                             "'relu' hidden layers only for now (tanh, logistic and identity are planned)")
-        if not (isinstance(self.alpha, (int, float, np.number)) and self.alpha == 0):
-            raise ValueError(f"alpha={self.alpha!r} is not supported yet: fastnet's MLPClassifier has no L2 "
-                             "penalty for now; pass alpha=0.0")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if not (isinstance(self.alpha, (int, float, np.number)) and not isinstance(self.alpha, bool)
+                and 0 <= self.alpha < np.inf):
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r} "
                              "(fastnet has no 'lbfgs')")
@@ -343,6 +342,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         try:
             return settings(epochs=int(self.max_iter), batch_size=batch, lr=self.learning_rate_init,
                             schedule="constant" if incremental else self.schedule, warmup=0,
+                            activation=self.activation, alpha=float(self.alpha),
                             optimizer=SOLVERS[self.solver], beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
                             standardize=self.standardize, val_split=0, seed=seed,
                             layers=",".join(map(str, (features, *map(int, hidden), len(self.classes_)))),

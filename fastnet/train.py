@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from kernels import ACTIVATIONS
+
 from . import checkpoint, data, formats
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import (
@@ -38,7 +40,7 @@ from .training import warm_up
 
 # Settings that define the recipe: a resumed run keeps the checkpoint's and refuses contradicting flags.
 RECIPE = ("preset", "batch_size", "lr", "schedule", "warmup", "optimizer", "beta1", "beta2", "eps",
-          "standardize", "val_split", "seed", "layers", "dtype", "dataset")
+          "standardize", "val_split", "seed", "layers", "activation", "alpha", "dtype", "dataset")
 # Settings that say how to run: a resumed run takes them from the flags, else from the checkpoint.
 RUN = ("backend", "threads")
 MAX_THREADS = 4096  # more is a typo, and overflows the C int that BLAS libraries take
@@ -65,6 +67,10 @@ def build_parser():
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of initialisation, split and order")
     p.add_argument("--layers", default="784,128,10",
                    help="layer sizes, input first (default: the data's inputs, 128, the data's classes)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="activation of the hidden layers (default relu)")
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="L2 penalty of the weights, as scikit-learn's MLPClassifier (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
@@ -119,6 +125,7 @@ def resume_state(s, given):
     error. --backend and --threads default to the checkpoint's, so the resumed run is exact; output
     paths and --data-dir come from the flags. Without --save, the run keeps saving to the checkpoint."""
     state, saved, names = checkpoint.load_state(s["resume"], OPTIMIZERS)
+    saved = {"activation": "relu", "alpha": 0.0, **saved}  # what checkpoints from before these settings used
     for key in RECIPE:
         if key in given and key in saved and s[key] != saved[key]:
             raise InputError(f"--{key.replace('_', '-')} {s[key]} contradicts {s['resume']}, which was trained "
@@ -265,9 +272,9 @@ def report(s, state, kernels, names, test, stop):
     h = state.history
     print(f"test accuracy {test_acc:.4f}  test loss {test_loss:.4f}  train time {sum(h.epoch_seconds):.2f}s "
           f"(median epoch {np.median(h.epoch_seconds):.3f}s)  total {seconds_since_launch():.1f}s")
-    metrics = {key: s[key] for key in ("backend", "dtype", "layers", "epochs", "batch_size", "lr", "optimizer",
-                                        "seed", "beta1", "beta2", "eps", "schedule", "warmup", "standardize",
-                                        "preset", "threads", "val_split")}
+    metrics = {key: s[key] for key in ("backend", "dtype", "layers", "activation", "epochs", "batch_size", "lr",
+                                        "optimizer", "seed", "beta1", "beta2", "eps", "alpha", "schedule", "warmup",
+                                        "standardize", "preset", "threads", "val_split")}
     metrics.update({
         "epoch_seconds": h.epoch_seconds, "eval_seconds": h.eval_seconds, "train_loss": h.train_loss,
         "train_accuracy": h.train_accuracy[-1], "train_accuracy_per_epoch": h.train_accuracy,

@@ -9,7 +9,9 @@ BACKENDS. The kernels know nothing of models beyond the network description belo
 A network is described to the kernels by two int64 arrays: sizes (L+1,) = (D0, ..., K), and
 activations (L,), layer l's activation as a code of ACTIVATIONS. The last layer's is identity:
 its output (the logits) goes into softmax-cross-entropy. Parameters live in one flat buffer
-(layer_views). `JIT_OPTIONS` is the one place where Numba compiler options are set.
+(layer_views). The kernels that compute a training loss (mlp_gradients, mlp_adam_step) take alpha,
+an L2 penalty of the weights, in scikit-learn's convention (kernels.reference.mlp_gradients).
+`JIT_OPTIONS` is the one place where Numba compiler options are set.
 """
 
 import importlib
@@ -52,8 +54,9 @@ BACKEND_ATTRIBUTES = {
 
 # Activation name <-> code: a code is the name's position here. Kernels take names (str); the
 # whole-network kernels take an (L,) int64 array of codes, which compiled code can dispatch on.
-ACTIVATIONS = ("identity", "relu")
-IDENTITY, RELU = 0, 1
+# New activations go at the end: model files store names, but codes must not move under cached code.
+ACTIVATIONS = ("identity", "relu", "tanh", "logistic")
+IDENTITY, RELU, TANH, LOGISTIC = 0, 1, 2, 3
 
 
 def activation_codes(names):

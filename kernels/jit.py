@@ -23,14 +23,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import (
-    ACTIVATIONS,
-    FASTMATH,
-    JIT_OPTIONS,
-    RELU,
-    activation_names,
-    parameter_count,
-)
+from . import ACTIVATIONS, FASTMATH, JIT_OPTIONS, LOGISTIC, RELU, TANH, activation_names, parameter_count
 from .blas import gemm
 
 _jit = njit(**JIT_OPTIONS)
@@ -75,10 +68,16 @@ def gather_rows(images, index, scale, shift, out):
 # The activations of kernels.ACTIVATIONS, dispatched by code inside compiled loops (LLVM hoists
 # the test of a loop-invariant code out of the loop). Twins of kernels.reference's
 # ACTIVATION_FUNCTIONS: _forward is f(z), _backward is g·f'(z) written through the output a = f(z).
+# tanh and logistic work in float64 as the reference does (float32 data too), rounded once when stored.
 @_jit
 def _forward(code, z):
     if code == RELU:
         return max(z, 0)
+    if code == TANH:
+        return math.tanh(np.float64(z))
+    if code == LOGISTIC:
+        e = math.exp(-abs(np.float64(z)))  # e^-|z| <= 1 cannot overflow: 1/(1 + e) for z >= 0, e/(1 + e) below
+        return (1.0 if z >= 0 else e) / (1 + e)
     return z  # IDENTITY
 
 
@@ -88,6 +87,12 @@ def _backward(code, g, a):
         # a select, not a branch around a store, so the loop vectorises (4.2 -> 1.1 ms an epoch);
         # as the reference, a NaN activation passes no gradient (NaN > 0 is False)
         return g if a > 0 else 0
+    if code == TANH:
+        x = np.float64(a)
+        return g * (1 - x) * (1 + x)  # 1 - a², without its cancellation near |a| = 1
+    if code == LOGISTIC:
+        x = np.float64(a)
+        return g * x * (1 - x)
     return g  # IDENTITY
 
 
@@ -321,16 +326,30 @@ def _backward_rows(lo, hi, acts, deltas, y, sizes, activations, params, inv_n, a
     return loss
 
 
+@_jit_fast  # reassociation lets the sum of squares vectorise; for a given band it is always the same sum
+def _add_l2(g, p, decay):
+    """g += decay·p in place, returning Σ p² (float64): the L2 penalty's gradient and sum on one band of a W."""
+    total = 0.0
+    for i in range(p.shape[0]):
+        pi = p[i]
+        g[i] += decay * pi
+        total += pi * pi
+    return total
+
+
 @_jit
-def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at):
-    """Share w of `parts` of every dW = Aᵀ·dZ and db = Σ dZ over all n rows of the batch; with
-    `update`, an Adam step (constants `adam`) on that share right away, while its gradients are in
-    cache. Returns False when an updated parameter is not finite. at: _layout's offsets.
+def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at, decay):
+    """Share w of `parts` of every dW = Aᵀ·dZ + decay·W and db = Σ dZ over all n rows of the batch;
+    with `update`, an Adam step (constants `adam`) on that share right away, while its gradients are
+    in cache. Returns (False when an updated parameter is not finite, Σ W² over the share's weights,
+    0 when decay is 0). at: _layout's offsets.
 
     Each share is a band of rows of each W (and of entries of each b), so no two threads write the
     same gradient and none has to be summed: each entry is one whole-batch dot product on BLAS.
+    The L2 term (decay = alpha/N) is added to the band of dW right after BLAS wrote it, while it is
+    in cache, and the band's Σ W² read in the same loop; with decay 0 nothing is added at all.
     """
-    finite = True
+    finite, penalty = True, 0.0
     for l in range(sizes.shape[0] - 1):
         d_in, d_out = sizes[l], sizes[l + 1]
         W, bias, out = at[l, W_AT], at[l, B_AT], at[l, OUT_AT]
@@ -339,17 +358,20 @@ def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, 
             inputs = X if l == 0 else acts
             gemm(True, False, r1 - r0, d_out, n, inputs, at[l, IN_AT] + r0, d_in, deltas, out, d_out,
                  grads, W + r0 * d_out, d_out)
+            if decay != 0:
+                lo, hi = W + r0 * d_out, W + r1 * d_out
+                penalty += _add_l2(grads[lo:hi], params[lo:hi], decay)
         c0, c1 = d_out * w // parts, d_out * (w + 1) // parts  # the share's entries of b
         _column_sums(grads[bias + c0 : bias + c1], deltas[out : out + n * d_out].reshape(n, d_out)[:, c0:c1])
         if update:
             for lo, hi in ((W + r0 * d_out, W + r1 * d_out), (bias + c0, bias + c1)):
                 finite &= _adam(params[lo:hi], grads[lo:hi], m[lo:hi], v[lo:hi], adam)
-    return finite
+    return finite, penalty
 
 
 @_jit_parallel
 def _mlp_step(parts, grads, X, acts, deltas, y, images, index, labels, scale, shift, sizes, activations, params,
-              inv_n, m, v, adam, update):
+              inv_n, m, v, adam, update, decay):
     n, rows, L = index.shape[0], X.shape[0] // sizes[0], sizes.shape[0] - 1
     at = _layout(sizes, rows)
     logits = acts[at[L - 1, OUT_AT] :]
@@ -363,11 +385,14 @@ def _mlp_step(parts, grads, X, acts, deltas, y, images, index, labels, scale, sh
         elif hi > lo:
             valid[w] = False
     if not valid.all():
-        return np.nan, False, False
+        return np.nan, 0.0, False, False
     finite = np.ones(parts, np.bool_)
+    penalties = np.zeros(parts)  # each band's Σ W², summed in band order: the same sum for the same parts
     for w in prange(parts):  # the parameters in bands: weight gradients over the whole batch (and Adam)
-        finite[w] = _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at)
-    return losses.sum(), True, finite.all()
+        ok, penalty = _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at,
+                                        decay)
+        finite[w], penalties[w] = ok, penalty
+    return losses.sum(), penalties.sum(), True, finite.all()
 
 
 @_jit_parallel
@@ -410,8 +435,8 @@ def _parts(work):
 _CHECKED = [()]  # the arguments _step last checked: a training loop passes the same ones every step
 
 
-def _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, update):
-    """Checks, then _mlp_step; returns (mean loss, parameters finite).
+def _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, update, alpha):
+    """Checks, then _mlp_step; returns (loss with its L2 penalty, parameters finite).
 
     The checks of everything but index are skipped when every argument is the very object checked
     last time (arrays cannot change shape or dtype in place): they cost more than a step's Python.
@@ -429,35 +454,39 @@ def _step(images, index, labels, scale, shift, sizes, activations, params, grads
         raise ValueError(f"a training step takes 1 to {len(work[3])} rows here, not {len(index)}")
     index, sizes = np.ascontiguousarray(index, np.intp), np.asarray(sizes, np.int64)
     activations = np.asarray(activations, np.int64)
-    inv_n = params.dtype.type(1.0 / len(index))
-    total, valid, finite = _mlp_step(_parts(work), grads, *work[:4], images, index, labels, scale, shift,
-                                     sizes, activations, params, inv_n, m, v, adam, update)
+    n = len(index)
+    inv_n, decay = params.dtype.type(1.0 / n), params.dtype.type(alpha / n)
+    total, penalty, valid, finite = _mlp_step(_parts(work), grads, *work[:4], images, index, labels, scale, shift,
+                                              sizes, activations, params, inv_n, m, v, adam, update, decay)
     if not valid:
         if index.min() < 0 or index.max() >= len(images):
             raise ValueError("index points outside images")
         raise ValueError(f"a label is not below the {sizes[-1]} classes")
-    return float(total / len(index)), bool(finite)
+    return float(total / n + 0.5 * alpha * penalty / n), bool(finite)
 
 
-def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work):
-    """Mean loss of the batch images[index], and its gradient into grads (P,), in one compiled call.
+def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha=0.0):
+    """Loss of the batch images[index] with its L2 penalty, and its gradient into grads (P,), in one
+    compiled call.
 
     On Numba's threads, twice: the batch's rows cut in parts (gather with scaling, forward, fused
     softmax-cross-entropy, the deltas), then the parameters cut in bands (each thread's band of
-    dW = Aᵀ·dZ over the whole batch, and of db). images (M, D0) are pixels of any dtype, labels (M,)
-    their classes, work is kernels.mlp_workspace(sizes, rows, dtype).
+    dW = Aᵀ·dZ + alpha·W/N over the whole batch with its Σ W², and of db). images (M, D0) are pixels
+    of any dtype, labels (M,) their classes, work is kernels.mlp_workspace(sizes, rows, dtype).
     """
     unused = AdamConstants(*[params.dtype.type(0)] * len(AdamConstants._fields))  # no update: not read, nor m, v
     return _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, grads, grads, unused,
-                 False)[0]
+                 False, alpha)[0]
 
 
 def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
-                  beta2, eps, work):
+                  beta2, eps, work, alpha=0.0):
     """mlp_gradients then adam_update, fused: each thread updates its band of the parameters as soon
-    as the band's gradients are computed, while they are in its cache. Returns (loss, p finite)."""
+    as the band's gradients (with their L2 term) are computed, while they are in its cache. Returns
+    (loss, p finite)."""
     adam = _adam_constants(params.dtype, step, lr, beta1, beta2, eps)
-    return _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, True)
+    return _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, True,
+                 alpha)
 
 
 def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):

@@ -51,11 +51,35 @@ def _relu_backward(dA, A):
     return np.where(A > 0, dA, 0)
 
 
+def _tanh(Z):
+    return np.tanh(np.asarray(Z, np.float64))
+
+
+def _tanh_backward(dA, A):
+    """tanh' = 1 - A², written (1 - A)(1 + A): 1 - A is exact for A near ±1, where 1 - A² would cancel."""
+    A = np.asarray(A, np.float64)
+    return dA * (1 - A) * (1 + A)
+
+
+def _logistic(Z):
+    """1 / (1 + e^-z) through e = e^-|z| <= 1, which cannot overflow: 1/(1 + e) for z >= 0, e/(1 + e) below."""
+    Z = np.asarray(Z, np.float64)
+    E = np.exp(-np.abs(Z))
+    return np.where(Z >= 0, 1, E) / (1 + E)
+
+
+def _logistic_backward(dA, A):
+    """logistic' = A·(1 - A)."""
+    A = np.asarray(A, np.float64)
+    return dA * A * (1 - A)
+
+
 class Activation(NamedTuple):
     """An activation f: forward Z -> A = f(Z), and backward (dA, A) -> dZ = dA·f'(Z).
 
     The derivative is written through the output A, which the backward pass keeps anyway, so no
-    layer has to store its Z (relu: A > 0; tanh would be 1 - A², logistic A·(1 - A)).
+    layer has to store its Z (relu: A > 0; tanh: 1 - A²; logistic: A·(1 - A)). tanh and logistic
+    are computed in float64 and rounded once when stored.
     """
 
     forward: Callable
@@ -66,6 +90,8 @@ class Activation(NamedTuple):
 ACTIVATION_FUNCTIONS = {
     "identity": Activation(_identity, _identity_backward),
     "relu": Activation(_relu, _relu_backward),
+    "tanh": Activation(_tanh, _tanh_backward),
+    "logistic": Activation(_logistic, _logistic_backward),
 }
 
 
@@ -141,9 +167,12 @@ def linear_backward(dZ, X, W, dW, db, dX, activation):
         _store(ACTIVATION_FUNCTIONS[activation].backward(dZ @ W.T, X), dX)
 
 
-def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work):
-    """Mean cross-entropy of the batch images[index] through the MLP; its gradient into grads.
+def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha=0.0):
+    """Loss of the batch images[index] through the MLP; its gradient into grads.
 
+    Loss = mean cross-entropy over the N rows + ½·alpha·Σ_l ‖W_l‖² / N, an L2 penalty of the
+    weights (not the biases) exactly as scikit-learn's MLPClassifier adds it (its _backprop:
+    loss += 0.5·alpha·Σ w·w / n_samples; dW = (Aᵀ·δ + alpha·W) / n_samples), so dW gains alpha·W/N.
     sizes (L+1,) = (D0, ..., K) and activations (L,) codes describe the network (kernels);
     params and grads (P,) hold W0, b0, W1, b1, ... (kernels.layer_views). Gather and scale the N
     rows, forward layer by layer, softmax, dZ = (A - Y)/N at the output, then backward layer by
@@ -163,13 +192,18 @@ def mlp_gradients(images, index, labels, scale, shift, sizes, activations, param
         dX = np.empty_like(acts[l]) if l > 0 else None
         linear_backward(dZ, acts[l], Ws[l], dWs[l], dbs[l], dX, names[l - 1] if l > 0 else "identity")
         dZ = dX
+    if alpha:  # alpha = 0 leaves the gradient as it was (adding 0·W would turn a -0.0 into +0.0)
+        for W, dW in zip(Ws, dWs):
+            _store(dW + alpha / n * W.astype(np.float64), dW)
+        loss += 0.5 * alpha * float(sum(np.sum(W.astype(np.float64) ** 2) for W in Ws)) / n
     return loss
 
 
 def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
-                  beta2, eps, work):
-    """One Adam training step on the batch: mlp_gradients, then adam_update. Returns (loss, p finite)."""
-    loss = mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work)
+                  beta2, eps, work, alpha=0.0):
+    """One Adam training step on the batch: mlp_gradients (with its L2 penalty alpha), then adam_update.
+    Returns (loss, p finite)."""
+    loss = mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha)
     return loss, adam_update(params, grads, m, v, step, lr, beta1, beta2, eps)
 
 

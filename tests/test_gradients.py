@@ -2,8 +2,9 @@
 
 For a parameter θ_i the numerical derivative is (J(θ + ε e_i) - J(θ - ε e_i)) / 2ε, with J the mean
 cross-entropy computed by the reference kernels (kernels.reference.cross_entropy of
-kernels.reference.mlp_logits). The backprop gradient comes from fastnet.model.loss_and_grads
-through the backend under test. The check is ||num - bp|| / (||num|| + ||bp||) < 1e-7.
+kernels.reference.mlp_logits) plus the L2 penalty ½·alpha·Σ‖W‖²/N, written out here. The backprop
+gradient comes from fastnet.model.loss_and_grads through the backend under test. The check is
+||num - bp|| / (||num|| + ||bp||) < 1e-7.
 
 Why 1e-7 holds with ε = 1e-6: the truncation error of central differences is ε²/6·|J'''| ~ 1e-13,
 and rounding in J (~u·|J| = 1e-16·2.3) divided by 2ε gives ~1e-10 per coordinate, against
@@ -14,9 +15,14 @@ ReLU kinks: a finite difference across a kink (a pre-activation crossing 0) meas
 one-sided derivative. A perturbation of ε = 1e-6 moves any pre-activation by at most ~1e-6·|x|, so
 the tests keep only samples whose every pre-activation of a relu layer is at least 1e-4 from zero
 (drawn from a larger pool; the assertion below says how many were kept). No coordinate is skipped.
-The tiny network runs once per activation of kernels.ACTIVATIONS in its hidden layers.
+tanh and logistic are smooth (third derivatives bounded by 2 and 1/8): the truncation bound holds.
+The tiny network runs once per activation of kernels.ACTIVATIONS in its hidden layers, with and
+without an L2 penalty, and once with different activations in its two hidden layers.
+A third oracle, where installed: scikit-learn's own backprop (MLPClassifier._backprop), for the
+activations and the L2 convention fastnet takes from it.
 """
 
+import inspect
 import zlib
 
 import numpy as np
@@ -76,30 +82,31 @@ def as_inputs(model):
     return raw
 
 
-def reference_loss(model, X, y):
+def reference_loss(model, X, y, alpha=0.0):
+    """J: mean cross-entropy of the reference's logits, plus ½·alpha·Σ‖W‖²/N over the weights."""
     raw = as_inputs(model)
     logits = reference.mlp_logits(X, np.arange(len(y)), raw.input_scale, raw.input_shift, raw.sizes,
                                   raw.activation_codes, raw.params, np.empty((len(y), raw.num_classes)), None)
-    return reference.cross_entropy(logits, y)
+    return reference.cross_entropy(logits, y) + 0.5 * alpha * sum(np.sum(W**2) for W in model.W) / len(y)
 
 
-def central_differences(model, X, y, indices):
+def central_differences(model, X, y, indices, alpha=0.0):
     numeric = np.empty(len(indices))
     for k, i in enumerate(indices):
         saved = model.params[i]
         model.params[i] = saved + EPS
-        plus = reference_loss(model, X, y)
+        plus = reference_loss(model, X, y, alpha)
         model.params[i] = saved - EPS
-        minus = reference_loss(model, X, y)
+        minus = reference_loss(model, X, y, alpha)
         model.params[i] = saved
         numeric[k] = (plus - minus) / (2 * EPS)
     return numeric
 
 
-def backprop(model, backend, X, y):
+def backprop(model, backend, X, y, alpha=0.0):
     ws = Workspace(model.sizes, len(y), np.float64)
     ws.grads[...] = np.nan  # every gradient must be written
-    loss_and_grads(as_inputs(model), backend, X, np.arange(len(y)), y, ws)
+    loss_and_grads(as_inputs(model), backend, X, np.arange(len(y)), y, ws, alpha)
     return ws.grads.copy()
 
 
@@ -118,26 +125,35 @@ def tensor_slices(model):
     return out
 
 
-@pytest.fixture(scope="module", params=kernels.ACTIVATIONS)
+# (hidden activations, alpha): every activation without and with an L2 penalty (alpha 0.5 on 10
+# samples: alpha·W/N ~ 0.05·W, the size of the cross-entropy's own gradients), and a mixed net
+TINY = [((name, name), alpha) for name in kernels.ACTIVATIONS for alpha in (0.0, 0.5)] + [(("tanh", "logistic"), 0.3)]
+
+
+@pytest.fixture(scope="module", params=TINY, ids=lambda case: f"{'-'.join(case[0])}-alpha{case[1]:g}")
 def tiny(request):
-    """(6, 5, 4, 3) with the hidden layers' activation the parameter, 10 kink-free samples, and
-    central differences for all 74 parameters."""
+    """(6, 5, 4, 3) with the hidden layers' activations and the L2 penalty of the parameter, 10
+    kink-free samples, and central differences for all 74 parameters."""
+    hidden, alpha = request.param
     with blas_threads(1):
         rng = rng_for("tiny")
-        model = model_with_biases((6, 5, 4, 3), rng, (request.param, request.param, "identity"))
+        model = model_with_biases((6, 5, 4, 3), rng, (*hidden, "identity"))
         X = kink_free(model, rng.standard_normal((60, 6)), 10)
         y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])  # first and last class
         indices = np.arange(model.params.size)
-        return model, X, y, indices, central_differences(model, X, y, indices)
+        return model, X, y, indices, central_differences(model, X, y, indices, alpha), alpha
 
 
-@pytest.fixture(scope="module")
-def default_network():
+@pytest.fixture(scope="module", params=[("relu", 0.0), ("tanh", 0.1), ("logistic", 0.1), ("identity", 0.1)],
+                ids=lambda case: f"{case[0]}-alpha{case[1]:g}")
+def default_network(request):
     """784-128-10 with 10 kink-free samples, and central differences for 25 random entries of each
-    W and b (all 10 of b2): every layer is covered."""
+    W and b (all 10 of b2): every layer is covered. Once per hidden activation; the others than relu
+    with an L2 penalty."""
+    hidden, alpha = request.param
     with blas_threads(1):
         rng = rng_for("784-128-10")
-        model = model_with_biases((784, 128, 10), rng)
+        model = model_with_biases((784, 128, 10), rng, (hidden, "identity"))
         images = rng.integers(0, 256, (40, 784), dtype=np.uint8)
         pool = reference.gather_rows(images, np.arange(40), model.input_scale, model.input_shift,
                                      np.empty((40, 784)))
@@ -146,12 +162,12 @@ def default_network():
         y[0], y[-1] = 0, 9
         indices = np.concatenate([s.start + rng.choice(s.stop - s.start, min(25, s.stop - s.start), replace=False)
                                   for _, s in tensor_slices(model)])
-        return model, X, y, indices, central_differences(model, X, y, indices)
+        return model, X, y, indices, central_differences(model, X, y, indices, alpha), alpha
 
 
 def check(case, backend):
-    model, X, y, indices, num = case
-    bp = backprop(model, backend, X, y)
+    model, X, y, indices, num, alpha = case
+    bp = backprop(model, backend, X, y, alpha)
     assert np.isfinite(bp).all()
     assert relative_difference(num, bp[indices]) < THRESHOLD
     for name, s in tensor_slices(model):  # each W and b alone too, so none hides behind a bigger one
@@ -168,20 +184,57 @@ def test_a_subset_of_every_layer_of_784_128_10(default_network, backend):
     check(default_network, backend)
 
 
-def test_backprop_against_torch_autograd_where_installed():
+# (hidden activations, alpha) for the other oracles: today's relu net, and the smooth ones with a penalty
+ORACLE_CASES = pytest.mark.parametrize("hidden, alpha", [(("relu", "relu"), 0.0), (("tanh", "logistic"), 0.3),
+                                                         (("identity", "tanh"), 1e-4)],
+                                       ids=["relu", "tanh-logistic-alpha0.3", "identity-tanh-alpha1e-4"])
+
+
+@ORACLE_CASES
+def test_backprop_against_torch_autograd_where_installed(hidden, alpha):
     """A second oracle, PyTorch autograd in float64; skipped cleanly where torch is not installed."""
     torch = pytest.importorskip("torch")
     rng = rng_for("torch")
-    model = model_with_biases((6, 5, 4, 3), rng)
+    model = model_with_biases((6, 5, 4, 3), rng, (*hidden, "identity"))
     X = rng.standard_normal((10, 6))
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
-    bp = backprop(model, reference, X, y)
+    bp = backprop(model, reference, X, y, alpha)
     Ws = [torch.tensor(W, requires_grad=True) for W in model.W]
     bs = [torch.tensor(b, requires_grad=True) for b in model.b]
     A = torch.tensor(X)
-    functions = {"relu": torch.relu, "identity": lambda Z: Z}
+    functions = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid, "identity": lambda Z: Z}
     for W, b, activation in zip(Ws, bs, model.activations):
         A = functions[activation](A @ W + b)
-    torch.nn.functional.cross_entropy(A, torch.tensor(y)).backward()
+    penalty = 0.5 * alpha * sum((W**2).sum() for W in Ws) / len(y)
+    (torch.nn.functional.cross_entropy(A, torch.tensor(y)) + penalty).backward()
     auto = np.concatenate([t.grad.numpy().ravel() for pair in zip(Ws, bs) for t in pair])
     assert relative_difference(auto, bp) < 1e-12
+
+
+@ORACLE_CASES
+def test_loss_and_gradients_match_scikit_learns_backprop_where_installed(backend, hidden, alpha):
+    """A third oracle, and the convention's source: scikit-learn's MLPClassifier handed the same weights
+    (its hidden activation the same name as fastnet's, one for all hidden layers; a mixed net is
+    checked through its first activation) computes the same loss, with its L2 term
+    0.5·alpha·Σ w·w / n_samples, and the same gradients, coef_grads = (Aᵀ·δ + alpha·W) / n_samples.
+    _backprop is private: read with the installed version's signature; skipped where not installed."""
+    neural_network = pytest.importorskip("sklearn.neural_network")
+    hidden = (hidden[0],) * len(hidden)  # scikit-learn has one activation for all hidden layers
+    rng = rng_for("sklearn")
+    model = model_with_biases((6, 5, 4, 3), rng, (*hidden, "identity"))
+    X = rng.standard_normal((10, 6))
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+    ws = Workspace(model.sizes, len(y), np.float64)
+    loss = loss_and_grads(as_inputs(model), backend, X, np.arange(len(y)), y, ws, alpha)
+
+    sk = neural_network.MLPClassifier(hidden_layer_sizes=model.sizes[1:-1], activation=hidden[0], alpha=alpha)
+    sk.coefs_, sk.intercepts_ = [W.copy() for W in model.W], [b.copy() for b in model.b]
+    sk.n_layers_, sk.out_activation_ = len(model.sizes), "softmax"
+    activations = [X] + [None] * (len(model.sizes) - 1)
+    grads = [np.empty_like(W) for W in model.W], [np.empty_like(b) for b in model.b]
+    weights = (None,) if "sample_weight" in inspect.signature(sk._backprop).parameters else ()
+    sk_loss, coef_grads, intercept_grads = sk._backprop(X, np.eye(3)[y], *weights, activations,
+                                                        [None] * (len(activations) - 1), *grads)
+    sk_grads = np.concatenate([g.ravel() for pair in zip(coef_grads, intercept_grads) for g in pair])
+    assert abs(loss - sk_loss) <= 1e-14 * sk_loss
+    assert relative_difference(sk_grads, ws.grads) < 1e-13

@@ -29,7 +29,7 @@ import kernels
 from fastnet.backend import get_backend
 from fastnet.errors import InputError
 from fastnet.model import MLP, Workspace, loss_and_grads
-from fastnet.optim import Adam
+from fastnet.optim import OPTIMIZERS, Adam
 from kernels import jit, layer_views, reference
 
 NO_JIT = bool(numba.config.DISABLE_JIT)
@@ -147,7 +147,8 @@ def test_get_backend_turns_a_bad_backend_into_one_input_error_line(monkeypatch):
 
 def test_every_activation_has_a_reference_forward_and_backward():
     assert set(reference.ACTIVATION_FUNCTIONS) == set(kernels.ACTIVATIONS)
-    assert kernels.ACTIVATIONS[kernels.IDENTITY] == "identity" and kernels.ACTIVATIONS[kernels.RELU] == "relu"
+    codes = {"identity": kernels.IDENTITY, "relu": kernels.RELU, "tanh": kernels.TANH, "logistic": kernels.LOGISTIC}
+    assert all(kernels.ACTIVATIONS[code] == name for name, code in codes.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,14 +232,23 @@ def test_linear_backward(backend, dtype, n, rows, D, H, with_dX, activation):
         assert_rest_untouched(dX, n)
 
 
+# Hostile pre-activations: ±1e4 (e^1e4 overflows; the stable forms never form it), ±90 (logistic(-90)
+# = 8e-40 is subnormal in float32), ±20 (tanh and logistic within an ulp of ±1 and 1)
+HOSTILE_Z = (-1e4, 1e4, -90.0, 90.0, -20.0, 20.0)
+
+
 def activation_input(n, rows, H, dtype):
-    """Z with exact zeros, negative zeros, tiny values of both signs and ordinary ones."""
+    """Z with exact zeros, negative zeros, tiny values of both signs, ordinary ones, and HOSTILE_Z:
+    15% of the entries, and the first row starts with them (a 1 x 1 Z is -1e4)."""
     rng = rng_for("relu", n, H)
     Z = rng.standard_normal((rows, H))
     pick = rng.random((rows, H))
     Z[pick < 0.2] = 0.0
     Z[(pick >= 0.2) & (pick < 0.4)] = -0.0
     Z[(pick >= 0.4) & (pick < 0.45)] *= 1e-30
+    hostile = (pick >= 0.45) & (pick < 0.6)
+    Z[hostile] = rng.choice(HOSTILE_Z, hostile.sum())
+    Z[0, : len(HOSTILE_Z)] = HOSTILE_Z[:H]
     return take(Z.astype(dtype), n)
 
 
@@ -520,6 +530,8 @@ def determinism_case(name, dtype):
     index = rng.integers(0, 200, N)
     p, g = rng.standard_normal(P).astype(dtype), rng.standard_normal(P).astype(dtype)
     net = MLP.he_init((D, H, C), rng, dtype)
+    smooth = MLP(net.sizes, dtype, activations=("tanh", "identity"))  # the same weights through tanh
+    smooth.params[...] = net.params
     y_all = rng.integers(0, C, 200).astype(np.uint8)
     e = np.empty
     scale, shift = np.full(D, 1 / 255, dtype), np.zeros(D, dtype)
@@ -527,9 +539,11 @@ def determinism_case(name, dtype):
     cases = {
         "gather_rows": lambda backend: [backend.gather_rows(images, index, scale, shift, e((N, D), dtype))],
         "linear_forward": lambda backend: [backend.linear_forward(X, W, b, e((N, H), dtype), "relu")],
-        "activation_forward": lambda backend: [backend.activation_forward(Z, e_like(Z), "relu")],
+        "activation_forward": lambda backend: [backend.activation_forward(Z, e_like(Z), name)
+                                               for name in kernels.ACTIVATIONS],
         "activation_backward": lambda backend: [
-            backend.activation_backward(dZ, np.maximum(Z, 0), e_like(Z), "relu")],
+            backend.activation_backward(dZ, backend.activation_forward(Z, e_like(Z), name), e_like(Z), name)
+            for name in kernels.ACTIVATIONS],
         "softmax": lambda backend: [backend.softmax(L, e_like(L))],
         "cross_entropy": lambda backend: [backend.cross_entropy(L, y)],
         "softmax_xent_backward": lambda backend: [backend.softmax_xent_backward(A, y, e_like(A))],
@@ -543,9 +557,10 @@ def determinism_case(name, dtype):
         "all_finite": lambda backend: [backend.all_finite(p)],
         "mlp_gradients": lambda backend: (lambda ws: [
             loss_and_grads(net, backend, images, index, y_all, ws), ws.grads])(Workspace(net.sizes, N, dtype)),
-        "mlp_adam_step": lambda backend: (lambda ws, q, m, v: [
-            *backend.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes, codes, q,
-                                   ws.grads, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers), q, m, v, ws.grads])(
+        "mlp_adam_step": lambda backend: (lambda ws, q, m, v: [  # tanh, with an L2 penalty
+            *backend.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes,
+                                   smooth.activation_codes, q, ws.grads, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers,
+                                   1e-3), q, m, v, ws.grads])(
             Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
         "mlp_logits": lambda backend: (lambda ws, out: [
             backend.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes, codes, net.params, out,
@@ -587,10 +602,10 @@ def network_batch(n, seed=0, sizes=SIZES_NET, images=None):
     return images, labels
 
 
-def run_network(backend, model, images, index, labels, rows, threads=None):
-    """loss_and_grads and mlp_logits on images[index] through a Workspace of `rows` rows, on
-    `threads` Numba threads (the JIT cuts rows and parameters by it): (logits, loss, gradient).
-    Buffers start as NaN so that unwritten cells show."""
+def run_network(backend, model, images, index, labels, rows, threads=None, alpha=0.0):
+    """loss_and_grads (with the L2 penalty alpha) and mlp_logits on images[index] through a Workspace
+    of `rows` rows, on `threads` Numba threads (the JIT cuts rows and parameters by it): (logits,
+    loss, gradient). Buffers start as NaN so that unwritten cells show."""
     ws = Workspace(model.sizes, rows, model.dtype)
     ws.grads[...] = np.nan
     for buffer in ws.buffers[:3]:
@@ -598,7 +613,7 @@ def run_network(backend, model, images, index, labels, rows, threads=None):
     saved = numba.get_num_threads()
     numba.set_num_threads(threads or saved)
     try:
-        loss = loss_and_grads(model, backend, images, index, labels, ws)
+        loss = loss_and_grads(model, backend, images, index, labels, ws, alpha)
         logits = np.full((len(index), model.num_classes), np.nan, model.dtype)
         backend.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, model.activation_codes,
                            model.params, logits, ws.buffers)
@@ -666,6 +681,48 @@ def test_network_of_other_activations_matches_float64_reference(backend, dtype, 
         assert_close(fast, ref, "network", dtype)
 
 
+# Every activation in one net, each in a layer of its own (and identity in a hidden layer too)
+SIZES_MIXED = (784, 33, 17, 13, 11, 10)
+MIXED = ("tanh", "logistic", "relu", "identity", "identity")
+# (rows used, rows in the buffer, threads): one row, uneven parts, the last partial batch
+MIXED_BATCHES = pytest.mark.parametrize("n, rows, threads", [(1, 1, 1), (7, 7, 3), (96, 128, 2)],
+                                        ids=["N1", "N7_t3", "N96of128_t2"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@MIXED_BATCHES
+@pytest.mark.parametrize("alpha", [0.0, 1e-4, 0.5])
+def test_network_of_mixed_activations_with_l2_matches_float64_reference(backend, dtype, n, rows, threads, alpha):
+    """SIZES_MIXED with MIXED activations and an L2 penalty alpha (0; scikit-learn's default 1e-4;
+    0.5, where the penalty is a sizeable part of loss and gradient): logits, loss, every gradient."""
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    model, oracle = network_pair(SIZES_MIXED, dtype, activations=MIXED)
+    images, labels = network_batch(n, sizes=SIZES_MIXED)
+    index = np.random.default_rng(n).permutation(len(images))[:n]
+    got = run_network(backend, model, images, index, labels, rows, threads, alpha)
+    for fast, ref in zip(got, run_network(reference, oracle, images, index, labels, rows, alpha=alpha)):
+        assert_close(fast, ref, "network", dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_network_l2_penalty_is_scikit_learns_on_the_weights_only(backend, dtype):
+    """alpha adds ½·alpha·Σ‖W‖²/N to the loss and alpha·W/N to each dW (scikit-learn's MLPClassifier:
+    loss += 0.5·alpha·Σ w·w / n_samples, coef_grads += alpha·W, then / n_samples), nothing to the
+    biases: against the same backend's alpha = 0 results plus those terms formed in float64."""
+    alpha, n = 0.3, 7
+    model, _ = network_pair(SIZES_NET, dtype)
+    images, labels = network_batch(n)
+    index = np.arange(n)
+    _, loss0, grads0 = run_network(backend, model, images, index, labels, n, alpha=0.0)
+    _, loss, grads = run_network(backend, model, images, index, labels, n, alpha=alpha)
+    W64 = [up(W) for W in model.W]
+    assert_close(loss, loss0 + 0.5 * alpha * sum(float((W**2).sum()) for W in W64) / n, "network", dtype)
+    (dWs, dbs), (dWs0, dbs0) = layer_views(grads, SIZES_NET), layer_views(grads0, SIZES_NET)
+    for dW, dW0, W, db, db0 in zip(dWs, dWs0, W64, dbs, dbs0):
+        assert_close(dW, up(dW0) + alpha / n * W, "network", dtype)
+        assert np.array_equal(db, db0), "the biases carry no penalty"
+
+
 @pytest.mark.parametrize("activations", [(1, 1, 1), (1, 0), (7, 1, 0), (-1, 1, 0)],
                          ids=["relu_output", "too_few", "unknown", "negative"])
 def test_network_kernels_refuse_a_bad_network_description(backend, activations):
@@ -698,10 +755,12 @@ def test_jit_network_kernels_agree_on_any_thread_count():
 
 
 @pytest.mark.skipif(NO_JIT, reason="threads do not exist without the JIT")
-def test_fixed_parts_give_identical_results_on_any_number_of_running_threads():
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_fixed_parts_give_identical_results_on_any_number_of_running_threads(alpha):
     """A workspace cut into `parts` parts fixes which rows and bands go together, and so every
     rounding: one running thread doing all parts gives the very bits of one thread per part. This
-    is what lets a run give up threads to other work (threads.CoreShare) without changing results."""
+    is what lets a run give up threads to other work (threads.CoreShare) without changing results.
+    With an L2 penalty, each band's Σ W² is summed in band order: the loss keeps its bits too."""
     model, _ = network_pair(SIZES_NET, np.float32)
     images, labels = network_batch(37)
     index = np.random.default_rng(0).permutation(37)
@@ -714,7 +773,7 @@ def test_fixed_parts_give_identical_results_on_any_number_of_running_threads():
         try:
             loss, ok = jit.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
                                          model.activation_codes, params, ws.grads, m, v, 1, 1e-3, 0.9, 0.999, 1e-8,
-                                         ws.buffers)
+                                         ws.buffers, alpha)
         finally:
             numba.set_num_threads(saved)
         assert ok
@@ -749,8 +808,20 @@ def test_fused_adam_step_matches_gradients_then_update(backend, dtype, sizes, n,
     its gradients against the float64 reference's, and its update against the float64 reference
     adam_update applied to those same gradients. (Against a float64 run of its own, Adam would
     amplify the gradients' rounding where a gradient is ~0: at step 1 the update is lr·sign(g).)"""
+    check_fused_adam_step(backend, dtype, sizes, n, rows, threads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@MIXED_BATCHES
+def test_fused_adam_step_with_l2_and_mixed_activations(backend, dtype, n, rows, threads):
+    """As above on SIZES_MIXED with MIXED activations and alpha = 0.5: the L2 term reaches the
+    gradients before Adam reads them, and the loss carries the penalty."""
+    check_fused_adam_step(backend, dtype, SIZES_MIXED, n, rows, threads, 0.5, MIXED)
+
+
+def check_fused_adam_step(backend, dtype, sizes, n, rows, threads, alpha=0.0, activations=None):
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-    model, oracle = network_pair(sizes, dtype)
+    model, oracle = network_pair(sizes, dtype, activations=activations)
     images, labels = network_batch(n, sizes=sizes)
     ws, ref_ws = Workspace(model.sizes, rows, dtype), Workspace(model.sizes, rows, np.float64)
     m, v = np.zeros_like(model.params), np.zeros_like(model.params)
@@ -763,11 +834,11 @@ def test_fused_adam_step_matches_gradients_then_update(backend, dtype, sizes, n,
             before = [np.array(a, np.float64) for a in (model.params, m, v)]  # copies, also of float64
             loss, finite = backend.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift,
                                                  ws.sizes, model.activation_codes, model.params, ws.grads, m, v,
-                                                 step, *hyper, ws.buffers)
+                                                 step, *hyper, ws.buffers, alpha)
             oracle.params[...] = before[0]
             ref_loss = reference.mlp_gradients(images, index, labels, oracle.input_scale, oracle.input_shift,
                                                ref_ws.sizes, oracle.activation_codes, oracle.params, ref_ws.grads,
-                                               None)
+                                               None, alpha)
             assert finite is True
             assert_close(loss, ref_loss, "network", dtype)
             assert_close(ws.grads, ref_ws.grads, "network", dtype)
@@ -829,3 +900,20 @@ def test_loss_curve_agrees_between_backends(backend, dtype):
         except AssertionError as exc:
             raise AssertionError(f"step {step + 1} of {len(ref)}: {exc}") from None
     assert ref[-5:].mean() < ref[:5].mean(), "the curve should go down, or it proves little"
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_both_optimizers_minimise_the_loss_with_its_l2_penalty(kind):
+    """GD (mlp_gradients, then sgd_update) and Adam (mlp_adam_step) pass their alpha to the kernels:
+    a step reports the loss with the penalty and leaves its gradient in ws.grads, bit for bit what
+    loss_and_grads gives with that alpha (the reference backend, the same buffers' shapes)."""
+    model, _ = network_pair(SIZES_NET, np.float64, activations=("tanh", "logistic", "identity"))
+    images, labels = network_batch(16)
+    index = np.arange(16)
+    ws, ref_ws = Workspace(model.sizes, 16, model.dtype), Workspace(model.sizes, 16, model.dtype)
+    unpenalised = loss_and_grads(model, reference, images, index, labels, ref_ws)
+    expected = loss_and_grads(model, reference, images, index, labels, ref_ws, 0.5)
+    loss, finite = OPTIMIZERS[kind](model.params.size, model.dtype, alpha=0.5).train_step(
+        reference, model, images, index, labels, ws, 1e-3)
+    assert finite and loss == expected > unpenalised
+    assert np.array_equal(ws.grads, ref_ws.grads)

@@ -24,7 +24,7 @@ from conftest import write_idx
 from fastnet import checkpoint, evaluate, training
 from fastnet.cli import run
 from fastnet.errors import InputError
-from fastnet.model import MLP
+from fastnet.model import MLP, predict_logits
 from fastnet.optim import OPTIMIZERS
 from fastnet.training import TrainState
 
@@ -147,6 +147,13 @@ BAD_FILES = {
     "pickled_extra": (lambda g, d: rewrite(g, d, extra=np.array([{"evil": 1}, None], dtype=object)), ["pickle"]),
     "pickled_params": (lambda g, d: rewrite(g, d, params=np.array([1.0, "x"], dtype=object)), ["pickle"]),
     "member_not_npy": (lambda g, d: zip_with_member(d, g, "params.npy", b"not an npy payload"), ["'params'"]),
+    "activations_unknown": (lambda g, d: rewrite(g, d, activations=np.array(["gelu", "identity"])),
+                            ["unknown activation 'gelu'"]),
+    "activations_relu_output": (lambda g, d: rewrite(g, d, activations=np.array(["relu", "relu"])),
+                                ["output layer", "identity"]),
+    "activations_too_many": (lambda g, d: rewrite(g, d, activations=np.array(["relu"] * 2 + ["identity"])),
+                             ["'activations'", "shape"]),
+    "activations_codes": (lambda g, d: rewrite(g, d, activations=np.array([1, 0])), ["'activations'", "dtype"]),
 }
 
 
@@ -353,6 +360,55 @@ def test_round_trip_is_exact(tmp_path, dtype, optimizer):
     assert (back.epoch, back.batch, back.epoch_rng) == (state.epoch, state.batch, state.epoch_rng)
     assert back.partial_losses == state.partial_losses and len(back.partial_losses) == 3
     assert json.dumps(vars(back.history)) == json.dumps(vars(state.history))  # NaN-aware equality
+
+
+def test_activations_and_alpha_round_trip(tmp_path):
+    """The layers' activations are stored by name in the file, alpha among the settings; both come
+    back, the activations into the model and alpha into the optimiser of a resumed run."""
+    rng = np.random.default_rng(5)
+    for activations, kind in ((("tanh", "identity"), "adam"), (("logistic", "identity"), "gd")):
+        model = MLP.he_init(SIZES, rng, np.float32, activations=activations)
+        state = TrainState(model, OPTIMIZERS[kind](model.params.size, model.dtype, alpha=0.25), rng)
+        path = tmp_path / f"{activations[0]}.npz"
+        checkpoint.save(str(path), state, {**SETTINGS, "activation": activations[0], "alpha": 0.25}, NAMES)
+        assert arrays_of(path)["activations"].tolist() == list(activations)
+        loaded, settings, _, _ = checkpoint.load(str(path))
+        back, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+        assert loaded.activations == back.model.activations == activations
+        assert settings["alpha"] == back.optimizer.alpha == 0.25
+
+
+BEFORE_ACTIVATIONS = ROOT / "tests" / "data" / "model-before-activations.npz"
+
+
+def test_a_file_from_before_activations_were_recorded_has_relu_hidden_layers(tmp_path, tmp_cache):
+    """tests/data/model-before-activations.npz was written by fastnet before this file format recorded
+    activations and alpha (commit e84de42: `python -m fastnet.train --layers 16,8,3 --epochs 1
+    --batch-size 16 --backend numpy --threads 1 --save ...` on idx_data(folder, 4)). It loads with
+    relu hidden layers and no L2 penalty, evaluates as relu, and resumes as what it was: relu with
+    alpha 0, refusing a flag that says otherwise."""
+    model, settings, names, arrays = checkpoint.load(str(BEFORE_ACTIVATIONS))
+    assert "activations" not in arrays and "alpha" not in settings and "activation" not in settings
+    assert model.activations == ("relu", "identity")
+    state, _, _ = checkpoint.load_state(str(BEFORE_ACTIVATIONS), OPTIMIZERS)
+    assert state.optimizer.alpha == 0.0
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 16), dtype=np.uint8)
+    X = pixels * model.input_scale.astype(np.float64) + model.input_shift
+    hidden = np.maximum(X @ model.W[0] + model.b[0], 0)
+    logits = predict_logits(model, ref, pixels)
+    np.testing.assert_allclose(logits, hidden @ model.W[1] + model.b[1], rtol=1e-5, atol=1e-5)
+
+    data = idx_data(tmp_path / "data16", 4)
+    copy = tmp_path / "old.npz"
+    copy.write_bytes(BEFORE_ACTIVATIONS.read_bytes())
+    for flag in (["--activation", "tanh"], ["--alpha", "0.1"]):
+        line = assert_one_line_exit_2(resume(copy, data, *flag))
+        assert "contradicts" in line, line
+    done = resume(copy, data, "--epochs", "2", "--activation", "relu", "--alpha", "0")
+    assert done.returncode == 0, done.stderr
+    model, settings, _, arrays = checkpoint.load(str(copy))
+    assert arrays["activations"].tolist() == ["relu", "identity"]
+    assert (settings["activation"], settings["alpha"]) == ("relu", 0.0)
 
 
 def test_saved_file_has_ordinary_permissions(tmp_path, good_file):

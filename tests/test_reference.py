@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from scipy.special import logsumexp
+from scipy.special import expit, logsumexp
 from scipy.special import softmax as scipy_softmax
 from tolerances import assert_close
 
@@ -48,10 +48,13 @@ def test_gather_rows_is_an_indexed_affine_map(dtype, scale, shift):
     assert_close(out, expected, "gather_rows", dtype)
 
 
-# Each activation of kernels.ACTIVATIONS written out again: f(Z), and f'(Z) as a function of A = f(Z).
+# Each activation of kernels.ACTIVATIONS written out again: f(Z), and f'(Z) as a function of A = f(Z)
+# (tanh through libm's math.tanh, logistic through scipy's expit; their derivatives as textbooks write them).
 ORACLE = {
     "identity": (lambda Z: Z, lambda A: np.ones_like(A)),
     "relu": (lambda Z: np.where(Z > 0, Z, 0.0), lambda A: (A > 0).astype(np.float64)),
+    "tanh": (np.vectorize(math.tanh, otypes=[np.float64]), lambda A: 1 - A**2),
+    "logistic": (expit, lambda A: A * (1 - A)),
 }
 ACTIVATIONS = pytest.mark.parametrize("activation", kernels.ACTIVATIONS)
 
@@ -84,6 +87,26 @@ def test_relu_forward_and_backward_by_loops(dtype):
             assert A[i, j] == (Z[i, j] if Z[i, j] > 0 else 0)
             assert dZ[i, j] == (dA[i, j] if Z[i, j] > 0 else 0)
     assert A.dtype == dZ.dtype == dtype
+
+
+@DTYPES
+def test_tanh_and_logistic_saturate_exactly_without_overflow(dtype):
+    """±1e4 saturates to exactly ±1 (tanh) and 1 or 0 (logistic) with no overflow on the way (an
+    error here: overflow, division by zero and invalid operations raise; e^-1e4 underflowing to 0
+    is the intended result), and the derivative there is exactly 0;
+    logistic(-90) = e^-90 / (1 + e^-90), subnormal in float32, keeps its value; 0 gives 0 and 1/2."""
+    Z = np.array([[-1e4, -90.0, -0.0, 0.0, 90.0, 1e4]], dtype)
+    dA = np.ones_like(Z)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        t = reference.activation_forward(Z, np.empty_like(Z), "tanh")
+        s = reference.activation_forward(Z, np.empty_like(Z), "logistic")
+        dt = reference.activation_backward(dA, t, np.empty_like(Z), "tanh")
+        ds = reference.activation_backward(dA, s, np.empty_like(Z), "logistic")
+    assert t.tolist() == [[-1.0, -1.0, 0.0, 0.0, 1.0, 1.0]] and dt.tolist() == [[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]]
+    tiny = math.exp(-90) / (1 + math.exp(-90))
+    assert s[0, [0, 2, 3, 4, 5]].tolist() == [0.0, 0.5, 0.5, 1.0, 1.0] and s[0, 1] == dtype(tiny)
+    assert ds[0, [0, 2, 3, 5]].tolist() == [0.0, 0.25, 0.25, 0.0] and ds[0, 1] == dtype(tiny * (1 - tiny))
+    assert t.dtype == s.dtype == dt.dtype == ds.dtype == dtype
 
 
 @DTYPES

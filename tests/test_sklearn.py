@@ -172,8 +172,8 @@ def test_solvers_batches_and_order(digits):
 
 
 @pytest.mark.parametrize("params, words", [
-    (dict(activation="tanh"), "activation='tanh' is not supported yet"),
-    (dict(alpha=1e-4), "alpha=0.0001 is not supported yet"),
+    (dict(activation="softplus"), "activation must be one of identity, relu, tanh, logistic"),
+    (dict(alpha=-1e-4), "alpha must be a finite number >= 0"),
     (dict(solver="lbfgs"), "lbfgs"),
     (dict(learning_rate_init=-1.0), "learning_rate_init must be a positive"),
     (dict(beta_1=1.5), "beta_1"),
@@ -186,6 +186,18 @@ def test_unsupported_and_bad_parameters_raise_value_errors(digits, params, words
     X, _, y, _ = digits
     with pytest.raises(ValueError, match=words):
         small(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "logistic"])
+def test_each_activation_and_alpha_reach_the_network(digits, activation):
+    """scikit-learn's activation names and its L2 penalty: the fitted network records the activation,
+    and a large alpha shrinks the weights (the penalty reaches the gradient)."""
+    X, X_test, y, y_test = digits
+    plain = small(activation=activation, alpha=0.0).fit(X, y)
+    assert plain.model_.network.activations[:-1] == (activation,)
+    assert plain.score(X_test, y_test) > 0.8
+    shrunk = small(activation=activation, alpha=10.0).fit(X, y)
+    assert np.linalg.norm(shrunk.coefs_[1]) < 0.95 * np.linalg.norm(plain.coefs_[1])  # unchanged if ignored
 
 
 # ---------------------------------------------------------------- what users do with an estimator

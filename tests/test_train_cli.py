@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_idx
 from fastnet import checkpoint
 from fastnet.optim import OPTIMIZERS
 
@@ -48,6 +49,10 @@ def assert_one_line_error(proc, code=2, *words):
     ("--layers", "784,abc,10", "--layers"),
     ("--val-split", "-1", "--val-split"),
     ("--backend", "cuda", "--backend"),
+    ("--activation", "gelu", "--activation"),
+    ("--alpha", "-1", "--alpha"),
+    ("--alpha", "nan", "--alpha"),
+    ("--alpha", "inf", "--alpha"),
 ])
 def test_bad_flags_exit_2_with_one_line(flag, value, word):
     assert_one_line_error(fastnet("fastnet.train", flag, value), 2, word)
@@ -85,6 +90,56 @@ def test_seed_recipe_numpy_reference_reaches_86_percent(tmp_path):
     ev = fastnet("fastnet.evaluate", str(model), "--backend", "numpy")
     assert ev.returncode == 0, ev.stderr
     assert f"{m['test_accuracy']:.4f}" in ev.stdout
+
+
+def small_data(folder):
+    """A 4 x 4-pixel IDX data set in 3 classes: 90 training and 30 test images."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 90), ("t10k", 30)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 3)
+    return folder
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_activation_and_alpha_reach_the_model_file_and_evaluate(tmp_path, tmp_cache, backend):
+    """--activation tanh --alpha 0.01: the file records the activations and both settings, and
+    fastnet.evaluate computes the test loss the run reported, through tanh (the same file relabelled
+    relu gives another loss)."""
+    data, model, metrics = small_data(tmp_path / "data"), tmp_path / "model.npz", tmp_path / "m.json"
+    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--epochs", "2",
+                   "--batch-size", "16", "--backend", backend, "--activation", "tanh", "--alpha", "0.01",
+                   "--save", str(model), "--metrics-json", str(metrics), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(metrics.read_text())
+    assert (m["activation"], m["alpha"]) == ("tanh", 0.01)
+    loaded, settings, _, arrays = checkpoint.load(str(model))
+    assert arrays["activations"].tolist() == ["tanh", "identity"] and loaded.activations == ("tanh", "identity")
+    assert (settings["activation"], settings["alpha"]) == ("tanh", 0.01)
+
+    def evaluated(path):
+        ev = fastnet("fastnet.evaluate", str(path), "--backend", backend, "--json")
+        assert ev.returncode == 0, ev.stderr
+        return json.loads(ev.stdout)["test_loss"]
+
+    assert evaluated(model) == m["test_loss"]
+    with np.load(model) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["activations"] = np.array(["relu", "identity"])
+    relu = tmp_path / "relu.npz"
+    with open(relu, "wb") as f:
+        np.savez(f, **arrays)
+    assert evaluated(relu) != m["test_loss"]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "logistic", "identity"])
+def test_gradcheck_cli_takes_activation_and_alpha(tmp_path, tmp_cache, activation):
+    proc = fastnet("fastnet.gradcheck", "--data-dir", str(small_data(tmp_path / "data")), "--layers", "16,8,3",
+                   "--backend", "numpy", "--activation", activation, "--alpha", "0.5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{activation} hidden layers, alpha 0.5" in proc.stdout
+    assert float(proc.stdout.strip().splitlines()[-1].split(": ")[1]) < 1e-7
 
 
 @needs_real

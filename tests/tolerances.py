@@ -41,6 +41,8 @@ TOLERANCES = {
     # rounding, Cauchy-Schwarz for sum |x_i w_i|). With x in [0, 1] (|x| ~ sqrt(784/3) = 16) and He
     # weights (|w| ~ sqrt(2) = 1.4): 28 · 1.2e-7 · 23 = 7.7e-5 -> atol 1e-4; rtol covers the final
     # roundings (product, bias add: ~2u) with margin. float64: 7.7e-5 · 1.9e-9 = 1.4e-13 -> 3e-13.
+    # The same bound holds after tanh or logistic: both are 1-Lipschitz (|f'| <= 1, 1/4), so the
+    # product's error does not grow, and their own rounding (below) is ~u relative, inside rtol.
     ("linear_forward", F32): (1e-4, 1e-6),
     ("linear_forward", F64): (3e-13, 2e-15),
     # dW = Xᵀ·dZ sums over N <= 128 rows, dX = dZ·Wᵀ over H <= 128 columns, db over N rows, with
@@ -48,6 +50,7 @@ TOLERANCES = {
     # -> sqrt(128)·1.2e-7·0.6 = 8e-7; dX at N = 1, H = 128: |dz_row|·|w_row| = sqrt(128)·sqrt(128·2/784)
     # = 6.4 -> 8.7e-6; at D = 1, H = 7 (He weights of fan-in 1): sqrt(7)·1.2e-7·(sqrt(7)·sqrt(14)) =
     # 3e-6. The largest, 8.7e-6, with margin -> atol 2e-5 (float32), 4e-14 (float64).
+    # Through tanh or logistic, dX is that product times f' <= 1 (1/4) plus ~u relative: the same bound.
     ("linear_backward", F32): (2e-5, 1e-6),
     ("linear_backward", F64): (4e-14, 2e-15),
     # activation_forward and activation_backward, keyed by the activation's name. max(z, 0) and
@@ -60,6 +63,29 @@ TOLERANCES = {
     ("identity_forward", F64): EXACT,
     ("identity_backward", F32): EXACT,
     ("identity_backward", F64): EXACT,
+    # tanh and logistic, forward and backward (through the output A: (1 - A)(1 + A) and A(1 - A)).
+    # Both backends compute them in float64, also for float32 data, and round once when storing.
+    # float64 operations, relative errors in ulps (1 ulp <= eps·|x|): tanh from libm (glibc documents
+    # <= 2 ulp) in the JIT, from NumPy in the reference (validated <= 2 ulp, its
+    # umath-validation-set-tanh.csv): <= 4 ulp apart. logistic: e = exp(-|z|) <= 1 ulp (glibc and
+    # NumPy's validation set both 1), 1 + e adds <= 1 ulp (e's error shrinks: e/(1 + e) <= 1/2, plus
+    # its rounding), the division 0.5 ulp: <= 2.5 ulp each, 5 apart. Backward: 1 - A is exact for
+    # A in [1/2, 2] (Sterbenz; 1 + A likewise for A in [-2, -1/2]) and never cancels otherwise, so
+    # (1 - A)(1 + A) and A(1 - A) are within 1 ulp, times dA another 1: <= 2 ulp each, 4 apart.
+    # Measured on 7e6 values of z (|z| from 1e-6 to 100): 2 eps apart at most. float64 rtol 2e-15
+    # (9 eps) covers the 5-ulp bound with margin. float32: the float64 result (within 2.5 ulp of
+    # float64) rounds once to float32: |error| <= u32·|x| (6e-8) + 1e-15·|x| -> rtol 1.2e-7 = eps32
+    # (measured: exactly u32). Results below the dtype's smallest normal (logistic of z < -87 in
+    # float32, e.g. -90 -> 8e-40) are rounded to a fixed absolute step instead: 2^-150 = 7e-46 in
+    # float32 -> atol 1e-44; 2^-1075 in float64 (and libm's few ulps of it) -> atol 1e-322.
+    ("tanh_forward", F32): (1e-44, 1.2e-7),
+    ("tanh_forward", F64): (1e-322, 2e-15),
+    ("tanh_backward", F32): (1e-44, 1.2e-7),
+    ("tanh_backward", F64): (1e-322, 2e-15),
+    ("logistic_forward", F32): (1e-44, 1.2e-7),
+    ("logistic_forward", F64): (1e-322, 2e-15),
+    ("logistic_backward", F32): (1e-44, 1.2e-7),
+    ("logistic_backward", F64): (1e-322, 2e-15),
     # p_j = exp(z_j - m) / s. The fast path forms z_j - m in the dtype (relative rounding u, so
     # exp's result is off by u·(m - z_j) relative, at most u·max_t t·e^-t = u/e absolute), then
     # exp, 1/s, the product and the store: ~4u relative. float32: atol 1e-7 >= u/e = 2.2e-8,
@@ -105,6 +131,11 @@ TOLERANCES = {
     # on average); the later layers add sqrt(33)·eps·|a|·|w| ~ 3e-6. The loss moves by at most the
     # logit error, and the gradients carry the (smaller) linear_backward bounds -> atol 1e-4, the
     # same as one layer; float64 that times 1.9e-9, rounded up.
+    # The same tables judge nets with tanh and logistic layers (1-Lipschitz: errors do not grow
+    # through them) and with an L2 penalty alpha <= 1: dW gains alpha/N·W (alpha/N rounded, a
+    # product and a sum: 3u·|alpha/N·W| <= 2e-7 with |W| <= 1), the loss ½·alpha·Σ W²/N, whose sum
+    # of float32 squares is off by u32 relative: 6e-8 · ½·alpha·ΣW²/N, with ΣW² ~ 2·(33+17+10) = 120
+    # for He weights of 784-33-17-10: <= 4e-6 at N = 1, inside rtol·|loss| + atol.
     ("network", F32): (1e-4, 1e-6),
     ("network", F64): (3e-13, 2e-15),
     # "network_hostile": the same with the output weights x2000, so logits reach ~1e4 and softmax
