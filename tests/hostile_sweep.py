@@ -232,6 +232,9 @@ for name, args, code in [
     ("preset_unknown", ["--preset", "bogus"], 2), ("flag_unknown", ["--foo"], 2),
     ("dataset_unknown", ["--dataset", "nope"], 2), ("schedule_unknown", ["--schedule", "linear"], 2),
     ("backend_empty", ["--backend", ""], 2), ("positional_junk", ["extra"], 2),
+    ("alpha_nan", ["--alpha", "nan"], 2), ("alpha_negative", ["--alpha", "-1"], 2), ("alpha_inf", ["--alpha", "inf"], 2),
+    ("alpha_huge_diverges", ["--alpha", "1e300"], 3), ("activation_unknown", ["--activation", "gelu"], 2),
+    ("activation_tanh", ["--activation", "tanh"], 0),
 ]:
     case(f"flag_{name}", "flags", TRAIN + args, code, fast=name in ("lr_underflow", "threads_huge", "batch_1e9"))
 
