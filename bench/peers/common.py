@@ -34,8 +34,11 @@ def pinned_threads():
     tasks = os.listdir("/proc/self/task")
     cores = set()
     for task in tasks:
-        with open(f"/proc/self/task/{task}/status") as f:
-            allowed = next(line.split(":")[1].strip() for line in f if line.startswith("Cpus_allowed_list"))
+        try:
+            with open(f"/proc/self/task/{task}/status") as f:
+                allowed = next(line.split(":")[1].strip() for line in f if line.startswith("Cpus_allowed_list"))
+        except FileNotFoundError:  # the thread ended since the listing
+            continue
         for part in allowed.split(","):
             first, _, last = part.partition("-")
             cores.update(range(int(first), int(last or first) + 1))
