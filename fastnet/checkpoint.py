@@ -107,7 +107,7 @@ def _read_arrays(path):
                     arrays[key] = _read_member(zf, path, key, count * 8 + NPY_HEADER)
             for info in zf.infolist():  # the others: only their headers, to refuse pickles outright
                 if info.filename.endswith(".npy") and info.filename[:-4] not in arrays:
-                    _header(zf, info, path, info.filename[:-4])
+                    npy_header(zf, info, path, info.filename[:-4])
     except _READ_ERRORS as exc:
         raise InputError(f"{path} is not a readable .npz model file ({type(exc).__name__})") from None
     return arrays
@@ -120,7 +120,7 @@ def _read_member(zf, path, key, limit):
     if info.file_size > limit:
         raise InputError(f"{path}: '{key}' holds {info.file_size:,} bytes, more than a model file of these "
                          f"layers needs ({limit:,}); not read")
-    shape, dtype = _header(zf, info, path, key)
+    shape, dtype = npy_header(zf, info, path, key)
     if math.prod(shape) * dtype.itemsize > info.file_size:
         raise InputError(f"{path}: '{key}' claims a shape {shape} larger than its data")
     try:
@@ -130,7 +130,7 @@ def _read_member(zf, path, key, limit):
         raise InputError(f"{path}: '{key}' is not a valid NumPy array ({exc})") from None
 
 
-def _header(zf, info, path, key):
+def npy_header(zf, info, path, key):
     """(shape, dtype) from a member's .npy header, read without its data; pickles are refused."""
     try:
         with zf.open(info) as f:

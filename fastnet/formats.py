@@ -16,6 +16,7 @@ Every problem with such a file is an InputError: one line naming the file and wh
 """
 
 import glob
+import math
 import os
 import warnings
 import zipfile
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data
+from .checkpoint import npy_header
 from .errors import InputError
 
 NATIVE = (np.uint8, np.float32, np.float64)  # dtypes the compiled step reads without a conversion
@@ -32,6 +34,9 @@ NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")
 
 
 # ---------------------------------------------------------------- arrays
+
+
+MAX_CLASSES = 65536  # labels above are a typo or hostile: one name and one output each
 
 
 def as_rows(X, what="X", finite=True):
@@ -134,8 +139,10 @@ def _csv_file(directory, split):
 
 
 def read_npz(path, split):
-    """X_<split> as rows and y_<split> as labels from the .npz file at path, checked."""
+    """X_<split> as rows and y_<split> as labels from the .npz file at path, checked; each member's
+    .npy header is checked against its stored size before its data is read."""
     x_key, y_key = f"X_{split}", f"y_{split}"
+    _regular_file(path)
     if not _is_zip(path):
         raise InputError(f"{path} is not a .npz (zip) file")
     try:
@@ -144,6 +151,11 @@ def read_npz(path, split):
             if missing:
                 raise InputError(f"{path} lacks {', '.join(missing)} (a .npz for --data-dir holds "
                                  f"{', '.join(NPZ_KEYS)})")
+            for key in (x_key, y_key):
+                info = f.zip.getinfo(f"{key}.npy")
+                shape, dtype = npy_header(f.zip, info, path, key)
+                if math.prod(shape) * dtype.itemsize > info.file_size:
+                    raise InputError(f"{path}: '{key}' claims a shape {shape} larger than its data")
             images, labels = f[x_key], f[y_key]
     except ValueError as exc:
         why = "it holds pickled objects, which fastnet never loads" if "pickle" in str(exc) else exc
@@ -155,8 +167,15 @@ def read_npz(path, split):
     return _checked(path, x_key, images, y_key, labels)
 
 
+def _regular_file(path):
+    """InputError unless path is a regular file (a FIFO or a device would block or never end)."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path} is not a regular file")
+
+
 def read_csv(path):
     """(images, labels) of a CSV file: an optional header line, then label, pixels... per line."""
+    _regular_file(path)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             first = f.readline()
@@ -219,6 +238,8 @@ def _checked(path, x_name, images, y_name, labels):
                          f"{len(images)} images")
     if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
         labels = labels.astype(np.int64)
-    if labels.dtype.kind not in "iu" or labels.min() < 0:
+    if labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
         raise InputError(f"{path}: {y_name} must be non-negative integers (classes 0..K-1)")
+    if len(labels) and labels.max() >= MAX_CLASSES:
+        raise InputError(f"{path}: {y_name} holds label {labels.max()}; fastnet takes classes 0..{MAX_CLASSES - 1}")
     return images, small_labels(labels)

@@ -13,6 +13,8 @@ from .model import MLP, hidden_layers, parse_layers
 from .optim import OPTIMIZERS
 from .training import TrainState, fit, split_validation
 
+MAX_THREADS = 4096  # more is a typo, and overflows the C int that BLAS libraries take
+
 # Recipes: `seed` is the blog walkthrough's, `fastnet` the measured default (see README).
 PRESETS = {
     "fastnet": dict(lr=2e-3, schedule="cosine", warmup=0, standardize=True, val_split=0.05,
@@ -147,8 +149,8 @@ def check(s, name):
     if not isinstance(s.get("layers"), str):
         raise InputError(f"{name('layers')} must look like 784,128,10, got {s.get('layers')!r}")
     parse_layers(s["layers"])
-    if s.get("threads") is not None and not _is_int(s["threads"], 1):
-        raise InputError(f"{name('threads')} must be a positive integer, got {s['threads']!r}")
+    if s.get("threads") is not None and not (_is_int(s["threads"], 1) and s["threads"] <= MAX_THREADS):
+        raise InputError(f"{name('threads')} must be an integer from 1 to {MAX_THREADS}, got {s['threads']!r}")
 
 
 def held_out(n, val_split):

@@ -43,7 +43,6 @@ RECIPE = ("preset", "batch_size", "lr", "schedule", "warmup", "optimizer", "beta
           "standardize", "val_split", "seed", "layers", "activation", "alpha", "dtype", "dataset")
 # Settings that say how to run: a resumed run takes them from the flags, else from the checkpoint.
 RUN = ("backend", "threads")
-MAX_THREADS = 4096  # more is a typo, and overflows the C int that BLAS libraries take
 
 
 def build_parser():
@@ -114,8 +113,6 @@ def check_settings(s, where="--"):
     check(s, name)
     if s.get("dataset") not in data.DATASETS:
         raise InputError(f"{name('dataset')} must be one of {', '.join(data.DATASETS)}, got {s.get('dataset')!r}")
-    if s.get("threads") is not None and s["threads"] > MAX_THREADS:
-        raise InputError(f"{name('threads')} must be an integer from 1 to {MAX_THREADS}, got {s['threads']!r}")
     if s.get("checkpoint_every") and not s.get("save"):
         raise InputError("--checkpoint-every needs --save PATH")
 

@@ -46,7 +46,7 @@ def _gather_rows(out, images, index, scale, shift):
     for i in range(index.shape[0]):
         src = images[index[i]]
         for j in range(0, src.shape[0], 64):
-            touched += src[j]
+            touched += int(src[j])  # an int, also when this runs as Python (a uint8 would wrap)
     for i in range(index.shape[0]):
         src = images[index[i]]
         for j in range(out.shape[1]):

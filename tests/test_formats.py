@@ -1,9 +1,12 @@
 """python -m fastnet.train on data that is not IDX: a .npz file, or a directory of CSV files in the
 common layout (a header, then label and pixels per line); bad files are one-line errors."""
 
+import io
 import json
+import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +166,29 @@ def test_bad_csv_files_are_one_line_errors(tmp_path, files, words):
 def test_one_csv_file_is_not_a_data_dir(tmp_path):
     write_csv(tmp_path / "train.csv", *images(4, 2))
     assert_one_line_error(train("--data-dir", tmp_path / "train.csv", "--backend", "numpy"), "*test*.csv")
+
+
+def test_untrusted_data_files_are_read_within_bounds(tmp_path):
+    """A label of 10**9 (10**9 classes), a member whose .npy header claims a terabyte, and a FIFO
+    named train.csv: each is refused before anything large is allocated or a read blocks."""
+    (X, y), (Xt, yt) = images(40, 4), images(20, 4, seed=1)
+    huge_label = tmp_path / "label.npz"
+    np.savez(huge_label, X_train=X, y_train=np.r_[y[:-1], 10**9], X_test=Xt, y_test=yt)
+    with pytest.raises(InputError, match="label 1000000000"):
+        formats.load_split("fashion-mnist", "train", str(huge_label))
+    forged = tmp_path / "forged.npz"
+    np.savez(forged, X_train=X, y_train=y, y_test=yt)  # X_test comes next, forged
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
+    header["shape"] = (10**12,)
+    raw = io.BytesIO()
+    np.lib.format.write_array_header_1_0(raw, header)
+    with zipfile.ZipFile(forged, "a") as zf:
+        zf.writestr("X_test.npy", raw.getvalue() + bytes(100))
+    with pytest.raises(InputError, match="larger than its data"):
+        formats.load_split("fashion-mnist", "test", str(forged))
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    write_csv(folder / "test.csv", Xt, yt)
+    os.mkfifo(folder / "train.csv")
+    with pytest.raises(InputError, match="not a regular file"):
+        formats.load_split("fashion-mnist", "train", str(folder))
