@@ -313,10 +313,9 @@ class Model:
         Examples
         --------
         >>> import os, tempfile
-        >>> import numpy as np
-        >>> import fastnet
-        >>> X = np.random.default_rng(0).normal(size=(100, 3))
-        >>> model = fastnet.fit(X, np.where(X[:, 0] > 0, "a", "b"), epochs=1, validation=None)
+        >>> import fastnet, numpy as np
+        >>> features = np.random.default_rng(1).normal(size=(100, 3))
+        >>> model = fastnet.fit(features, np.where(features[:, 0] > 0, "a", "b"), epochs=1, validation=None)
         >>> model.save(os.path.join(tempfile.mkdtemp(), "model.npz"))
         """
         classes = _storable(self.classes_)

@@ -8,6 +8,7 @@ import numpy as np
 
 from kernels import ACTIVATIONS, parameter_count
 
+from .data.idx import available_memory
 from .errors import InputError
 from .model import MLP, hidden_layers, parse_layers
 from .optim import OPTIMIZERS
@@ -202,21 +203,9 @@ def peak_bytes(sizes, batch_size, dtype, data_bytes):
             + 4 * rows * max(sizes) * 8)
 
 
-def available_bytes():
-    """Memory the machine can still give this process (MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def check_memory(sizes, batch_size, dtype, data_bytes):
     """InputError, before any work, when the run would need more memory than is available."""
-    need, have = peak_bytes(sizes, batch_size, dtype, data_bytes), available_bytes()
+    need, have = peak_bytes(sizes, batch_size, dtype, data_bytes), available_memory()
     if have is not None and need > have:
         raise InputError(f"this run needs about {need / 2**30:.1f} GiB of memory but {have / 2**30:.1f} GiB "
                          "are available; use smaller --layers or --batch-size, or float32")
