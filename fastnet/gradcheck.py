@@ -9,6 +9,7 @@ J is the training loss: the mean cross-entropy plus the L2 penalty ½·alpha·Σ
 import numpy as np
 
 from kernels import ACTIVATIONS
+
 from . import data
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, non_negative_int, positive_int, run
