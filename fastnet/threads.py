@@ -122,13 +122,16 @@ class CoreShare:
       last samples, less this run's own threads.
     Results do not change with the number of threads: the batch is cut into a fixed number of parts
     (kernels.mlp_workspace), however many threads run them.
+
+    A run registers on entering (before it loads its data, so that runs already going give up their
+    threads before it starts to compete), and start(wanted) says how many threads it was cut for.
     """
 
-    def __init__(self, wanted, apply, folder=None, interval=0.5):
-        self.wanted, self.apply, self.interval = wanted, apply, interval
+    def __init__(self, apply, folder=None, interval=0.2):
+        self.apply, self.interval = apply, interval
         self.folder = folder or os.path.join(_runtime_dir(), f"fastnet-{os.getuid()}")
         self.path = os.path.join(self.folder, str(os.getpid()))
-        self.running = wanted
+        self.wanted = self.running = 1  # until start(): nothing to share
         self.checked = 0.0
         self.sampled = 0.0
         self.busy = 0.0  # moving average of running tasks that are not this run's threads
@@ -136,13 +139,17 @@ class CoreShare:
     def __enter__(self):
         try:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
-            with open(self.path, "w") as f:
-                f.write(str(self.wanted))
+            with open(self.path, "w"):
+                pass
         except OSError:
             self.path = None  # no shared directory: run as asked
-        self.checked = 0.0
-        self.poll()
         return self
+
+    def start(self, wanted):
+        """The run is cut for `wanted` threads: run as many of them as its share allows now."""
+        self.wanted = self.running = wanted
+        self.checked = 0.0
+        return self.poll()
 
     def __exit__(self, *exc):
         if self.path is not None:

@@ -194,11 +194,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     given = given_flags(argv)
     s = settings_from(args)
-    kernels, state, names, train_rows, val, test = prepare(s, given)
-    # BLAS's own split of a product changes its rounding, so only Numba's threads are shared: the
-    # numpy backend keeps the BLAS threads it was given.
-    wanted = s["threads"] if kernels.BLAS_THREADS == 1 else 1
-    with CoreShare(wanted, numba_threads) as share:
+    with CoreShare(numba_threads) as share:  # registered first: runs already going make room early
+        kernels, state, names, train_rows, val, test = prepare(s, given)
+        # BLAS's own split of a product changes its rounding, so only Numba's threads are shared:
+        # the numpy backend keeps the BLAS threads it was given.
+        share.start(s["threads"] if kernels.BLAS_THREADS == 1 else 1)
         return train_and_report(s, kernels, state, names, train_rows, val, test, share)
 
 

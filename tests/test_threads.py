@@ -88,9 +88,9 @@ def quiet_machine(monkeypatch):
 
 def test_alone_a_run_keeps_its_threads(tmp_path, quiet_machine):
     applied, apply = recorder()
-    with threads.CoreShare(2, apply, folder=str(tmp_path), interval=0) as share:
-        assert share.poll() == 2
-        assert (tmp_path / str(os.getpid())).read_text() == "2"
+    with threads.CoreShare(apply, folder=str(tmp_path), interval=0) as share:
+        assert (tmp_path / str(os.getpid())).exists(), "registered on entering, before start"
+        assert share.start(2) == 2 and share.poll() == 2
     assert applied == [] and not list(tmp_path.iterdir()), "registered while running, removed after"
 
 
@@ -99,8 +99,8 @@ def test_a_second_live_run_halves_the_threads_and_a_dead_one_is_forgotten(tmp_pa
     try:
         (tmp_path / str(other.pid)).write_text("2")
         applied, apply = recorder()
-        with threads.CoreShare(2, apply, folder=str(tmp_path), interval=0) as share:
-            assert share.poll() == 1 and applied == [1]
+        with threads.CoreShare(apply, folder=str(tmp_path), interval=0) as share:
+            assert share.start(2) == 1 and applied == [1]
             other.kill()
             other.wait()
             assert share.poll() == 2 and applied == [1, 2]
@@ -114,7 +114,8 @@ def test_busy_cores_lower_the_threads_and_free_ones_restore_them(tmp_path, monke
     running = {"tasks": 2 + 3}  # this run's two threads and three other busy tasks
     monkeypatch.setattr(threads, "_running_tasks", lambda: running["tasks"])
     applied, apply = recorder()
-    with threads.CoreShare(2, apply, folder=str(tmp_path), interval=0) as share:
+    with threads.CoreShare(apply, folder=str(tmp_path), interval=0) as share:
+        share.start(2)
         for _ in range(20):  # the average follows the samples
             share.poll()
         assert share.running == 1 and applied[-1] == 1
@@ -127,8 +128,9 @@ def test_busy_cores_lower_the_threads_and_free_ones_restore_them(tmp_path, monke
 def test_one_thread_wanted_is_never_polled(tmp_path, monkeypatch):
     monkeypatch.setattr(threads, "_running_tasks", lambda: pytest.fail("polled a one-thread run"))
     applied, apply = recorder()
-    with threads.CoreShare(1, apply, folder=str(tmp_path), interval=0) as share:
-        assert share.poll() == 1
+    with threads.CoreShare(apply, folder=str(tmp_path), interval=0) as share:
+        assert share.poll() == 1, "before start: nothing to share"
+        assert share.start(1) == 1 and share.poll() == 1
     assert applied == []
 
 
@@ -136,6 +138,6 @@ def test_an_unwritable_folder_means_running_as_asked(tmp_path, quiet_machine):
     blocker = tmp_path / "file"
     blocker.write_text("")
     applied, apply = recorder()
-    with threads.CoreShare(2, apply, folder=str(blocker / "sub"), interval=0) as share:
-        assert share.poll() == 2
+    with threads.CoreShare(apply, folder=str(blocker / "sub"), interval=0) as share:
+        assert share.start(2) == 2
     assert applied == []
