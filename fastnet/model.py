@@ -109,7 +109,7 @@ def predict_logits(model, backend, images, batch=2048):
     """Logits for images (M, D0), computed in blocks of rows so memory stays bounded."""
     out = np.empty((len(images), model.num_classes), model.dtype)
     rows = min(batch, max(len(images), 1))
-    buffers = mlp_workspace(model.sizes, rows, model.dtype)
+    buffers = mlp_workspace(model.sizes, rows, model.dtype, training=False)
     sizes = np.asarray(model.sizes, np.int64)
     for start in range(0, len(images), rows):
         index = np.arange(start, min(start + rows, len(images)))

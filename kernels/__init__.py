@@ -178,13 +178,23 @@ def parameter_count(sizes):
 # Scratch of the whole-network kernels. inputs (rows·D0,); activations and deltas (rows·(D1+...+DL),),
 # one rows·D_l block per layer l = 1..L, back to back; labels (rows,); parts: how many parts a batch
 # is cut into (0: as many as Numba runs threads at each call). Fixing parts fixes the rounding: a run
-# gives the same numbers on however many threads actually run them.
-MLPWork = namedtuple("MLPWork", "inputs activations deltas labels parts")
+# gives the same numbers on however many threads actually run them. partials (up to (parts-1)·rows·D1):
+# a training step cuts the first layer's product X·W0 along the D0 inputs, one piece per part, and
+# sums the pieces (jit._mlp); pieces 1.. are written here (empty: the product is not cut).
+MLPWork = namedtuple("MLPWork", "inputs activations deltas labels parts partials")
 
 
-def mlp_workspace(sizes, rows, dtype, parts=0):
+def _numba_threads():
+    import numba  # here: the numpy backend runs without loading Numba
+
+    return numba.get_num_threads()
+
+
+def mlp_workspace(sizes, rows, dtype, parts=0, training=True):
     """Scratch buffers (MLPWork) for mlp_gradients and mlp_logits on batches of up to `rows` rows,
-    cut into `parts` parts. Allocated once per run; the reference ignores it."""
+    cut into `parts` parts (0: as many as Numba runs threads now, for the partials). Allocated once
+    per run; the reference ignores it. training=False leaves out what only training steps use."""
     width = sum(sizes[1:])
+    pieces = (int(parts) or _numba_threads()) - 1 if training else 0
     return MLPWork(np.zeros(rows * sizes[0], dtype), np.zeros(rows * width, dtype), np.zeros(rows * width, dtype),
-                   np.zeros(rows, np.intp), int(parts))
+                   np.zeros(rows, np.intp), int(parts), np.zeros(pieces * rows * sizes[1], dtype))

@@ -9,8 +9,9 @@ whole network's flat buffers, and whole-network kernels (mlp_gradients, mlp_logi
 batch in one compiled call, each layer's activation dispatched on its code (kernels.ACTIVATIONS).
 
 Threading: the whole-network kernels cut a batch into parts and run the parts on Numba's threads,
-each calling BLAS single-threaded (kernels.blas) on its rows; the weight gradients and optimiser
-updates run on Numba's threads over bands of the flat buffers. BLAS's own threads must then be
+each calling BLAS single-threaded (kernels.blas): a training step multiplies the first layer in
+pieces of its inputs, runs the rest of the forward and backward pass on rows of the batch, then the
+weight gradients and optimiser updates on bands of the flat buffers (_mlp). BLAS's own threads must then be
 limited to one (BLAS_THREADS), or they spin against Numba's (measured: an epoch 0.25 -> 0.35 s).
 
 Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classes, P parameters.
@@ -28,7 +29,11 @@ from .blas import gemm
 
 _jit = njit(**JIT_OPTIONS)
 _jit_fast = njit(fastmath=FASTMATH, **JIT_OPTIONS)
-_jit_parallel = njit(parallel=True, **JIT_OPTIONS)
+# Only prange loops run in parallel: array expressions (np.zeros, .sum()) would each become a parallel
+# loop of their own, compiled apart (most of the compile time) for arrays of a few elements.
+_PRANGE_ONLY = {"prange": True, "numpy": False, "reduction": False, "setitem": False, "stencil": False,
+                "comprehension": False, "inplace_binop": False, "fusion": False}
+_jit_parallel = njit(parallel=_PRANGE_ONLY, **JIT_OPTIONS)
 
 # Seconds that compiling the kernels of a training run takes when Numba's cache is empty, measured
 # on this project's 2-core Xeon (docs/performance.md); announced before it starts.
@@ -38,19 +43,21 @@ BLAS_THREADS = 1  # BLAS runs inside each of Numba's threads, one thread each
 
 
 @_jit
-def _gather_rows(out, images, index, scale, shift):
+def _gather(out, images, index, scale, shift, c0, c1):
+    """out[i, c0:c1] = images[index[i], c0:c1] * scale[c0:c1] + shift[c0:c1] for every row i."""
     # Shuffled rows are scattered over the whole data set: first load one byte per cache line of
     # every row. Those loads are independent, so the memory system serves many rows at once; the
     # converting pass then finds them in cache (measured 33 -> 20 ms per epoch here).
     touched = 0
     for i in range(index.shape[0]):
         src = images[index[i]]
-        for j in range(0, src.shape[0], 64):
+        for j in range(c0, c1, 64):
             touched += int(src[j])  # an int, also when this runs as Python (a uint8 would wrap)
+    a, b = scale[c0:c1], shift[c0:c1]
     for i in range(index.shape[0]):
-        src = images[index[i]]
-        for j in range(out.shape[1]):
-            out[i, j] = src[j] * scale[j] + shift[j]
+        src, dst = images[index[i], c0:c1], out[i, c0:c1]
+        for j in range(dst.shape[0]):
+            dst[j] = src[j] * a[j] + b[j]
     return touched
 
 
@@ -60,9 +67,18 @@ def gather_rows(images, index, scale, shift, out):
     scale and shift (D,) are used as given when they already have out's dtype (the model keeps
     them so); otherwise they are converted first, since Numba would promote the arithmetic.
     """
-    _gather_rows(out, images, index, scale.astype(out.dtype, copy=False),
-                 shift.astype(out.dtype, copy=False))
+    _gather(out, images, index, scale.astype(out.dtype, copy=False), shift.astype(out.dtype, copy=False), 0,
+            out.shape[1])
     return out
+
+
+@_jit
+def _chunk(P, c, chunks):
+    """[lo, hi) of chunk c when P elements are cut into `chunks` ranges starting on multiples of 16
+    elements (64-byte cache lines apart in float32), so no two threads write one cache line."""
+    lo = (P * c // chunks) // 16 * 16
+    hi = P if c == chunks - 1 else (P * (c + 1) // chunks) // 16 * 16
+    return lo, hi
 
 
 # The activations of kernels.ACTIVATIONS, dispatched by code inside compiled loops (LLVM hoists
@@ -286,24 +302,61 @@ def _layout(sizes, rows):
 
 
 @_jit
-def _forward_rows(lo, hi, logits, X, acts, images, index, scale, shift, sizes, activations, params, at):
-    """Rows lo..hi of the batch: gather them into X, then every layer (BLAS, then a bias/activation
-    pass) into acts; the last layer writes logits (n·K) instead. at: _layout's offsets."""
-    m, L = hi - lo, sizes.shape[0] - 1
-    _gather_rows(X[lo * sizes[0] : hi * sizes[0]].reshape(m, sizes[0]), images, index[lo:hi], scale, shift)
+def _first_layer_piece(w, pieces, n, X, acts, partials, images, index, scale, shift, sizes, params, at):
+    """Piece w of `pieces` of the first layer's product X·W0 over all n rows of the batch: the inputs
+    c0..c1 (a share of the D0 inputs, cut on 64-byte boundaries) gathered into those columns of X,
+    times rows c0..c1 of W0. Piece 0 goes to the first layer's output block, piece w > 0 to block
+    w - 1 of partials; _add_pieces sums them. at: _layout's offsets.
+
+    Cut this way, each thread gathers and multiplies the same inputs and the same rows of W0 (with
+    their Adam moments) that its band of _weight_gradients reads and updates: those stay in its core's
+    cache from step to step, where a cut by rows of the batch sends all of W0 and half of X from core to core.
+    """
+    d_in, d_out, rows = sizes[0], sizes[1], X.shape[0] // sizes[0]
+    c0, c1 = _chunk(d_in, w, pieces)
+    out, out_at = (acts, at[0, OUT_AT]) if w == 0 else (partials, (w - 1) * rows * d_out)
+    if c1 > c0:
+        _gather(X[: n * d_in].reshape(n, d_in), images, index, scale, shift, c0, c1)
+        gemm(False, False, n, d_out, c1 - c0, X, c0, d_in, params, at[0, W_AT] + c0 * d_out, d_out, out, out_at, d_out)
+    else:
+        out[out_at : out_at + n * d_out] = 0
+
+
+@_jit
+def _add_pieces(Z, partials, pieces, rows, lo):
+    """Z (m, H) += pieces 1.. of the first layer's product (rows lo..lo+m of each), in piece order."""
+    m, H = Z.shape
+    for k in range(1, pieces):
+        at = ((k - 1) * rows + lo) * H
+        P = partials[at : at + m * H].reshape(m, H)
+        for i in range(m):
+            for j in range(H):
+                Z[i, j] += P[i, j]
+
+
+@_jit
+def _forward_rows(lo, hi, logits, X, acts, partials, pieces, images, index, scale, shift, sizes, activations, params,
+                  at):
+    """Rows lo..hi of the batch through every layer (BLAS, then a bias/activation pass) into acts;
+    the last layer writes logits (n·K) instead. pieces 0: the rows are gathered into X and the first
+    layer multiplied here; pieces > 0: _first_layer_piece wrote its product in that many pieces,
+    summed here. at: _layout's offsets."""
+    m, L, rows = hi - lo, sizes.shape[0] - 1, X.shape[0] // sizes[0]
+    if pieces == 0:
+        _gather(X[lo * sizes[0] : hi * sizes[0]].reshape(m, sizes[0]), images, index[lo:hi], scale, shift,
+                np.int64(0), sizes[0])  # not a literal 0: that would compile _gather once more
     for l in range(L):
         d_in, d_out = sizes[l], sizes[l + 1]
         inputs = X if l == 0 else acts
         b = params[at[l, B_AT] : at[l, B_AT] + d_out]
-        if l == L - 1:
-            gemm(False, False, m, d_out, d_in, inputs, at[l, IN_AT] + lo * d_in, d_in, params, at[l, W_AT], d_out,
-                 logits, lo * d_out, d_out)
-            _bias_activation(logits[lo * d_out : hi * d_out].reshape(m, d_out), b, activations[l])
+        dest, out = (logits, lo * d_out) if l == L - 1 else (acts, at[l, OUT_AT] + lo * d_out)
+        Z = dest[out : out + m * d_out].reshape(m, d_out)
+        if l == 0 and pieces > 0:
+            _add_pieces(Z, partials, pieces, rows, lo)
         else:
-            out = at[l, OUT_AT]
             gemm(False, False, m, d_out, d_in, inputs, at[l, IN_AT] + lo * d_in, d_in, params, at[l, W_AT], d_out,
-                 acts, out + lo * d_out, d_out)
-            _bias_activation(acts[out + lo * d_out : out + hi * d_out].reshape(m, d_out), b, activations[l])
+                 dest, out, d_out)
+        _bias_activation(Z, b, activations[l])
 
 
 @_jit
@@ -353,7 +406,8 @@ def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, 
     for l in range(sizes.shape[0] - 1):
         d_in, d_out = sizes[l], sizes[l + 1]
         W, bias, out = at[l, W_AT], at[l, B_AT], at[l, OUT_AT]
-        r0, r1 = d_in * w // parts, d_in * (w + 1) // parts  # the share's rows of W
+        # the share's rows of W; for W0 the inputs of _first_layer_piece w, so they stay on one core
+        r0, r1 = _chunk(d_in, w, parts) if l == 0 else (d_in * w // parts, d_in * (w + 1) // parts)
         if r1 > r0:
             inputs = X if l == 0 else acts
             gemm(True, False, r1 - r0, d_out, n, inputs, at[l, IN_AT] + r0, d_in, deltas, out, d_out,
@@ -369,40 +423,61 @@ def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, 
     return finite, penalty
 
 
-@_jit_parallel
-def _mlp_step(parts, grads, X, acts, deltas, y, images, index, labels, scale, shift, sizes, activations, params,
-              inv_n, m, v, adam, update, decay):
-    n, rows, L = index.shape[0], X.shape[0] // sizes[0], sizes.shape[0] - 1
-    at = _layout(sizes, rows)
-    logits = acts[at[L - 1, OUT_AT] :]
-    losses = np.zeros(parts)
-    valid = np.ones(parts, np.bool_)
-    for w in prange(parts):  # the batch's rows in parts: forward, loss, deltas
-        lo, hi = n * w // parts, n * (w + 1) // parts
-        if hi > lo and _valid_rows(index[lo:hi], labels, y[lo:hi], images, sizes[L]):
-            _forward_rows(lo, hi, logits, X, acts, images, index, scale, shift, sizes, activations, params, at)
-            losses[w] = _backward_rows(lo, hi, acts, deltas, y, sizes, activations, params, inv_n, at)
-        elif hi > lo:
-            valid[w] = False
-    if not valid.all():
-        return np.nan, 0.0, False, False
-    finite = np.ones(parts, np.bool_)
-    penalties = np.zeros(parts)  # each band's Σ W², summed in band order: the same sum for the same parts
-    for w in prange(parts):  # the parameters in bands: weight gradients over the whole batch (and Adam)
+# The kinds of pass _mlp runs, each a parallel loop over the parts of a batch.
+FIRST_LAYER, ROWS, BANDS, LOGITS = 0, 1, 2, 3
+
+
+@_jit
+def _pass(kind, w, parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index, scale, shift, sizes,
+          activations, params, inv_n, m, v, adam, update, decay, at, results):
+    """Part w of one pass of kind FIRST_LAYER, ROWS, BANDS or LOGITS; results[w] gets its (loss, finite, Σ W²)."""
+    if kind == FIRST_LAYER:
+        if w < pieces:
+            _first_layer_piece(w, pieces, n, X, acts, partials, images, index, scale, shift, sizes, params, at)
+    elif kind == BANDS:
         ok, penalty = _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at,
                                         decay)
-        finite[w], penalties[w] = ok, penalty
-    return losses.sum(), penalties.sum(), True, finite.all()
+        results[w, 1], results[w, 2] = ok, penalty
+    else:
+        lo, hi = n * w // parts, n * (w + 1) // parts
+        if hi > lo:
+            _forward_rows(lo, hi, logits, X, acts, partials, pieces, images, index, scale, shift, sizes, activations,
+                          params, at)
+            if kind == ROWS:
+                results[w, 0] = _backward_rows(lo, hi, acts, deltas, y, sizes, activations, params, inv_n, at)
 
 
 @_jit_parallel
-def _mlp_logits(parts, out, X, acts, images, index, scale, shift, sizes, activations, params):
-    n, rows = index.shape[0], X.shape[0] // sizes[0]
+def _mlp(passes, parts, grads, X, acts, deltas, y, partials, logits, images, index, labels, scale, shift, sizes,
+         activations, params, inv_n, m, v, adam, update, decay):
+    """The passes in order, each a parallel loop over the parts; returns (Σ loss, Σ W², valid, finite).
+
+    One parallel loop runs every pass, and training steps and logits share this one compiled
+    function: Numba compiles each parallel loop apart with all it calls, and four loops in two
+    functions took 17-19 s to compile here, one loop 13-14 s (docs/performance.md).
+    """
+    n, rows, L = index.shape[0], X.shape[0] // sizes[0], sizes.shape[0] - 1
     at = _layout(sizes, rows)
-    for w in prange(parts):
-        lo, hi = n * w // parts, n * (w + 1) // parts
-        if hi > lo:
-            _forward_rows(lo, hi, out, X, acts, images, index, scale, shift, sizes, activations, params, at)
+    if passes[0] != LOGITS and not _valid_rows(index, labels, y, images, sizes[L]):
+        return np.nan, 0.0, False, False
+    # a training step's first layer comes in pieces (bench.profile_step runs its passes one call each)
+    pieces = min(parts, 1 + partials.shape[0] // (rows * sizes[1])) if passes[0] != LOGITS else 0
+    results = np.zeros((parts, 3))  # per part: loss, finite, Σ W² of its band (summed in part order below)
+    results[:, 1] = 1
+    for kind in passes:
+        count = pieces if kind == FIRST_LAYER else parts  # a name: prange of an inline if is not made parallel
+        for w in prange(count):  # w is unsigned inside the parallel loop: cast, or _pass compiles twice
+            _pass(kind, np.int64(w), parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index, scale, shift,
+                  sizes, activations, params, inv_n, m, v, adam, update, decay, at, results)
+    loss, penalty, finite = 0.0, 0.0, True
+    for w in range(parts):
+        loss, finite, penalty = loss + results[w, 0], finite and results[w, 1] != 0, penalty + results[w, 2]
+    return loss, penalty, True, finite
+
+
+_STEP = np.array([FIRST_LAYER, ROWS, BANDS], np.int64)  # a training step: the first layer cut along its inputs,
+#   then the rest of the forward pass, loss and deltas by rows, then the weight gradients (and Adam) by bands
+_FORWARD = np.array([LOGITS], np.int64)  # logits only: every layer by rows
 
 
 def _check_network(images, index, scale, shift, sizes, activations, params, work):
@@ -422,8 +497,16 @@ def _check_network(images, index, scale, shift, sizes, activations, params, work
     width = rows * sum(sz[1:])
     if len(index) > rows or acts.shape != (width,) or deltas.shape != (width,) or y.shape != (rows,):
         raise ValueError(f"work holds batches of {rows} rows, not {len(index)}")
-    if not (X.dtype == acts.dtype == deltas.dtype == scale.dtype == shift.dtype == params.dtype):
+    if not (X.dtype == acts.dtype == deltas.dtype == scale.dtype == shift.dtype == params.dtype
+            == _partials(work).dtype):
         raise ValueError("work, scale and shift must have the dtype of params")
+    if _partials(work).ndim != 1 or _partials(work).size % max(rows * sz[1], 1):
+        raise ValueError(f"work's partials must be flat, in blocks of {rows}x{sz[1]}")
+
+
+def _partials(work):
+    """The workspace's buffer of first-layer pieces (kernels.MLPWork); empty in a bare 4-tuple."""
+    return work[5] if len(work) > 5 else work[1][:0]
 
 
 def _parts(work):
@@ -436,12 +519,12 @@ _CHECKED = [()]  # the arguments _step last checked: a training loop passes the 
 
 
 def _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, update, alpha):
-    """Checks, then _mlp_step; returns (loss with its L2 penalty, parameters finite).
+    """Checks, then _mlp's training step; returns (loss with its L2 penalty, parameters finite).
 
     The checks of everything but index are skipped when every argument is the very object checked
     last time (arrays cannot change shape or dtype in place): they cost more than a step's Python.
     """
-    same = (images, labels, scale, shift, sizes, activations, params, grads, m, v, *work[:4])
+    same = (images, labels, scale, shift, sizes, activations, params, grads, m, v, *work[:4], _partials(work))
     if len(same) != len(_CHECKED[0]) or any(a is not b for a, b in zip(same, _CHECKED[0])):
         _check_network(images, index, scale, shift, sizes, activations, params, work)
         for name, a in (("grads", grads), ("m", m), ("v", v)):
@@ -456,8 +539,9 @@ def _step(images, index, labels, scale, shift, sizes, activations, params, grads
     activations = np.asarray(activations, np.int64)
     n = len(index)
     inv_n, decay = params.dtype.type(1.0 / n), params.dtype.type(alpha / n)
-    total, penalty, valid, finite = _mlp_step(_parts(work), grads, *work[:4], images, index, labels, scale, shift,
-                                              sizes, activations, params, inv_n, m, v, adam, update, decay)
+    total, penalty, valid, finite = _mlp(_STEP, _parts(work), grads, *work[:4], _partials(work),
+                                         _logits_block(work[1], sizes), images, index, labels, scale, shift, sizes,
+                                         activations, params, inv_n, m, v, adam, update, decay)
     if not valid:
         if index.min() < 0 or index.max() >= len(images):
             raise ValueError("index points outside images")
@@ -497,9 +581,22 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
         raise ValueError(f"out must be C-contiguous ({len(index)}, {sizes[-1]}) of the params' dtype")
     if len(index) and (index.min() < 0 or index.max() >= len(images)):
         raise ValueError("index points outside images")
-    _mlp_logits(_parts(work), out.reshape(-1), work[0], work[1], images, index, scale, shift,
-                sizes, np.asarray(activations, np.int64), params)
+    t = params.dtype.type
+    unused = AdamConstants(*[t(0)] * len(AdamConstants._fields))
+    X, acts, deltas, y = work[:4]
+    # the arguments a step takes that logits do not read: of the types a step passes, so both share one compiled kernel
+    _mlp(_FORWARD, _parts(work), params[:0], X, acts, deltas, y, acts[:0], out.reshape(-1), images, index,
+         _NO_LABELS, scale, shift, sizes, np.asarray(activations, np.int64), params, t(0), params[:0], params[:0],
+         unused, False, t(0))
     return out
+
+
+_NO_LABELS = np.zeros(0, np.uint8)  # of the type of IDX labels, which training steps pass
+
+
+def _logits_block(acts, sizes):
+    """The last layer's block of acts (its logits)."""
+    return acts[acts.shape[0] // sum(sizes[1:]) * sum(sizes[1:-1]) :]
 
 
 # Adam's constants for one step (adam_update's maths, with m̂ = m·m_scale and v̂ = v·v_scale), each
@@ -534,14 +631,6 @@ def _adam(p, g, m, v, c):
         p[i] = pi
         poison += pi * c.zero
     return poison == c.zero
-
-
-@_jit
-def _chunk(P, c, chunks):
-    """[lo, hi) of chunk c when P elements are cut into `chunks` ranges on 64-byte boundaries."""
-    lo = (P * c // chunks) // 16 * 16
-    hi = P if c == chunks - 1 else (P * (c + 1) // chunks) // 16 * 16
-    return lo, hi
 
 
 @_jit_parallel
@@ -601,6 +690,6 @@ def compile_seconds():
     """About how long the first training step will compile here: 0 when Numba's on-disk cache
     already holds the compiled step (its index is present and current for this source file)."""
     try:
-        return 0 if _mlp_step._cache._cache_file._load_index() else COMPILE_SECONDS
+        return 0 if _mlp._cache._cache_file._load_index() else COMPILE_SECONDS
     except Exception:  # NUMBA_DISABLE_JIT (a plain function) or no cache locator: nothing to announce
         return 0

@@ -849,13 +849,17 @@ def check_fused_adam_step(backend, dtype, sizes, n, rows, threads, alpha=0.0, ac
         numba.set_num_threads(saved)
 
 
-@pytest.mark.parametrize("problem", ["label", "index", "negative_index", "small_work", "wrong_grads"])
+@pytest.mark.parametrize("problem", ["label", "index", "negative_index", "small_work", "wrong_grads", "ragged_partials",
+                                     "float64_partials"])
 def test_compiled_network_kernels_refuse_what_would_leave_their_buffers(problem):
     """The compiled kernels do no bounds checks of their own: the wrappers must refuse first."""
     model, _ = network_pair(SIZES_NET, np.float32)
     images, labels = network_batch(8)
     index, ws = np.arange(8), Workspace(model.sizes, 8, model.dtype)
     grads = ws.grads
+    if problem.endswith("partials"):  # pieces of the first layer's product: whole (8, 33) blocks of the params' dtype
+        partials = np.zeros(8 * 33 + 5, np.float32) if problem == "ragged_partials" else np.zeros(8 * 33)
+        ws.buffers = ws.buffers._replace(parts=2, partials=partials)
     if problem == "label":
         labels[3] = SIZES_NET[-1]
     elif problem == "index":
@@ -874,6 +878,31 @@ def test_compiled_network_kernels_refuse_what_would_leave_their_buffers(problem)
         with pytest.raises(ValueError):
             jit.mlp_logits(images, index, model.input_scale, model.input_shift, ws.sizes, codes, model.params,
                            np.empty((8, 10), np.float32), ws.buffers)
+
+
+@pytest.mark.skipif(NO_JIT, reason="threads do not exist without the JIT")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_step_cut_in_parts_without_room_for_first_layer_pieces_multiplies_it_whole(dtype):
+    """A workspace made without partials (training=False, as for logits) still trains in 2 parts:
+    the first layer's product is then one piece (rows and bands still cut in 2). Its results are
+    the reference's, and within rounding those of a workspace that cuts the product in 2 pieces."""
+    model, oracle = network_pair(SIZES_NET, dtype)
+    images, labels = network_batch(37)
+    index = np.random.default_rng(0).permutation(37)
+    results = []
+    for training in (False, True):
+        buffers = kernels.mlp_workspace(model.sizes, 64, dtype, parts=2, training=training)
+        assert buffers.partials.size == (64 * 33 if training else 0)
+        grads = np.full_like(model.params, np.nan)
+        loss = jit.mlp_gradients(images, index, labels, model.input_scale, model.input_shift,
+                                 np.asarray(model.sizes, np.int64), model.activation_codes, model.params, grads, buffers)
+        results.append((loss, grads))
+    ref_ws = Workspace(model.sizes, 64, np.float64)
+    ref_loss = reference.mlp_gradients(images, index, labels, oracle.input_scale, oracle.input_shift, ref_ws.sizes,
+                                       oracle.activation_codes, oracle.params, ref_ws.grads, None)
+    for loss, grads in results:
+        assert_close(loss, ref_loss, "network", dtype)
+        assert_close(grads, ref_ws.grads, "network", dtype)
 
 
 def loss_curve(backend, dtype, steps=20, batch=32):
