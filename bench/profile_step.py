@@ -28,9 +28,9 @@ from .floor import floor_epoch
 SIZES, BATCH, DTYPE = (784, 128, 10), 128, np.float32
 
 
-def _setup(threads):
+def _setup(threads, data_dir):
     """Data, a network, Adam's state and a workspace, as a run of `threads` threads has them."""
-    (images, labels), _ = load_fashion_mnist(download=False)
+    (images, labels), _ = load_fashion_mnist(data_dir, download=False)
     rng = np.random.default_rng(0)
     count = parameter_count(SIZES)
     net = dict(params=(rng.standard_normal(count) * 0.05).astype(DTYPE), grads=np.zeros(count, DTYPE),
@@ -40,9 +40,10 @@ def _setup(threads):
     return images, labels, net, batches
 
 
-def _epochs(threads):
-    """name -> a function running one epoch of that variant."""
-    images, labels, net, batches = _setup(threads)
+def _epochs(threads, data_dir=None):
+    """name -> a function running one epoch of that variant (the floor too), and the dict the passes'
+    times add up in."""
+    images, labels, net, batches = _setup(threads, data_dir)
     p, g, m, v, work = net["params"], net["grads"], net["m"], net["v"], net["work"]
     sizes, codes = np.array(SIZES, np.int64), np.array([1, 0], np.int64)  # relu, then identity
     adam = jit._adam_constants(DTYPE, 10, 5e-4, 0.9, 0.999, 1e-8)
@@ -82,7 +83,8 @@ def _epochs(threads):
             jit._adam(p, g, m, v, adam)
 
     epochs = {"whole step": step, "passes apart": passes_apart, "passes apart, no Adam": no_adam,
-              "gather alone": gather, "Adam alone, in cache": adam_in_cache}
+              "gather alone": gather, "Adam alone, in cache": adam_in_cache,
+              "floor (products alone)": floor_epoch(BATCH, SIZES, len(labels), DTYPE)}
     return epochs, split
 
 
@@ -90,10 +92,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.profile_step", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="Numba threads (default 1)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds over the variants (default 5)")
+    parser.add_argument("--data-dir", help="Fashion-MNIST IDX directory (default: fastnet's search)")
     args = parser.parse_args(argv)
     set_threads(args.threads, jit.BLAS_THREADS)
-    epochs, split = _epochs(args.threads)
-    epochs["floor (products alone)"] = floor_epoch()
+    epochs, split = _epochs(args.threads, args.data_dir)
     for run in epochs.values():  # compile, load, warm up
         run()
     for name in split:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bench import compare
+from bench import compare, profile_step
 from bench.peers import common
 from conftest import write_idx
 from fastnet import data
@@ -139,3 +139,15 @@ def test_one_short_run_writes_the_results_json(small_fashion, tmp_path, monkeypa
     assert 0.5 < row["test_accuracy"] <= 1  # 8 steps of the seed recipe on 1,000 images: ~0.6-0.7
     assert row["x_floor"] > 0 and row["cores"] > 0
     assert "fastnet-numpy" in out.out
+
+
+def test_profile_step_times_every_pass_on_a_small_data_set(small_fashion, capsys):
+    profile_step.main(["--threads", "1", "--rounds", "1", "--data-dir", str(small_fashion)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("1 thread(s)")
+    times = {line[:26].strip(): float(line[26:]) for line in lines[1:]}
+    assert set(times) == {"whole step", "passes apart", "passes apart, no Adam", "gather alone",
+                          "Adam alone, in cache", "floor (products alone)", "first layer", "rows", "bands + Adam"}
+    assert all(t > 0 for t in times.values())
+    parts = times["first layer"] + times["rows"] + times["bands + Adam"]
+    assert parts <= times["passes apart"] * 1.01  # the passes' own times are inside the epoch's

@@ -905,6 +905,32 @@ def test_a_step_cut_in_parts_without_room_for_first_layer_pieces_multiplies_it_w
         assert_close(grads, ref_ws.grads, "network", dtype)
 
 
+@pytest.mark.skipif(NO_JIT, reason="the passes are one compiled call only with the JIT")
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_a_steps_passes_run_one_call_each_give_the_whole_steps_bits(parts):
+    """bench.profile_step times the three passes of a step (first layer, rows, bands) as separate
+    calls of jit._mlp: they must do exactly the work of the whole step, bit for bit."""
+    model, _ = network_pair(SIZES_NET, np.float32)
+    images, labels = network_batch(37)
+    index = np.random.default_rng(0).permutation(37)
+    sizes, codes = np.asarray(model.sizes, np.int64), model.activation_codes
+    adam = jit._adam_constants(np.float32, 3, 1e-3, 0.9, 0.999, 1e-8)
+    results = []
+    for apart in (False, True):
+        ws, m, v = Workspace(model.sizes, 64, model.dtype, parts=parts), *np.full((2, model.params.size), 1e-3,
+                                                                                   np.float32)
+        params = model.params.copy()
+        passes = [[jit.FIRST_LAYER], [jit.ROWS], [jit.BANDS]] if apart else [list(jit._STEP)]
+        for kinds in passes:
+            jit._mlp(np.array(kinds, np.int64), parts, ws.grads, *ws.buffers[:4], ws.buffers.partials,
+                     jit._logits_block(ws.buffers.activations, sizes), images, index, labels, model.input_scale,
+                     model.input_shift, sizes, codes, params, np.float32(1 / 37), m, v, adam, True, np.float32(0))
+        results.append((params, ws.grads, m, v))
+    for whole, apart in zip(*results):
+        assert np.array_equal(whole, apart)
+    assert not np.array_equal(results[0][0], model.params)  # the step did update
+
+
 def loss_curve(backend, dtype, steps=20, batch=32):
     """Losses of `steps` Adam steps (lr 1e-3) on random uint8 images with random labels."""
     model = MLP.he_init(SIZES_NET, np.random.default_rng(3), dtype)
