@@ -337,7 +337,8 @@ def main(argv=None):
                 if "cold" in parts and "fastnet" in names:
                     out["cold_start"] = cold_start(threads, args.data_dir)
             out["loadavg_end"] = os.getloadavg()
-            path = Path(args.results) / f"compare-{datetime.date.today()}-threads{threads}.json"
+            kind = "compare" if "table" in parts else "scale" if "scale" in parts else "cold"  # a later --scale
+            path = Path(args.results) / f"{kind}-{datetime.date.today()}-threads{threads}.json"  # keeps the table
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(out, indent=2) + "\n")
             print(f"wrote {path}")
