@@ -185,9 +185,10 @@ MLPWork = namedtuple("MLPWork", "inputs activations deltas labels parts partials
 
 
 def _numba_threads():
-    import numba  # here: the numpy backend runs without loading Numba
-
-    return numba.get_num_threads()
+    """Numba's threads now, where a backend has loaded Numba; else 1: no compiled kernel runs, and
+    the numpy backend must not load Numba (nor start its thread pool) for a workspace it ignores."""
+    numba = sys.modules.get("numba")
+    return numba.get_num_threads() if numba is not None else 1
 
 
 def mlp_workspace(sizes, rows, dtype, parts=0, training=True):

@@ -141,3 +141,23 @@ def test_an_unwritable_folder_means_running_as_asked(tmp_path, quiet_machine):
     with threads.CoreShare(apply, folder=str(blocker / "sub"), interval=0) as share:
         assert share.start(2) == 2
     assert applied == []
+
+
+def test_the_numpy_backend_trains_without_loading_numba(tmp_path):
+    """A workspace for the numpy backend needs no first-layer pieces: making one must not import
+    Numba, nor start its thread pool (which loads libgomp: it complains about a bad OMP_NUM_THREADS)."""
+    code = ("import sys, numpy as np, kernels\n"
+            "from kernels import reference\n"
+            "from fastnet.model import MLP, Workspace, loss_and_grads\n"
+            "model = MLP.he_init((6, 4, 3), np.random.default_rng(0), np.dtype(np.float32))\n"
+            "ws = Workspace(model.sizes, 5, model.dtype)\n"
+            "images, labels = np.arange(30, dtype=np.uint8).reshape(5, 6), np.array([0, 1, 2, 0, 1], np.uint8)\n"
+            "loss_and_grads(model, reference, images, np.arange(5), labels, ws)\n"
+            "assert ws.buffers.partials.size == 0\n"
+            "print(sorted(m for m in sys.modules if m == 'numba' or m.startswith('numba.')))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="abc", PYTHONPATH=root)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]" and done.stderr == ""
