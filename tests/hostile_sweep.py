@@ -748,7 +748,7 @@ def classify(c, code, out, err):
 
 
 class Trickle(http.server.BaseHTTPRequestHandler):
-    """A mirror that claims 1 MB and sends a byte every half second."""
+    """A mirror that claims a 1 MB file and sends `burst` bytes every `gap` seconds (the server's)."""
 
     def do_GET(self):
         self.send_response(200)
@@ -756,22 +756,30 @@ class Trickle(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         try:
             for _ in range(240):
-                self.wfile.write(b"\x1f")
+                self.wfile.write(b"\x1f" * self.server.burst)
                 self.wfile.flush()
-                time.sleep(0.5)
-        except OSError:
+                time.sleep(self.server.gap)
+        except OSError:  # the client gave up
             pass
 
     def log_message(self, *args):
         pass
 
 
+def trickle_server(gap, burst=1):
+    """A Trickle mirror on a free loopback port (127.0.0.1 only), serving in a daemon thread; stop it
+    with shutdown() and server_close(). gap and burst may be changed while it runs."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    server.gap, server.burst = gap, burst
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
+
+
 def sweep(cases, verbose=False, out=sys.stdout):
     """Run cases; print each defect and the counts; return {name: problems} of the defects."""
     root = Path(tempfile.mkdtemp(prefix="fastnet-sweep-"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    server = trickle_server(0.5)
     try:
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), FASTNET_MIRROR="http://127.0.0.1:9/",
                    OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", FASTNET_CACHE_DIR=str(root / "cache"))

@@ -8,7 +8,6 @@ cases live in tests/hostile_sweep.py; a fast subset of them runs here (the last 
 """
 
 import dataclasses
-import http.server
 import json
 import os
 import re
@@ -18,7 +17,6 @@ import stat
 import struct
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 import types
@@ -26,6 +24,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import hostile_sweep
 import numpy as np
 import pytest
 
@@ -757,32 +756,10 @@ def test_class_names_with_terminal_escapes_are_printed_escaped(model, tmp_path, 
         assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout and "\\x1b[31mred" in proc.stdout
 
 
-class Trickle(http.server.BaseHTTPRequestHandler):
-    """Claims a 1 MB file and sends one byte every `gap` seconds (the server's attribute)."""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(1 << 20))
-        self.end_headers()
-        try:
-            for _ in range(200):
-                self.wfile.write(b"\x1f" * self.server.burst)
-                self.wfile.flush()
-                time.sleep(self.server.gap)
-        except OSError:  # the client gave up
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def trickle():
-    """A loopback HTTP server (127.0.0.1 only) that trickles; stops with the test."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    server.gap, server.burst = 0.2, 1
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    """A loopback mirror that trickles (hostile_sweep.Trickle); stops with the test."""
+    server = hostile_sweep.trickle_server(0.2)
     yield server
     server.shutdown()
     server.server_close()
@@ -822,8 +799,6 @@ def test_adam_with_a_huge_learning_rate_stops_as_divergence(tmp_path, env, tiny)
 def test_hostile_sweep_fast_subset():
     """About 20 of the sweep's 200-odd cases, one or more per family; `make hostile` runs them all."""
     import io
-
-    import hostile_sweep
 
     cases = [c for c in hostile_sweep.CASES if c.fast]
     assert len(cases) >= 15 and len(hostile_sweep.CASES) >= 100
