@@ -49,12 +49,11 @@ def _epochs(threads, data_dir=None):
     adam = jit._adam_constants(DTYPE, 10, 5e-4, 0.9, 0.999, 1e-8)
     inv_n, zero = DTYPE(1 / BATCH), DTYPE(0)
     passes = {kind: np.array([kind], np.int64) for kind in (jit.FIRST_LAYER, jit.ROWS, jit.BANDS)}
-    logits = jit._logits_block(work.activations, sizes)
     split = {name: 0.0 for name in ("first layer", "rows", "bands + Adam")}
 
     def run_pass(kind, index, update):
-        jit._mlp(passes[kind], threads, g, *work[:4], work.partials, logits, images, index, labels, net["scale"],
-                 net["shift"], sizes, codes, p, inv_n, m, v, adam, update, zero)
+        jit._mlp(passes[kind], threads, g, *work[:4], work.partials, work.activations, images, index, labels,
+                 net["scale"], net["shift"], sizes, codes, p, inv_n, m, v, adam, update, zero)
 
     def step():
         for t, index in enumerate(batches, 1):

@@ -29,8 +29,8 @@ from .blas import gemm
 
 _jit = njit(**JIT_OPTIONS)
 _jit_fast = njit(fastmath=FASTMATH, **JIT_OPTIONS)
-# Only prange loops run in parallel: array expressions (np.zeros, .sum()) would each become a parallel
-# loop of their own, compiled apart (most of the compile time) for arrays of a few elements.
+# Only prange loops run in parallel: np.zeros or a slice assignment would otherwise become parallel
+# loops of their own, each compiled apart, for arrays of a few elements.
 _PRANGE_ONLY = {"prange": True, "numpy": False, "reduction": False, "setitem": False, "stencil": False,
                 "comprehension": False, "inplace_binop": False, "fusion": False}
 _jit_parallel = njit(parallel=_PRANGE_ONLY, **JIT_OPTIONS)
@@ -310,7 +310,8 @@ def _first_layer_piece(w, pieces, n, X, acts, partials, images, index, scale, sh
 
     Cut this way, each thread gathers and multiplies the same inputs and the same rows of W0 (with
     their Adam moments) that its band of _weight_gradients reads and updates: those stay in its core's
-    cache from step to step, where a cut by rows of the batch sends all of W0 and half of X from core to core.
+    cache from step to step, where a cut by rows of the batch sends all of W0 and half of X from core
+    to core.
     """
     d_in, d_out, rows = sizes[0], sizes[1], X.shape[0] // sizes[0]
     c0, c1 = _chunk(d_in, w, pieces)
@@ -451,15 +452,17 @@ def _pass(kind, w, parts, pieces, n, grads, X, acts, deltas, y, partials, logits
 def _mlp(passes, parts, grads, X, acts, deltas, y, partials, logits, images, index, labels, scale, shift, sizes,
          activations, params, inv_n, m, v, adam, update, decay):
     """The passes in order, each a parallel loop over the parts; returns (Σ loss, Σ W², valid, finite).
+    logits: where LOGITS writes; a training step's go to the last layer's block of acts instead.
 
     One parallel loop runs every pass, and training steps and logits share this one compiled
-    function: Numba compiles each parallel loop apart with all it calls, and four loops in two
-    functions took 17-19 s to compile here, one loop 13-14 s (docs/performance.md).
+    function: Numba compiles each parallel loop apart, with all that it calls (docs/performance.md).
     """
     n, rows, L = index.shape[0], X.shape[0] // sizes[0], sizes.shape[0] - 1
     at = _layout(sizes, rows)
-    if passes[0] != LOGITS and not _valid_rows(index, labels, y, images, sizes[L]):
-        return np.nan, 0.0, False, False
+    if passes[0] != LOGITS:
+        logits = acts[at[L - 1, OUT_AT] :]
+        if not _valid_rows(index, labels, y, images, sizes[L]):
+            return np.nan, 0.0, False, False
     # a training step's first layer comes in pieces (bench.profile_step runs its passes one call each)
     pieces = min(parts, 1 + partials.shape[0] // (rows * sizes[1])) if passes[0] != LOGITS else 0
     results = np.zeros((parts, 3))  # per part: loss, finite, Σ W² of its band (summed in part order below)
@@ -467,8 +470,8 @@ def _mlp(passes, parts, grads, X, acts, deltas, y, partials, logits, images, ind
     for kind in passes:
         count = pieces if kind == FIRST_LAYER else parts  # a name: prange of an inline if is not made parallel
         for w in prange(count):  # w is unsigned inside the parallel loop: cast, or _pass compiles twice
-            _pass(kind, np.int64(w), parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index, scale, shift,
-                  sizes, activations, params, inv_n, m, v, adam, update, decay, at, results)
+            _pass(kind, np.int64(w), parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index,
+                  scale, shift, sizes, activations, params, inv_n, m, v, adam, update, decay, at, results)
     loss, penalty, finite = 0.0, 0.0, True
     for w in range(parts):
         loss, finite, penalty = loss + results[w, 0], finite and results[w, 1] != 0, penalty + results[w, 2]
@@ -539,9 +542,9 @@ def _step(images, index, labels, scale, shift, sizes, activations, params, grads
     activations = np.asarray(activations, np.int64)
     n = len(index)
     inv_n, decay = params.dtype.type(1.0 / n), params.dtype.type(alpha / n)
-    total, penalty, valid, finite = _mlp(_STEP, _parts(work), grads, *work[:4], _partials(work),
-                                         _logits_block(work[1], sizes), images, index, labels, scale, shift, sizes,
-                                         activations, params, inv_n, m, v, adam, update, decay)
+    total, penalty, valid, finite = _mlp(_STEP, _parts(work), grads, *work[:4], _partials(work), work[1], images,
+                                         index, labels, scale, shift, sizes, activations, params, inv_n, m, v, adam,
+                                         update, decay)
     if not valid:
         if index.min() < 0 or index.max() >= len(images):
             raise ValueError("index points outside images")
@@ -584,7 +587,7 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
     t = params.dtype.type
     unused = AdamConstants(*[t(0)] * len(AdamConstants._fields))
     X, acts, deltas, y = work[:4]
-    # the arguments a step takes that logits do not read: of the types a step passes, so both share one compiled kernel
+    # what a step takes and logits do not read, of the types a step passes: both share one compiled kernel
     _mlp(_FORWARD, _parts(work), params[:0], X, acts, deltas, y, acts[:0], out.reshape(-1), images, index,
          _NO_LABELS, scale, shift, sizes, np.asarray(activations, np.int64), params, t(0), params[:0], params[:0],
          unused, False, t(0))
@@ -593,10 +596,6 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
 
 _NO_LABELS = np.zeros(0, np.uint8)  # of the type of IDX labels, which training steps pass
 
-
-def _logits_block(acts, sizes):
-    """The last layer's block of acts (its logits)."""
-    return acts[acts.shape[0] // sum(sizes[1:]) * sum(sizes[1:-1]) :]
 
 
 # Adam's constants for one step (adam_update's maths, with m̂ = m·m_scale and v̂ = v·v_scale), each

@@ -895,7 +895,8 @@ def test_a_step_cut_in_parts_without_room_for_first_layer_pieces_multiplies_it_w
         assert buffers.partials.size == (64 * 33 if training else 0)
         grads = np.full_like(model.params, np.nan)
         loss = jit.mlp_gradients(images, index, labels, model.input_scale, model.input_shift,
-                                 np.asarray(model.sizes, np.int64), model.activation_codes, model.params, grads, buffers)
+                                 np.asarray(model.sizes, np.int64), model.activation_codes, model.params, grads,
+                                 buffers)
         results.append((loss, grads))
     ref_ws = Workspace(model.sizes, 64, np.float64)
     ref_loss = reference.mlp_gradients(images, index, labels, oracle.input_scale, oracle.input_shift, ref_ws.sizes,
@@ -923,7 +924,7 @@ def test_a_steps_passes_run_one_call_each_give_the_whole_steps_bits(parts):
         passes = [[jit.FIRST_LAYER], [jit.ROWS], [jit.BANDS]] if apart else [list(jit._STEP)]
         for kinds in passes:
             jit._mlp(np.array(kinds, np.int64), parts, ws.grads, *ws.buffers[:4], ws.buffers.partials,
-                     jit._logits_block(ws.buffers.activations, sizes), images, index, labels, model.input_scale,
+                     ws.buffers.activations, images, index, labels, model.input_scale,
                      model.input_shift, sizes, codes, params, np.float32(1 / 37), m, v, adam, True, np.float32(0))
         results.append((params, ws.grads, m, v))
     for whole, apart in zip(*results):
