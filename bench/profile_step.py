@@ -25,6 +25,8 @@ from kernels import jit, mlp_workspace, parameter_count
 
 from .floor import floor_epoch
 
+CHUNK_STEPS = 64  # steps a call, as fastnet.training runs them
+
 SIZES, BATCH, DTYPE = (784, 128, 10), 128, np.float32
 
 
@@ -46,19 +48,29 @@ def _epochs(threads, data_dir=None):
     images, labels, net, batches = _setup(threads, data_dir)
     p, g, m, v, work = net["params"], net["grads"], net["m"], net["v"], net["work"]
     sizes, codes = np.array(SIZES, np.int64), np.array([1, 0], np.int64)  # relu, then identity
+    order = np.concatenate(batches)
+    starts = np.arange(0, len(order) + BATCH, BATCH).clip(max=len(order))  # one step a batch
     adam = jit._adam_constants(DTYPE, 10, 5e-4, 0.9, 0.999, 1e-8)
-    inv_n, zero = DTYPE(1 / BATCH), DTYPE(0)
+    losses = np.empty(1)
     passes = {kind: np.array([kind], np.int64) for kind in (jit.FIRST_LAYER, jit.ROWS, jit.BANDS)}
     split = {name: 0.0 for name in ("first layer", "rows", "bands + Adam")}
 
     def run_pass(kind, index, update):
-        jit._mlp(passes[kind], threads, g, *work[:4], work.partials, work.activations, images, index, labels,
-                 net["scale"], net["shift"], sizes, codes, p, inv_n, m, v, adam, update, zero)
+        one_step = np.array([0, len(index)])
+        consts = jit._step_constants(DTYPE, 10, [5e-4], 0.9, 0.999, one_step[1:], 0.0)
+        jit._mlp(passes[kind], threads, g, *work[:4], work.partials, work.activations, images, index, one_step,
+                 labels, net["scale"], net["shift"], sizes, codes, p, m, v, adam, consts, update, 0.0, np.inf, losses)
 
     def step():
         for t, index in enumerate(batches, 1):
             jit.mlp_adam_step(images, index, labels, net["scale"], net["shift"], sizes, codes, p, g, m, v, t, 5e-4,
                               0.9, 0.999, 1e-8, work)
+
+    def steps():  # as training runs them: many steps a call
+        for k in range(0, len(batches), CHUNK_STEPS):
+            chunk = starts[k : k + CHUNK_STEPS + 1]
+            jit.mlp_adam_steps(images, order, chunk, labels, net["scale"], net["shift"], sizes, codes, p, g, m, v,
+                               k + 1, [5e-4] * (len(chunk) - 1), 0.9, 0.999, 1e-8, work)
 
     def passes_apart():
         for index in batches:
@@ -81,7 +93,7 @@ def _epochs(threads, data_dir=None):
         for _ in batches:
             jit._adam(p, g, m, v, adam)
 
-    epochs = {"whole step": step, "passes apart": passes_apart, "passes apart, no Adam": no_adam,
+    epochs = {"whole step, one a call": step, f"whole steps, {CHUNK_STEPS} a call": steps, "passes apart": passes_apart, "passes apart, no Adam": no_adam,
               "gather alone": gather, "Adam alone, in cache": adam_in_cache,
               "floor (products alone)": floor_epoch(BATCH, SIZES, len(labels), DTYPE)}
     return epochs, split

@@ -170,6 +170,16 @@ def _mlp_adam_step():
     return (*args[:9], m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8, args[9])
 
 
+STEPS = 8  # steps of one mlp_adam_steps call here (training runs up to 64: fastnet.training.MAX_CHUNK)
+
+
+def _mlp_adam_steps():
+    """STEPS training steps in one call, as training runs them: no Python between the steps."""
+    args = _mlp_adam_step()
+    order = np.random.default_rng(3).permutation(M)[: STEPS * N]
+    return (args[0], order, np.arange(0, STEPS * N + 1, N), *args[2:11], 10, [1e-3] * STEPS, *args[13:])
+
+
 def _mlp_logits():
     """Logits of a block of 2048 images, as evaluation runs them."""
     rng = _rng()
@@ -213,6 +223,8 @@ CASES = {
     "softmax_cross_entropy": Case("softmax_cross_entropy", _softmax_cross_entropy, (2,), elements=N * K),
     "mlp_gradients": Case("mlp_gradients", _mlp_gradients, (8,), 2 * N * (2 * D * H + 3 * H * K), P),
     "mlp_adam_step": Case("mlp_adam_step", _mlp_adam_step, (7, 8, 9, 10), 2 * N * (2 * D * H + 3 * H * K), P),
+    "mlp_adam_steps": Case("mlp_adam_steps", _mlp_adam_steps, (8, 9, 10, 11), STEPS * 2 * N * (2 * D * H + 3 * H * K),
+                           P),
     "mlp_logits": Case("mlp_logits", _mlp_logits, (7,), 2 * 2048 * (D * H + H * K), 2048 * D),
     "adam_update": Case("adam_update", _adam_update, (0, 2, 3), elements=P),
     "sgd_update": Case("sgd_update", _sgd_update, (0,), elements=P),
@@ -231,7 +243,8 @@ def _outputs(backend_name, case):
     """Run the kernel once on fresh arguments; its return value (unless None) and what it wrote."""
     args = case.make()
     result = getattr(_backend(backend_name), case.kernel)(*args)
-    return ([] if result is None else [result]) + [args[i].copy() for i in case.written]
+    returned = [] if result is None else list(result) if isinstance(result, tuple) else [result]
+    return returned + [args[i].copy() for i in case.written]
 
 
 def _assert_close(got, want):
@@ -305,6 +318,10 @@ def test_mlp_gradients(benchmark, backend_name, report):
 
 def test_mlp_adam_step(benchmark, backend_name, report):
     check_then_time(benchmark, backend_name, CASES["mlp_adam_step"], report)
+
+
+def test_mlp_adam_steps(benchmark, backend_name, report):
+    check_then_time(benchmark, backend_name, CASES["mlp_adam_steps"], report)
 
 
 def test_mlp_logits(benchmark, backend_name, report):

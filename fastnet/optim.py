@@ -1,8 +1,9 @@
 """Optimisers over a model's flat parameter buffer, and learning-rate schedules.
 
 An optimiser's train_step runs one whole training step through a backend: the gradients of a
-batch, then the update. Adam's is one kernel call (mlp_adam_step), so the numba backend can update
-each band of parameters while its gradients are still in cache. Both minimise the mean cross-entropy
+batch, then the update; train_steps runs many. Adam's are one kernel call (mlp_adam_step,
+mlp_adam_steps), so the numba backend can update each band of parameters while its gradients are
+still in cache, and run many steps without returning to Python. Both minimise the mean cross-entropy
 plus an L2 penalty of the weights, alpha (0: none), as scikit-learn's MLPClassifier does
 (kernels.reference.mlp_gradients); alpha is a setting of the run, like Adam's betas.
 """
@@ -41,6 +42,18 @@ class GD:
         loss = loss_and_grads(model, backend, images, index, labels, ws, self.alpha)
         return loss, self.update(backend, model.params, ws.grads, lr)
 
+    def train_steps(self, backend, model, images, order, starts, labels, ws, lrs, limit):
+        """train_step on the batches images[order[starts[k]:starts[k + 1]]] with learning rates lrs,
+        stopping after a step whose loss is not finite or above limit, or that leaves a parameter
+        not finite: (the steps' losses, float64; the last step's parameters finite)."""
+        losses, finite = [], True
+        for k, lr in enumerate(lrs):
+            loss, finite = self.train_step(backend, model, images, order[starts[k] : starts[k + 1]], labels, ws, lr)
+            losses.append(loss)
+            if not (finite and math.isfinite(loss) and loss <= limit):
+                break
+        return np.array(losses, np.float64), finite
+
     def state(self):
         return {"step": np.array(self.step)}
 
@@ -73,6 +86,15 @@ class Adam:
         return backend.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
                                      model.activation_codes, model.params, ws.grads, self.m, self.v, self.step, lr,
                                      self.beta1, self.beta2, self.eps, ws.buffers, self.alpha)
+
+    def train_steps(self, backend, model, images, order, starts, labels, ws, lrs, limit):
+        """GD.train_steps's steps, all in one kernel call (mlp_adam_steps): no Python between them."""
+        losses, finite = backend.mlp_adam_steps(images, order, starts, labels, model.input_scale, model.input_shift,
+                                                ws.sizes, model.activation_codes, model.params, ws.grads, self.m,
+                                                self.v, self.step + 1, lrs, self.beta1, self.beta2, self.eps,
+                                                ws.buffers, self.alpha, limit)
+        self.step += len(losses)
+        return losses, finite
 
     def state(self):
         return {"step": np.array(self.step), "m": self.m, "v": self.v}

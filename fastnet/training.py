@@ -42,13 +42,22 @@ class TrainState:
     partial_losses: list = field(default_factory=list)  # step losses of the current epoch so far
 
 
-def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None):
+# Steps run in one call of the optimiser (Optimizer.train_steps): at most MAX_CHUNK, and as many as
+# take about CHUNK_SECONDS. Python's share of a step (its call, checks and bookkeeping) was a tenth
+# of an epoch at 1 thread; stop() and share polls are asked between chunks, so a signal still ends
+# a run within about CHUNK_SECONDS. Where chunks are cut changes no result.
+MAX_CHUNK = 64
+CHUNK_SECONDS = 0.05
+
+
+def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None, max_chunk=MAX_CHUNK):
     """One pass over (images, labels) in a fresh order drawn from state.rng; the last partial batch is kept.
 
     lr_at(step) gives the learning rate of optimiser step `step` (0-based). Returns the mean loss
     over the epoch's samples. Raises DivergenceError as soon as the loss or a parameter is non-finite,
-    or the loss explodes past loss_limit of the run's first step loss.
-    stop() is asked after each step; when it returns True the epoch ends early and None is returned.
+    or the loss explodes past loss_limit of the run's first step loss. Steps run in chunks of up to
+    max_chunk (MAX_CHUNK above); on_batch(rows, loss) is called for each step after its chunk, and
+    stop() after each chunk: when it returns True the epoch ends early and None is returned.
     """
     model, opt = state.model, state.optimizer
     n = len(labels)
@@ -60,31 +69,43 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
         rng = np.random.default_rng()
         rng.bit_generator.state = state.epoch_rng
         order = rng.permutation(n)
-    limit = None
-    for start in range(state.batch * batch_size, n, batch_size):
-        index = order[start : start + batch_size]
-        loss, finite = opt.train_step(backend, model, images, index, labels, ws, lr_at(opt.step))
-        if not (finite and np.isfinite(loss)):
-            raise DivergenceError(
-                f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: "
-                f"{'loss' if not np.isfinite(loss) else 'a parameter'} is not finite "
-                "(learning rate too high? try a smaller --lr)"
-            )
-        if limit is None:
-            first = (state.history.step_loss or state.partial_losses or [loss])[0]
-            limit = loss_limit(first, model.sizes[-1])
-        if loss > limit:
-            raise DivergenceError(
-                f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: loss {loss:.3g} "
-                f"exploded past {limit:.3g} (the first step's was {first:.3g}; "
-                "learning rate too high? try a smaller --lr)"
-            )
-        state.batch += 1
-        state.partial_losses.append(loss)
-        if on_batch is not None:
-            on_batch(len(index), loss)
+    starts = np.append(np.arange(0, n, batch_size), n)  # step k's batch: order[starts[k]:starts[k + 1]]
+    first = (state.history.step_loss or state.partial_losses or [None])[0]
+    limit = None if first is None else loss_limit(first, model.sizes[-1])
+    chunk = 1
+    while state.batch < len(starts) - 1:
+        k = state.batch
+        # the run's first step alone: its loss sets the limit of all later ones
+        count = 1 if limit is None else min(chunk, max_chunk, len(starts) - 1 - k)
+        t0 = time.perf_counter()
+        losses, finite = opt.train_steps(backend, model, images, order, starts[k : k + count + 1], labels, ws,
+                                         [lr_at(opt.step + j) for j in range(count)], math.inf if limit is None else limit)
+        seconds = time.perf_counter() - t0
+        for j, loss in enumerate(losses.tolist()):
+            if not (np.isfinite(loss) and (finite or j < len(losses) - 1)):
+                raise DivergenceError(
+                    f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: "
+                    f"{'loss' if not np.isfinite(loss) else 'a parameter'} is not finite "
+                    "(learning rate too high? try a smaller --lr)"
+                )
+            if limit is None:
+                first, limit = loss, loss_limit(loss, model.sizes[-1])
+            if loss > limit:
+                raise DivergenceError(
+                    f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: loss {loss:.3g} "
+                    f"exploded past {limit:.3g} (the first step's was {first:.3g}; "
+                    "learning rate too high? try a smaller --lr)"
+                )
+            state.batch += 1
+            state.partial_losses.append(loss)
+            if on_batch is not None:
+                on_batch(int(starts[state.batch] - starts[state.batch - 1]), loss)
         if stop is not None and stop():
             return None
+        if seconds < CHUNK_SECONDS / 2:  # grow while chunks are short (the first of a run also compiles)
+            chunk *= 2
+        elif seconds > 2 * CHUNK_SECONDS:
+            chunk = max(chunk // 2, 1)
     losses = np.array(state.partial_losses)
     state.history.step_loss.extend(state.partial_losses)
     state.batch, state.partial_losses = 0, []
@@ -101,14 +122,15 @@ def loss_limit(first_loss, classes):
 
 
 def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
-        on_epoch=None, on_batch=None, stop=None, parts=0, share=None):
+        on_epoch=None, on_batch=None, stop=None, parts=0, share=None, max_chunk=MAX_CHUNK):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
     train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
     checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
     apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
-    share: a threads.CoreShare, asked after each step how many threads may run now. Returns True
-    when all epochs ran, False when stop() cut the run short.
+    share: a threads.CoreShare, asked after each step how many threads may run now. max_chunk: the
+    most steps run in one call (train_epoch). Returns True when all epochs ran, False when stop()
+    cut the run short.
     """
     images, labels = train
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
@@ -129,7 +151,7 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     h = state.history
     while state.epoch < epochs:
         t0 = time.perf_counter()
-        loss = train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop)
+        loss = train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk)
         t1 = time.perf_counter()
         if loss is None:
             return False

@@ -9,7 +9,7 @@ BACKENDS. The kernels know nothing of models beyond the network description belo
 A network is described to the kernels by two int64 arrays: sizes (L+1,) = (D0, ..., K), and
 activations (L,), layer l's activation as a code of ACTIVATIONS. The last layer's is identity:
 its output (the logits) goes into softmax-cross-entropy. Parameters live in one flat buffer
-(layer_views). The kernels that compute a training loss (mlp_gradients, mlp_adam_step) take alpha,
+(layer_views). The kernels that compute a training loss (mlp_gradients, mlp_adam_step[s]) take alpha,
 an L2 penalty of the weights, in scikit-learn's convention (kernels.reference.mlp_gradients).
 `JIT_OPTIONS` is the one place where Numba compiler options are set.
 """
@@ -41,6 +41,7 @@ KERNEL_NAMES = (
     "linear_backward",
     "mlp_gradients",
     "mlp_adam_step",
+    "mlp_adam_steps",
     "mlp_logits",
     "adam_update",
     "sgd_update",

@@ -13,10 +13,12 @@ each calling BLAS single-threaded (kernels.blas): a training step multiplies the
 pieces of its inputs, runs the rest of the forward and backward pass on rows of the batch, then the
 weight gradients and optimiser updates on bands of the flat buffers (_mlp). BLAS's own threads must then be
 limited to one (BLAS_THREADS), or they spin against Numba's (measured: an epoch 0.25 -> 0.35 s).
+A training loop hands over many steps at once (mlp_adam_steps): one compiled call runs them all.
 
 Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classes, P parameters.
 """
 
+import itertools
 import math
 from collections import namedtuple
 
@@ -449,33 +451,50 @@ def _pass(kind, w, parts, pieces, n, grads, X, acts, deltas, y, partials, logits
 
 
 @_jit_parallel
-def _mlp(passes, parts, grads, X, acts, deltas, y, partials, logits, images, index, labels, scale, shift, sizes,
-         activations, params, inv_n, m, v, adam, update, decay):
-    """The passes in order, each a parallel loop over the parts; returns (Σ loss, Σ W², valid, finite).
-    logits: where LOGITS writes; a training step's go to the last layer's block of acts instead.
+def _mlp(passes, parts, grads, X, acts, deltas, y, partials, logits, images, order, starts, labels, scale, shift, sizes,
+         activations, params, m, v, adam, consts, update, alpha, limit, losses):
+    """Steps s = 0, 1, ... on the batches images[order[starts[s]:starts[s + 1]]]: each step the passes
+    in order, each pass a parallel loop over the parts. consts[s] holds step s's (lr, m_scale,
+    v_scale, 1/n, alpha/n) in the params' dtype (_step_constants); adam the Adam constants all steps
+    share. losses[s] gets step s's loss with its L2 penalty (float64). Stops after a step whose loss
+    is not finite or above limit, or that leaves a parameter not finite. Returns (steps taken, rows
+    valid, parameters finite); a step with an invalid row or label is not taken.
+    logits: where LOGITS writes (one step); a training step's go to the last layer's block of acts.
 
     One parallel loop runs every pass, and training steps and logits share this one compiled
     function: Numba compiles each parallel loop apart, with all that it calls (docs/performance.md).
+    Many steps in one call save Python's share of a step (a tenth of an epoch at 1 thread).
     """
-    n, rows, L = index.shape[0], X.shape[0] // sizes[0], sizes.shape[0] - 1
+    rows, L = X.shape[0] // sizes[0], sizes.shape[0] - 1
     at = _layout(sizes, rows)
-    if passes[0] != LOGITS:
+    training = passes[0] != LOGITS
+    if training:
         logits = acts[at[L - 1, OUT_AT] :]
-        if not _valid_rows(index, labels, y, images, sizes[L]):
-            return np.nan, 0.0, False, False
     # a training step's first layer comes in pieces (bench.profile_step runs its passes one call each)
-    pieces = min(parts, 1 + partials.shape[0] // (rows * sizes[1])) if passes[0] != LOGITS else 0
-    results = np.zeros((parts, 3))  # per part: loss, finite, Σ W² of its band (summed in part order below)
-    results[:, 1] = 1
-    for kind in passes:
-        count = pieces if kind == FIRST_LAYER else parts  # a name: prange of an inline if is not made parallel
-        for w in prange(count):  # w is unsigned inside the parallel loop: cast, or _pass compiles twice
-            _pass(kind, np.int64(w), parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index,
-                  scale, shift, sizes, activations, params, inv_n, m, v, adam, update, decay, at, results)
-    loss, penalty, finite = 0.0, 0.0, True
-    for w in range(parts):
-        loss, finite, penalty = loss + results[w, 0], finite and results[w, 1] != 0, penalty + results[w, 2]
-    return loss, penalty, True, finite
+    pieces = min(parts, 1 + partials.shape[0] // (rows * sizes[1])) if training else 0
+    results = np.empty((parts, 3))  # per part: loss, finite, Σ W² of its band (summed in part order below)
+    for s in range(starts.shape[0] - 1):
+        index = order[starts[s] : starts[s + 1]]
+        n = index.shape[0]
+        if training and not _valid_rows(index, labels, y, images, sizes[L]):
+            return s, False, True
+        c = consts[s]
+        step = AdamConstants(c[0], adam.beta1, adam.beta2, adam.one_minus_beta1, adam.one_minus_beta2, c[1], c[2],
+                             adam.eps, adam.zero, adam.tiny)
+        results[:, 0], results[:, 1], results[:, 2] = 0.0, 1.0, 0.0
+        for kind in passes:
+            count = pieces if kind == FIRST_LAYER else parts  # a name: prange of an inline if is not made parallel
+            for w in prange(count):  # w is unsigned inside the parallel loop: cast, or _pass compiles twice
+                _pass(kind, np.int64(w), parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index,
+                      scale, shift, sizes, activations, params, c[3], m, v, step, update, c[4], at, results)
+        total, penalty, finite = 0.0, 0.0, True
+        for w in range(parts):
+            total, finite, penalty = total + results[w, 0], finite and results[w, 1] != 0, penalty + results[w, 2]
+        loss = total / n + 0.5 * alpha * penalty / n
+        losses[s] = loss
+        if not (finite and math.isfinite(loss) and loss <= limit):
+            return s + 1, True, finite
+    return starts.shape[0] - 1, True, True
 
 
 _STEP = np.array([FIRST_LAYER, ROWS, BANDS], np.int64)  # a training step: the first layer cut along its inputs,
@@ -518,38 +537,64 @@ def _parts(work):
     return parts if parts > 0 else numba.get_num_threads()
 
 
-_CHECKED = [()]  # the arguments _step last checked: a training loop passes the same ones every step
+_CHECKED = [()]  # the arguments _steps last checked: a training loop passes the same ones every step
 
 
-def _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, update, alpha):
-    """Checks, then _mlp's training step; returns (loss with its L2 penalty, parameters finite).
+def _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, consts,
+           update, alpha, limit):
+    """Checks, then _mlp's training steps on order and starts from _batches; returns (losses of the
+    steps taken, parameters finite).
 
-    The checks of everything but index are skipped when every argument is the very object checked
-    last time (arrays cannot change shape or dtype in place): they cost more than a step's Python.
+    The checks of everything but order and starts are skipped when every argument is the very object
+    checked last time (arrays cannot change shape or dtype in place): they cost more than a step's Python.
     """
     same = (images, labels, scale, shift, sizes, activations, params, grads, m, v, *work[:4], _partials(work))
     if len(same) != len(_CHECKED[0]) or any(a is not b for a, b in zip(same, _CHECKED[0])):
-        _check_network(images, index, scale, shift, sizes, activations, params, work)
+        _check_network(images, order[:0], scale, shift, sizes, activations, params, work)  # batch sizes: below
         for name, a in (("grads", grads), ("m", m), ("v", v)):
             if a.shape != params.shape or not a.flags.c_contiguous or a.dtype != params.dtype:
                 raise ValueError(f"{name} must be a contiguous buffer like params, {params.shape} {params.dtype}")
         if len(labels) != len(images):
             raise ValueError("a training step needs one label per image")
         _CHECKED[0] = same
-    if not 0 < len(index) <= len(work[3]):
-        raise ValueError(f"a training step takes 1 to {len(work[3])} rows here, not {len(index)}")
-    index, sizes = np.ascontiguousarray(index, np.intp), np.asarray(sizes, np.int64)
-    activations = np.asarray(activations, np.int64)
-    n = len(index)
-    inv_n, decay = params.dtype.type(1.0 / n), params.dtype.type(alpha / n)
-    total, penalty, valid, finite = _mlp(_STEP, _parts(work), grads, *work[:4], _partials(work), work[1], images,
-                                         index, labels, scale, shift, sizes, activations, params, inv_n, m, v, adam,
-                                         update, decay)
+    sizes, activations = np.asarray(sizes, np.int64), np.asarray(activations, np.int64)
+    if len(starts) > 2:  # many steps: refuse a bad row or label before any step is taken (the kernel checks each)
+        rows = order[starts[0] : starts[-1]]
+        if rows.min() < 0 or rows.max() >= len(images):
+            raise ValueError("index points outside images")
+        if not 0 <= labels[rows].min() <= labels[rows].max() < sizes[-1]:
+            raise ValueError(f"a label is not below the {sizes[-1]} classes")
+    losses = np.empty(len(starts) - 1)
+    done, valid, finite = _mlp(_STEP, _parts(work), grads, *work[:4], _partials(work), work[1], images, order, starts,
+                               labels, scale, shift, sizes, activations, params, m, v, adam, consts, update,
+                               float(alpha), float(limit), losses)
     if not valid:
+        index = order[starts[done] : starts[done + 1]]
         if index.min() < 0 or index.max() >= len(images):
             raise ValueError("index points outside images")
         raise ValueError(f"a label is not below the {sizes[-1]} classes")
-    return float(total / n + 0.5 * alpha * penalty / n), bool(finite)
+    return losses[:done], bool(finite)
+
+
+def _batches(order, starts, rows):
+    """order as intp, starts as int64 and the rows of each step (a list), after checking that every
+    step has 1 to `rows` rows inside order. Python lists: a chunk has a few dozen steps at most."""
+    order, starts = np.ascontiguousarray(order, np.intp), np.ascontiguousarray(starts, np.int64)
+    bounds = starts.tolist() if starts.ndim == 1 else []
+    counts = [b - a for a, b in itertools.pairwise(bounds)]
+    if not counts or bounds[0] < 0 or bounds[-1] > len(order):
+        raise ValueError(f"starts must be 2 or more offsets into the {len(order)} rows of order")
+    if min(counts) < 1 or max(counts) > rows:
+        bad = next(c for c in counts if not 1 <= c <= rows)
+        raise ValueError(f"a training step takes 1 to {rows} rows here, not {bad}")
+    return order, starts, counts
+
+
+def _step_constants(dtype, step, lrs, beta1, beta2, counts, alpha):
+    """(K, 5) of dtype: the (lr, m_scale, v_scale, 1/n, alpha/n) of K steps, the first numbered `step`
+    (from 1), n rows each (counts). Computed in float64 as _adam_constants does, then rounded."""
+    return np.array([(lr, 1 / (1 - beta1**s), 1 / (1 - beta2**s), 1.0 / n, alpha / n)
+                     for s, lr, n in zip(range(step, step + len(counts)), lrs, counts)], dtype)
 
 
 def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha=0.0):
@@ -561,9 +606,27 @@ def mlp_gradients(images, index, labels, scale, shift, sizes, activations, param
     dW = Aᵀ·dZ + alpha·W/N over the whole batch with its Σ W², and of db). images (M, D0) are pixels
     of any dtype, labels (M,) their classes, work is kernels.mlp_workspace(sizes, rows, dtype).
     """
-    unused = AdamConstants(*[params.dtype.type(0)] * len(AdamConstants._fields))  # no update: not read, nor m, v
-    return _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, grads, grads, unused,
-                 False, alpha)[0]
+    index, starts, counts = _batches(index, [0, len(index)], len(work[3]))
+    consts = _step_constants(params.dtype, 1, [0.0], 0.0, 0.0, counts, alpha)
+    unused = _adam_constants(params.dtype, 1, 0.0, 0.0, 0.0, 1.0)  # no update: not read, nor m, v
+    losses, _ = _steps(images, index, starts, labels, scale, shift, sizes, activations, params, grads, work, grads,
+                       grads, unused, consts, False, alpha, math.inf)
+    return float(losses[0])
+
+
+def mlp_adam_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, m, v, step, lrs,
+                   beta1, beta2, eps, work, alpha=0.0, limit=math.inf):
+    """mlp_adam_step on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ..., in one
+    compiled call: step k is Adam's step number step + k with learning rate lrs[k]. Stops after a
+    step whose loss is not finite or above limit, or that leaves a parameter not finite. Returns
+    (the steps' losses, float64, one per step taken; p finite)."""
+    order, starts, counts = _batches(order, starts, len(work[3]))
+    if len(lrs) != len(counts):
+        raise ValueError(f"{len(counts)} steps need as many learning rates, got {len(lrs)}")
+    consts = _step_constants(params.dtype, step, lrs, beta1, beta2, counts, alpha)
+    adam = _adam_constants(params.dtype, 1, 0.0, beta1, beta2, eps)  # lr, m_scale, v_scale: per step, in consts
+    return _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam,
+                  consts, True, alpha, limit)
 
 
 def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
@@ -571,9 +634,9 @@ def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, param
     """mlp_gradients then adam_update, fused: each thread updates its band of the parameters as soon
     as the band's gradients (with their L2 term) are computed, while they are in its cache. Returns
     (loss, p finite)."""
-    adam = _adam_constants(params.dtype, step, lr, beta1, beta2, eps)
-    return _step(images, index, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, True,
-                 alpha)
+    losses, finite = mlp_adam_steps(images, index, [0, len(index)], labels, scale, shift, sizes, activations, params,
+                                    grads, m, v, step, [lr], beta1, beta2, eps, work, alpha)
+    return float(losses[0]), finite
 
 
 def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):
@@ -589,8 +652,8 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
     X, acts, deltas, y = work[:4]
     # what a step takes and logits do not read, of the types a step passes: both share one compiled kernel
     _mlp(_FORWARD, _parts(work), params[:0], X, acts, deltas, y, acts[:0], out.reshape(-1), images, index,
-         _NO_LABELS, scale, shift, sizes, np.asarray(activations, np.int64), params, t(0), params[:0], params[:0],
-         unused, False, t(0))
+         np.array([0, len(index)], np.int64), _NO_LABELS, scale, shift, sizes, np.asarray(activations, np.int64),
+         params, params[:0], params[:0], unused, np.zeros((1, 5), params.dtype), False, 0.0, 0.0, np.empty(1))
     return out
 
 

@@ -9,6 +9,7 @@ Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classe
 Rows are samples (row-major, samples x features): a batch is a contiguous block of rows.
 """
 
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -205,6 +206,29 @@ def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, param
     Returns (loss, p finite)."""
     loss = mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha)
     return loss, adam_update(params, grads, m, v, step, lr, beta1, beta2, eps)
+
+
+def mlp_adam_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, m, v, step, lrs,
+                   beta1, beta2, eps, work, alpha=0.0, limit=math.inf):
+    """mlp_adam_step on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ...: step k is
+    Adam's step number step + k, with learning rate lrs[k]. Stops after a step whose loss is not
+    finite or above limit, or that leaves a parameter not finite. Returns (the steps' losses, float64,
+    one per step taken; p finite). A training loop runs many steps a call: the JIT twin runs them
+    all in one compiled call, without Python between steps."""
+    bounds = np.asarray(starts).tolist()
+    if len(bounds) < 2 or bounds[0] < 0 or bounds[-1] > len(order) or min(np.diff(bounds)) < 1:
+        raise ValueError(f"starts must be 2 or more increasing offsets into the {len(order)} rows of order")
+    if len(lrs) != len(bounds) - 1:
+        raise ValueError(f"{len(bounds) - 1} steps need as many learning rates, got {len(lrs)}")
+    losses, finite = [], True
+    for k, lr in enumerate(lrs):
+        index = order[starts[k] : starts[k + 1]]
+        loss, finite = mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v,
+                                     step + k, lr, beta1, beta2, eps, work, alpha)
+        losses.append(loss)
+        if not (finite and math.isfinite(loss) and loss <= limit):
+            break
+    return np.array(losses, np.float64), finite
 
 
 def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):

@@ -244,8 +244,9 @@ def test_interrupt_save_load_continue_equals_straight_fit(tmp_path, K, dtype, op
     straight = _fresh(dtype, optimizer)
     assert training.fit(straight, K, train, val, **FIT)
 
-    part = _fresh(dtype, optimizer)
-    assert not training.fit(part, K, train, val, **FIT, stop=_stop_after(k))
+    part = _fresh(dtype, optimizer)  # one step a call, so that stop() is asked after every step (the straight
+    #                                  run's chunks of many steps must give the very same bits)
+    assert not training.fit(part, K, train, val, **FIT, stop=_stop_after(k), max_chunk=1)
     assert part.epoch * 8 + part.batch == k
     path = tmp_path / "part.npz"
     checkpoint.save(str(path), part, {"k": k}, ["a", "b", "c"])
@@ -260,6 +261,27 @@ def test_interrupt_save_load_continue_equals_straight_fit(tmp_path, K, dtype, op
     np.testing.assert_allclose(h.train_loss, g.train_loss, rtol=0, atol=atol)
     np.testing.assert_allclose(h.step_loss, g.step_loss, rtol=0, atol=atol)
     assert h.val_accuracy == g.val_accuracy and len(h.epoch_seconds) == 4
+
+
+@pytest.mark.parametrize("K, dtype, optimizer", [
+    (ref, np.float64, "adam"), (ref, np.float64, "gd"), (jit, np.float32, "adam"), (jit, np.float64, "gd"),
+])
+def test_steps_run_in_chunks_of_any_size_give_the_same_bits(K, dtype, optimizer):
+    """fit runs its steps in chunks, one optimiser call each (Adam's: one compiled call), sized by
+    time: where the chunks are cut changes nothing. 1, 3 and up to 64 steps a call give the same
+    parameters, optimiser state and step losses, with a learning rate that changes every step."""
+    train, val = _data()
+    runs = []
+    for max_chunk in (1, 3, 64):
+        state = _fresh(dtype, optimizer)
+        assert training.fit(state, K, train, val, **FIT, max_chunk=max_chunk)
+        runs.append(state)
+    for other in runs[1:]:
+        assert np.array_equal(other.model.params, runs[0].model.params)
+        for key, value in runs[0].optimizer.state().items():
+            assert np.array_equal(other.optimizer.state()[key], value)
+        assert other.history.step_loss == runs[0].history.step_loss
+        assert other.history.val_accuracy == runs[0].history.val_accuracy
 
 
 # --- divergence after a checkpoint ------------------------------------------------------------

@@ -528,6 +528,7 @@ def determinism_case(name, dtype):
     dZ = (rng.standard_normal((N, H)) / N).astype(dtype)
     images = rng.integers(0, 256, (200, D), dtype=np.uint8)
     index = rng.integers(0, 200, N)
+    order = np.concatenate([rng.permutation(200), rng.permutation(200)])
     p, g = rng.standard_normal(P).astype(dtype), rng.standard_normal(P).astype(dtype)
     net = MLP.he_init((D, H, C), rng, dtype)
     smooth = MLP(net.sizes, dtype, activations=("tanh", "identity"))  # the same weights through tanh
@@ -561,6 +562,11 @@ def determinism_case(name, dtype):
             *backend.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes,
                                    smooth.activation_codes, q, ws.grads, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers,
                                    1e-3), q, m, v, ws.grads])(
+            Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
+        "mlp_adam_steps": lambda backend: (lambda ws, q, m, v: [  # three steps, the last one partial
+            *backend.mlp_adam_steps(images, order, [0, N, 2 * N, 2 * N + 3], y_all, net.input_scale, net.input_shift,
+                                    ws.sizes, smooth.activation_codes, q, ws.grads, m, v, 3, [1e-3, 2e-3, 5e-4], 0.9,
+                                    0.999, 1e-8, ws.buffers, 1e-3), q, m, v, ws.grads])(
             Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
         "mlp_logits": lambda backend: (lambda ws, out: [
             backend.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes, codes, net.params, out,
@@ -849,6 +855,126 @@ def check_fused_adam_step(backend, dtype, sizes, n, rows, threads, alpha=0.0, ac
         numba.set_num_threads(saved)
 
 
+# ---------------------------------------------------------------------------------------------
+# Many steps in one call (mlp_adam_steps), as training runs them
+
+# (sizes, activations, images, rows a batch, threads): an epoch of batches of `rows`, the last one
+# partial; 1-row batches; mixed activations (with alpha); more parts than Numba may run here.
+STEP_RUNS = pytest.mark.parametrize("sizes, activations, n, rows, threads", [
+    (SIZES_NET, None, 37, 8, 1), (SIZES_NET, None, 37, 8, 2), ((13, 4), None, 5, 1, 1),
+    (SIZES_MIXED, MIXED, 50, 16, 3),
+], ids=["N37by8", "N37by8_t2", "rows1", "mixed_t3"])
+
+
+def run_steps(backend, model, images, labels, order, starts, lrs, rows, threads, alpha, chunked, limit=np.inf):
+    """Adam from zero moments over the batches order[starts[k]:starts[k + 1]] with a fresh workspace
+    of `rows` rows on `threads` threads: all in one mlp_adam_steps call (chunked), or one
+    mlp_adam_step a batch, stopping where mlp_adam_steps would. (losses, finite, params, m, v, grads)."""
+    params, m, v = model.params.copy(), np.zeros_like(model.params), np.zeros_like(model.params)
+    ws = Workspace(model.sizes, rows, model.dtype)
+    args = (labels, model.input_scale, model.input_shift, ws.sizes, model.activation_codes, params, ws.grads, m, v)
+    saved = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        if chunked:
+            losses, finite = backend.mlp_adam_steps(images, order, starts, *args, 1, lrs, 0.8, 0.99, 1e-8, ws.buffers,
+                                                    alpha, limit)
+        else:
+            losses, finite = [], True
+            for k, lr in enumerate(lrs):
+                loss, finite = backend.mlp_adam_step(images, order[starts[k] : starts[k + 1]], *args, k + 1, lr, 0.8,
+                                                     0.99, 1e-8, ws.buffers, alpha)
+                losses.append(loss)
+                if not (finite and np.isfinite(loss) and loss <= limit):
+                    break
+    finally:
+        numba.set_num_threads(saved)
+    return np.array(losses), finite, params, m, v, ws.grads
+
+
+def step_batches(n, rows, steps=None):
+    """A shuffled order of n images and the starts of its batches of `rows` (the last one partial)."""
+    order = np.random.default_rng([n, rows]).permutation(n)
+    starts = np.append(np.arange(0, n, rows), n)
+    return order, starts if steps is None else starts[: steps + 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@STEP_RUNS
+def test_adam_steps_in_one_call_give_the_bits_of_one_step_a_call(backend, dtype, sizes, activations, n, rows,
+                                                                threads):
+    """An epoch of steps in one mlp_adam_steps call, each with its own learning rate (a warm-up),
+    equals mlp_adam_step called once a batch, bit for bit: the losses, parameters, moments and the
+    last step's gradients. mlp_adam_step itself is checked against the float64 reference above."""
+    model, _ = network_pair(sizes, dtype, activations=activations)
+    images, labels = network_batch(n, sizes=sizes)
+    order, starts = step_batches(n, rows)
+    lrs = [1e-2 * (k + 1) / len(starts) for k in range(len(starts) - 1)]
+    alpha = 0.5 if activations else 0.0
+    chunked, single = (run_steps(backend, model, images, labels, order, starts, lrs, rows, threads, alpha, c)
+                       for c in (True, False))
+    assert len(chunked[0]) == len(starts) - 1 and chunked[1] is True
+    for got, want in zip(chunked, single):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the reference's inf * 0
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("failure", ["loss_above_limit", "parameter_not_finite"])
+def test_adam_steps_stop_after_the_first_step_that_fails(backend, dtype, failure):
+    """Step 1 (of 0..4) takes a huge learning rate: the loss of step 2 explodes past the limit, or
+    (an infinite rate) step 1 leaves parameters that are not finite. The call returns after that
+    step, with the losses of the steps taken and the state a one-step-a-call loop stopping there
+    leaves (NaN where it is NaN)."""
+    model, _ = network_pair(SIZES_NET, dtype)
+    images, labels = network_batch(40)
+    order, starts = step_batches(40, 8)
+    huge, stops_after = (10.0, 2) if failure == "loss_above_limit" else (np.inf, 1)
+    lrs = [1e-3, huge, 1e-3, 1e-3, 1e-3]
+    calm = run_steps(backend, model, images, labels, order, starts, [1e-3] * 5, 8, 1, 0.0, True)[0]
+    limit = 100 * calm[0]
+    runs = [run_steps(backend, model, images, labels, order, starts, lrs, 8, 1, 0.0, c, limit) for c in (True, False)]
+    losses, finite = runs[0][:2]
+    assert len(losses) == stops_after + 1 and np.all(calm[: stops_after] <= limit)
+    if failure == "loss_above_limit":
+        assert finite is True and losses[-1] > limit
+    else:
+        assert finite is False
+    for got, want in zip(runs[0], runs[1]):
+        assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.skipif(NO_JIT, reason="the reference takes the steps before a bad batch, as numpy indexing allows")
+@pytest.mark.parametrize("problem", ["index", "negative_index", "label", "too_many_rows", "empty_batch", "lrs"])
+def test_adam_steps_refuse_a_bad_later_batch_before_taking_any_step(problem):
+    """The compiled steps do no bounds checks: a bad row, label or batch in the third step is refused
+    with a ValueError before the first step changes anything."""
+    model, _ = network_pair(SIZES_NET, np.float32)
+    images, labels = network_batch(40)
+    order, starts = step_batches(40, 8)
+    lrs = [1e-3] * (len(starts) - 1)
+    if problem == "index":
+        order[18] = len(images)
+    elif problem == "negative_index":
+        order[18] = -1
+    elif problem == "label":
+        labels[order[18]] = SIZES_NET[-1]
+    elif problem == "too_many_rows":
+        starts = np.array([0, 8, 16, 25, 32])
+        lrs = lrs[:4]
+    elif problem == "empty_batch":
+        starts = np.array([0, 8, 16, 16, 24])
+        lrs = lrs[:4]
+    else:
+        lrs = lrs[:-1]
+    params, m, v = model.params.copy(), np.zeros_like(model.params), np.zeros_like(model.params)
+    ws = Workspace(model.sizes, 8, model.dtype)
+    with pytest.raises(ValueError):
+        jit.mlp_adam_steps(images, order, starts, labels, model.input_scale, model.input_shift, ws.sizes,
+                           model.activation_codes, params, ws.grads, m, v, 1, lrs, 0.9, 0.999, 1e-8, ws.buffers)
+    assert np.array_equal(params, model.params) and not m.any() and not v.any()
+
+
 @pytest.mark.parametrize("problem", ["label", "index", "negative_index", "small_work", "wrong_grads", "ragged_partials",
                                      "float64_partials"])
 def test_compiled_network_kernels_refuse_what_would_leave_their_buffers(problem):
@@ -916,6 +1042,7 @@ def test_a_steps_passes_run_one_call_each_give_the_whole_steps_bits(parts):
     index = np.random.default_rng(0).permutation(37)
     sizes, codes = np.asarray(model.sizes, np.int64), model.activation_codes
     adam = jit._adam_constants(np.float32, 3, 1e-3, 0.9, 0.999, 1e-8)
+    one_step, consts = np.array([0, 37]), jit._step_constants(np.float32, 3, [1e-3], 0.9, 0.999, [37], 0.0)
     results = []
     for apart in (False, True):
         ws, m, v = Workspace(model.sizes, 64, model.dtype, parts=parts), *np.full((2, model.params.size), 1e-3,
@@ -924,8 +1051,8 @@ def test_a_steps_passes_run_one_call_each_give_the_whole_steps_bits(parts):
         passes = [[jit.FIRST_LAYER], [jit.ROWS], [jit.BANDS]] if apart else [list(jit._STEP)]
         for kinds in passes:
             jit._mlp(np.array(kinds, np.int64), parts, ws.grads, *ws.buffers[:4], ws.buffers.partials,
-                     ws.buffers.activations, images, index, labels, model.input_scale,
-                     model.input_shift, sizes, codes, params, np.float32(1 / 37), m, v, adam, True, np.float32(0))
+                     ws.buffers.activations, images, index, one_step, labels, model.input_scale, model.input_shift,
+                     sizes, codes, params, m, v, adam, consts, True, 0.0, np.inf, np.empty(1))
         results.append((params, ws.grads, m, v))
     for whole, apart in zip(*results):
         assert np.array_equal(whole, apart)

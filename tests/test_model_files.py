@@ -45,7 +45,7 @@ def make_state(dtype=np.float32, optimizer="adam", stop_after=3, seed=0):
     labels = data.integers(0, SIZES[-1], 40).astype(np.uint8)
     steps = iter(range(1, 10**9))
     done = training.fit(state, ref, (images, labels), (images[:10], labels[:10]), 3, 8, 1e-2,
-                        "cosine", 2, stop=lambda: next(steps) == 5 + stop_after)
+                        "cosine", 2, stop=lambda: next(steps) == 5 + stop_after, max_chunk=1)
     assert not done and state.epoch == 1 and state.batch == stop_after
     return state
 
