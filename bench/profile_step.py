@@ -55,11 +55,13 @@ def _epochs(threads, data_dir=None):
     passes = {kind: np.array([kind], np.int64) for kind in (jit.FIRST_LAYER, jit.ROWS, jit.BANDS)}
     split = {name: 0.0 for name in ("first layer", "rows", "bands + Adam")}
 
+    one_step = {n: (np.array([0, n]), jit._step_constants(DTYPE, 10, [5e-4], 0.9, 0.999, [n], 0.0))
+                for n in {len(index) for index in batches}}  # a batch's starts and constants, made once
+
     def run_pass(kind, index, update):
-        one_step = np.array([0, len(index)])
-        consts = jit._step_constants(DTYPE, 10, [5e-4], 0.9, 0.999, one_step[1:], 0.0)
-        jit._mlp(passes[kind], threads, g, *work[:4], work.partials, work.activations, images, index, one_step,
-                 labels, net["scale"], net["shift"], sizes, codes, p, m, v, adam, consts, update, 0.0, np.inf, losses)
+        starts, consts = one_step[len(index)]
+        jit._mlp(passes[kind], threads, g, *work[:4], work.partials, work.activations, images, index, starts, labels,
+                 net["scale"], net["shift"], sizes, codes, p, m, v, adam, consts, update, 0.0, np.inf, losses)
 
     def step():
         for t, index in enumerate(batches, 1):

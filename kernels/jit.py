@@ -39,7 +39,7 @@ _jit_parallel = njit(parallel=_PRANGE_ONLY, **JIT_OPTIONS)
 
 # Seconds that compiling the kernels of a training run takes when Numba's cache is empty, measured
 # on this project's 2-core Xeon (docs/performance.md); announced before it starts.
-COMPILE_SECONDS = 14  # 13.5 s (1 thread) and 13.8 s (2 threads) in the bench.compare run of 2026-11-29
+COMPILE_SECONDS = 14  # 12.9 s (1 thread) and 13.4 s (2 threads) in the bench.compare run of 2026-11-29, 23:38 UTC
 
 BLAS_THREADS = 1  # BLAS runs inside each of Numba's threads, one thread each
 
