@@ -284,6 +284,27 @@ def test_steps_run_in_chunks_of_any_size_give_the_same_bits(K, dtype, optimizer)
         assert other.history.val_accuracy == runs[0].history.val_accuracy
 
 
+@pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
+@pytest.mark.parametrize("calls", [1, 2, 5])
+def test_a_stop_between_chunks_resumes_exactly(tmp_path, K, dtype, calls):
+    """With the default chunks (many steps a call), stop() is asked after each call: a run stopped
+    after its first, second or fifth call stops on a chunk's last step, and saved, loaded and
+    continued, it ends where a straight run ends, bit for bit for the JIT."""
+    train, val = _data()
+    straight = _fresh(dtype)
+    assert training.fit(straight, K, train, val, **FIT)
+    part = _fresh(dtype)
+    assert not training.fit(part, K, train, val, **FIT, stop=_stop_after(calls))
+    assert 1 <= part.epoch * 8 + part.batch <= 32 and part.optimizer.step == part.epoch * 8 + part.batch
+    path = tmp_path / "part.npz"
+    checkpoint.save(str(path), part, {}, ["a", "b", "c"])
+    resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert training.fit(resumed, K, train, val, **FIT)
+    atol = 0.0 if K is jit else 1e-12
+    np.testing.assert_allclose(resumed.model.params, straight.model.params, rtol=0, atol=atol)
+    np.testing.assert_allclose(resumed.history.step_loss, straight.history.step_loss, rtol=0, atol=atol)
+
+
 # --- divergence after a checkpoint ------------------------------------------------------------
 
 # Runs `python -m fastnet.train ARGS` with one NaN injected into the gradient of optimiser step FAIL
