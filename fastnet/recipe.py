@@ -76,16 +76,22 @@ def input_scaling(images, how):
 SD_FLOOR = 0.05
 
 
-def pixel_moments(images, chunk=4096):
-    """Per-pixel mean and deviation (floored at SD_FLOOR) of uint8 images scaled to [0, 1]."""
-    total = np.zeros(images.shape[1])
-    squares = np.zeros(images.shape[1])
-    for start in range(0, len(images), chunk):  # float64 sums without a float copy of the set
-        block = images[start : start + chunk].astype(np.float64) / 255
+def pixel_moments(images, chunk=2048):
+    """Per-pixel mean and deviation (floored at SD_FLOOR) of uint8 images scaled to [0, 1].
+
+    The sums of pixels and of their squares are integers, summed exactly (int64, in blocks: no
+    copy of the whole set), then divided once: each moment is rounded once, and no float64 sum
+    drifts with the order of 60,000 terms; and less than half the time of float64 sums
+    (docs/performance.md)."""
+    n, d = images.shape
+    total, squares = np.zeros(d, np.int64), np.zeros(d, np.int64)
+    for start in range(0, n, chunk):
+        block = images[start : start + chunk].astype(np.int32)  # 255² fits; a block's sum too
         total += block.sum(axis=0)
-        squares += (block**2).sum(axis=0)
-    mean = total / len(images)
-    sd = np.sqrt(np.maximum(squares / len(images) - mean**2, 0))
+        block *= block
+        squares += block.sum(axis=0)
+    mean = total / (255.0 * n)
+    sd = np.sqrt(np.maximum(squares / (255.0 * 255.0 * n) - mean**2, 0))
     return mean, np.maximum(sd, SD_FLOOR)
 
 

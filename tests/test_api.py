@@ -137,6 +137,24 @@ def test_uint8_standardisation_is_the_command_lines():
     np.testing.assert_array_equal(model.network.input_shift, (-mean / sd).astype(np.float32))
 
 
+def test_pixel_moments_are_float64_moments_of_the_scaled_pixels():
+    """Exact integer sums divided once: the float64 mean and deviation of pixels/255 within a few
+    roundings, on random images and on hostile columns (all 255: deviation 0, floored; 0 and 255
+    alternating: exactly 0.5), for one image and for more rows than a block."""
+    rng = np.random.default_rng(7)
+    for n in (1, 5, 5000):
+        X = rng.integers(0, 256, (n, 6), dtype=np.uint8)
+        X[:, 0] = 255
+        X[:, 1] = np.arange(n) % 2 * 255
+        mean, sd = recipe.pixel_moments(X)
+        x = X / 255.0
+        np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-13)
+        np.testing.assert_allclose(sd, np.maximum(x.std(axis=0), recipe.SD_FLOOR), rtol=1e-12)
+        assert mean[0] == 1.0 and sd[0] == recipe.SD_FLOOR
+        if n % 2 == 0:
+            assert mean[1] == 0.5 and sd[1] == 0.5
+
+
 def test_without_standardisation_values_are_used_as_given():
     X, y = pixels()
     model = fastnet.fit(X, y, standardize=False, epochs=1, **FAST)
