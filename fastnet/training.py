@@ -128,9 +128,9 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
     checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
     apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
-    share: a threads.CoreShare, asked after each step how many threads may run now. max_chunk: the
-    most steps run in one call (train_epoch). Returns True when all epochs ran, False when stop()
-    cut the run short.
+    share: a threads.CoreShare, asked after each step (as a chunk's steps are reported) how many
+    threads may run now. max_chunk: the most steps run in one call (train_epoch). Returns True when
+    all epochs ran, False when stop() cut the run short.
     """
     images, labels = train
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
