@@ -354,8 +354,9 @@ class Model:
         Z -= Z.max(axis=1, keepdims=True)
         return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))  # log-softmax: finite where softmax underflows
 
-    def _train(self, train, val, epochs, on_epoch=None, verbose=False, lr_name="lr"):
-        """Train up to `epochs` epochs in total on (rows, class indices) pairs train and val."""
+    def _train(self, train, val, epochs, on_epoch=None, verbose=False, lr_name="lr", train_accuracy=True):
+        """Train up to `epochs` epochs in total on (rows, class indices) pairs train and val;
+        train_accuracy=False skips evaluating the training rows after each epoch (training.fit)."""
         state, s = self._state, dict(self.settings, epochs=epochs)
         K = get_backend(self.backend)
 
@@ -370,7 +371,7 @@ class Model:
         with limited(self.threads, K.BLAS_THREADS, self.backend) as threads, python_errors(lr_name):
             self.settings["threads"] = threads
             _compile(K, self.network, state.optimizer, train, val)
-            recipe.run_training(state, K, train, val, s, each_epoch)
+            recipe.run_training(state, K, train, val, s, each_epoch, train_accuracy=train_accuracy)
         self.settings["epochs"] = state.epoch
 
     def __getstate__(self):

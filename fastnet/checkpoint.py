@@ -277,9 +277,10 @@ def _numbers(values, what, low=0.0, high=math.inf, nan=False):
 
 
 # A checkpoint's History lists: one entry per finished epoch (step_loss: one per step), with the
-# range of their values; validation metrics are NaN in a run without a validation set.
+# range of their values; validation metrics are NaN in a run without a validation set, the
+# training accuracy where the trainer did not evaluate it (the scikit-learn estimator).
 HISTORY_RANGES = {"epoch_seconds": (0, math.inf, False), "eval_seconds": (0, math.inf, False),
-                  "train_loss": (0, math.inf, False), "train_accuracy": (0, 1, False),
+                  "train_loss": (0, math.inf, False), "train_accuracy": (0, 1, True),
                   "val_loss": (0, math.inf, True), "val_accuracy": (0, 1, True), "step_loss": (0, math.inf, False)}
 
 

@@ -186,15 +186,17 @@ def split(images, labels, val_split, seed):
     return (np.ascontiguousarray(images[train_idx]), labels[train_idx]), (images[val_idx], labels[val_idx])
 
 
-def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, stop=None, parts=0, share=None):
+def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, stop=None, parts=0, share=None,
+                 train_accuracy=True):
     """Train state up to s["epochs"] with the recipe s (training.fit); True when all epochs ran.
 
     Non-finite values raise DivergenceError in fit, so NumPy's warnings about them are silenced.
-    parts and share: how the batch is cut and how threads are shared (training.fit).
+    parts, share and train_accuracy: how the batch is cut, how threads are shared, whether the
+    training rows are evaluated after each epoch (training.fit).
     """
     with np.errstate(all="ignore"):
         return fit(state, backend, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"], s["warmup"],
-                   on_epoch, on_batch, stop, parts, share)
+                   on_epoch, on_batch, stop, parts, share, train_accuracy=train_accuracy)
 
 
 def peak_bytes(sizes, batch_size, dtype, data_bytes):

@@ -25,6 +25,18 @@ SHARE_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                    "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 _own_blas_limit = [None]  # the BLAS limit set_threads put in place: fastnet's own, not a caller's
+_pools = [None, -1]  # threadpoolctl's controller of the loaded thread pools, and len(sys.modules) then
+
+
+def _controller():
+    """threadpoolctl's controller of the thread pools loaded in this process, made again only when
+    modules were imported since (a new BLAS comes with a new extension module): finding the pools
+    scans every loaded library, 1-12 ms a call here, which every fit and predict would pay."""
+    if _pools[1] != len(sys.modules):
+        from threadpoolctl import ThreadpoolController
+
+        _pools[0], _pools[1] = ThreadpoolController(), len(sys.modules)
+    return _pools[0]
 
 
 def available_cores():
@@ -36,9 +48,7 @@ def available_cores():
 
 def _blas_limit():
     """The smallest thread count of the BLAS libraries loaded so far (threadpoolctl), or None."""
-    from threadpoolctl import threadpool_info
-
-    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    counts = [info["num_threads"] for info in _controller().info() if info.get("user_api") == "blas"]
     return min(counts) if counts else None
 
 
@@ -79,9 +89,7 @@ def set_threads(n=None, blas=None, backend=None):
     the rest of the process. Returns (threads that really run, a note for the run's header: empty,
     or why fewer)."""
     n = n or default_threads()
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(blas or n, user_api="blas")
+    _controller().limit(limits=blas or n, user_api="blas")
     _own_blas_limit[0] = blas or n
     n, note, numba = _numba_threads(n, backend)
     if numba is not None:
@@ -93,10 +101,8 @@ def set_threads(n=None, blas=None, backend=None):
 def limited(n=None, blas=None, backend=None):
     """set_threads for the duration of a with block, restoring BLAS's and Numba's thread counts
     after it. Yields the threads that really run."""
-    from threadpoolctl import threadpool_limits
-
     n = n or default_threads()
-    with threadpool_limits(blas or n, user_api="blas"):
+    with _controller().limit(limits=blas or n, user_api="blas"):
         n, _, numba = _numba_threads(n, backend)
         if numba is None:
             yield n

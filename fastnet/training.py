@@ -78,8 +78,9 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
         # the run's first step alone: its loss sets the limit of all later ones
         count = 1 if limit is None else min(chunk, max_chunk, len(starts) - 1 - k)
         t0 = time.perf_counter()
-        losses, finite = opt.train_steps(backend, model, images, order, starts[k : k + count + 1], labels, ws,
-                                         [lr_at(opt.step + j) for j in range(count)], math.inf if limit is None else limit)
+        lrs = [lr_at(opt.step + j) for j in range(count)]
+        losses, finite = opt.train_steps(backend, model, images, order, starts[k : k + count + 1], labels, ws, lrs,
+                                         math.inf if limit is None else limit)
         seconds = time.perf_counter() - t0
         for j, loss in enumerate(losses.tolist()):
             if not (np.isfinite(loss) and (finite or j < len(losses) - 1)):
@@ -122,15 +123,17 @@ def loss_limit(first_loss, classes):
 
 
 def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
-        on_epoch=None, on_batch=None, stop=None, parts=0, share=None, max_chunk=MAX_CHUNK):
+        on_epoch=None, on_batch=None, stop=None, parts=0, share=None, max_chunk=MAX_CHUNK, train_accuracy=True):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
     train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
     checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
     apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
     share: a threads.CoreShare, asked after each step (as a chunk's steps are reported) how many
-    threads may run now. max_chunk: the most steps run in one call (train_epoch). Returns True when
-    all epochs ran, False when stop() cut the run short.
+    threads may run now. max_chunk: the most steps run in one call (train_epoch). train_accuracy:
+    evaluate the training rows after each epoch (False: NaN in the history, and no pass over them,
+    for a caller that reports only the epoch's loss, as scikit-learn's estimators do). Returns True
+    when all epochs ran, False when stop() cut the run short.
     """
     images, labels = train
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
@@ -158,7 +161,7 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
         state.epoch += 1
         h.epoch_seconds.append(t1 - t0)
         h.train_loss.append(loss)
-        h.train_accuracy.append(evaluate(state.model, backend, images, labels)[1])
+        h.train_accuracy.append(evaluate(state.model, backend, images, labels)[1] if train_accuracy else np.nan)
         val_loss, val_acc = evaluate(state.model, backend, *val) if len(val[1]) else (float("nan"),) * 2
         h.val_loss.append(val_loss)
         h.val_accuracy.append(val_acc)
