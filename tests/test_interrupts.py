@@ -305,6 +305,23 @@ def test_a_stop_between_chunks_resumes_exactly(tmp_path, K, dtype, calls):
     np.testing.assert_allclose(resumed.history.step_loss, straight.history.step_loss, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
+def test_skipping_the_training_rows_evaluation_changes_no_training(K, dtype):
+    """fit(train_accuracy=False), as the scikit-learn estimator runs it, trains the very same network:
+    only the history's training accuracy is NaN instead of measured."""
+    train, val = _data()
+    runs = []
+    for train_accuracy in (True, False):
+        state = _fresh(dtype)
+        assert training.fit(state, K, train, val, **FIT, train_accuracy=train_accuracy)
+        runs.append(state)
+    assert np.array_equal(runs[0].model.params, runs[1].model.params)
+    assert runs[0].history.step_loss == runs[1].history.step_loss
+    assert runs[0].history.val_accuracy == runs[1].history.val_accuracy
+    assert all(0 <= a <= 1 for a in runs[0].history.train_accuracy)
+    assert len(runs[1].history.train_accuracy) == 4 and np.isnan(runs[1].history.train_accuracy).all()
+
+
 # --- divergence after a checkpoint ------------------------------------------------------------
 
 # Runs `python -m fastnet.train ARGS` with one NaN injected into the gradient of optimiser step FAIL
