@@ -647,8 +647,7 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
         raise ValueError(f"out must be C-contiguous ({len(index)}, {sizes[-1]}) of the params' dtype")
     if len(index) and (index.min() < 0 or index.max() >= len(images)):
         raise ValueError("index points outside images")
-    t = params.dtype.type
-    unused = AdamConstants(*[t(0)] * len(AdamConstants._fields))
+    unused = _adam_constants(params.dtype, 1, 0.0, 0.0, 0.0, 1.0)  # no update: not read
     X, acts, deltas, y = work[:4]
     # what a step takes and logits do not read, of the types a step passes: both share one compiled kernel
     _mlp(_FORWARD, _parts(work), params[:0], X, acts, deltas, y, acts[:0], out.reshape(-1), images, index,
@@ -658,7 +657,6 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
 
 
 _NO_LABELS = np.zeros(0, np.uint8)  # of the type of IDX labels, which training steps pass
-
 
 
 # Adam's constants for one step (adam_update's maths, with m̂ = m·m_scale and v̂ = v·v_scale), each
