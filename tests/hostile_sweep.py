@@ -581,6 +581,23 @@ for name, argv, code, setup, writes in [
          stdout="full" if name == "evaluate_json_to_full" else "pipe", fast=name == "show_out_fifo")
 
 
+# ----------------------------------------------------------------- families kept in files of their own
+
+def load_families(folder=Path(__file__).resolve().parent / "hostile_cases"):
+    """Import every tests/hostile_cases/*.py: each defines add(case, sweep), which calls
+    case(...) for its cases and may use this module's helpers (sweep.put, sweep.TRAIN, ...)."""
+    import importlib.util
+
+    for path in sorted(folder.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"hostile_cases.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.add(case, sys.modules[__name__])
+
+
+load_families()
+
+
 # ----------------------------------------------------------------- running and classifying
 
 def build_base(root, env):
