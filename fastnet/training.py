@@ -187,11 +187,15 @@ def warm_up(backend, dtype, optimizer="adam", images=np.uint8, labels=np.uint8):
     before it starts. A kernel that fails to compile becomes one line telling the user how to carry on.
     """
     seconds = getattr(backend, "compile_seconds", lambda: 0)()  # optional: only compiled backends have it
+    #  (with remember_compile_seconds, which keeps what a compile took for the next announcement)
     if seconds > 1:
         print(f"compiling kernels for this machine, once: about {seconds:.0f} s", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     try:
         with np.errstate(all="ignore"):  # random inputs; numbers are not checked here, only that kernels run
             _exercise(backend, dtype, optimizer, images, labels)
+        if seconds > 1:
+            backend.remember_compile_seconds(time.perf_counter() - started)
     except Exception as exc:
         if backend.__name__ == BACKENDS[REFERENCE]:
             raise
