@@ -1,19 +1,27 @@
 """Numba twins of kernels.reference: same names, same signatures, same results within rounding.
 
 Each public function is a thin wrapper that casts constants to the data's dtype (Numba would
-promote float32 x Python float to float64) and calls a private @njit core that takes its outputs
-first and only loops. Matrix products stay on NumPy's BLAS: hand-written loops are several times
-slower than BLAS here. What the JIT adds is fusion: bias and activation in one pass over the
-product, max/exp/normalise/loss/gradient of the output layer in one pass, one Adam pass over the
-whole network's flat buffers, and whole-network kernels (mlp_gradients, mlp_logits) that run a
-batch in one compiled call, each layer's activation dispatched on its code (kernels.ACTIVATIONS).
+promote float32 x Python float to float64) and calls a private compiled core that takes its outputs
+first and only loops. Matrix products stay on NumPy's BLAS (kernels.blas): hand-written loops are
+several times slower than BLAS here. What the JIT adds is fusion: bias and activation in one pass
+over the product, max/exp/normalise/loss/gradient of the output layer in one pass, the optimiser's
+update of each band of parameters right after its gradients, and whole-network kernels that run
+many training steps (mlp_train_steps) or a batch's logits (mlp_logits) in one compiled call.
 
-Threading: the whole-network kernels cut a batch into parts and run the parts on Numba's threads,
-each calling BLAS single-threaded (kernels.blas): a training step multiplies the first layer in
-pieces of its inputs, runs the rest of the forward and backward pass on rows of the batch, then the
-weight gradients and optimiser updates on bands of the flat buffers (_mlp). BLAS's own threads must then be
-limited to one (BLAS_THREADS), or they spin against Numba's (measured: an epoch 0.25 -> 0.35 s).
-A training loop hands over many steps at once (mlp_adam_steps): one compiled call runs them all.
+The training step (_mlp): its arguments come in four named tuples, Network (sizes, activation
+codes, params, grads), Batches (images, labels, their scaling, the order and the steps' starts),
+Scratch (the workspace, the layout of its blocks, the per-part results) and Update (the
+optimiser's code, its state, the per-step constants). Each step is three passes, each a parallel
+loop over the parts of the batch on Numba's threads (their docstrings read in this order):
+_first_layer_piece (the first layer cut by its inputs), _forward_rows and _backward_rows (the rest
+of the forward pass, the loss and the deltas, by rows of the batch), _weight_gradients (dW, db and
+the update, by bands of the parameters). The update is chosen by its code (kernels.OPTIMIZERS),
+as activations are. step_pass runs one pass as one call, for bench.profile_step. BLAS's own threads
+must be limited to one (BLAS_THREADS), or they spin against Numba's (an epoch 0.25 -> 0.35 s).
+
+Compile time: each pass kernel, and _pass above them, is compiled once on its own and called
+through a fixed symbol (kernels.linking), instead of being compiled again inside every caller;
+kernels that only compiled code calls have no Python wrapper. docs/performance.md, "Compile time".
 
 Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classes, P parameters.
 """
@@ -33,7 +41,6 @@ from . import (ACTIVATIONS, ADAM, FASTMATH, GD, JIT_OPTIONS, LOGISTIC, OPTIMIZER
                RELU, TANH, activation_names, parameter_count)
 from .blas import gemm
 from .linking import apart, internal, light
-
 
 
 def _njit(**options):
@@ -893,9 +900,10 @@ def _record_path():
 
 def compile_seconds():
     """About how long the first training step will compile here: 0 when Numba's on-disk cache
-    already holds the compiled step (its index is present and current for this source file)."""
+    already holds the compiled step (its index is present and current for this source file), or
+    the kernels shipped prebuilt fit this machine (kernels.linking.KernelCache)."""
     try:
-        if _mlp._cache._cache_file._load_index():
+        if _mlp._cache.holds_any(_mlp.targetctx.codegen()):  # this machine's cache, or kernels shipped prebuilt
             return 0
     except Exception:  # NUMBA_DISABLE_JIT (a plain function) or no cache locator: nothing to announce
         return 0

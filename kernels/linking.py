@@ -20,13 +20,17 @@ callee's cache entry is missing or stale, linking compiles it. Under NUMBA_DISAB
 plain Python functions.
 """
 
+import functools
 import hashlib
 import inspect
+import json
+import os
+import sys
 
 import llvmlite.binding as llvm
 from numba import config
 from numba.core import cgutils
-from numba.core.caching import FunctionCache
+from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic
 
@@ -41,32 +45,114 @@ class InternalDispatcher(CPUDispatcher):
         raise TypeError(f"{self.py_func.__name__} is a kernel for compiled callers only; call its public wrapper")
 
 
-class LightCache(FunctionCache):
-    """Numba's on-disk cache, with a lighter load. Numba's own load first refreshes the target
-    context, importing every typing and lowering registry of Numba (and SciPy's BLAS through
-    numba.np.linalg): 0.2-0.6 s, the largest part of a warm start, for code that is already compiled.
-    A loaded kernel needs only Numba's runtime and, for a parallel one, its thread pool; the first
-    real compile refreshes the context itself (numba.core.compiler.CompilerBase). Where these
-    internals are missing (another Numba), the load is Numba's own."""
+class KernelCache(FunctionCache):
+    """Numba's on-disk cache of a kernel, loading lighter and falling back on kernels shipped prebuilt.
+
+    Numba's own load first refreshes the target context, importing every typing and lowering
+    registry of Numba (and SciPy's BLAS through numba.np.linalg): 0.2-0.6 s, the largest part of a
+    warm start, for code that is already compiled. A loaded kernel needs only Numba's runtime and,
+    for a parallel one, its thread pool; the first real compile refreshes the context itself
+    (numba.core.compiler.CompilerBase).
+
+    When the user's cache lacks a kernel, it is looked up among the files kernels.prebuild ships
+    in kernels/prebuilt/, compiled for a portable CPU baseline, under that baseline's key, if
+    prebuilt_usable(). Any mismatch is a miss, and Numba compiles as before. Where Numba lacks the
+    internals used here (another version), the load is Numba's own.
+    """
 
     def load_overload(self, sig, target_context):
-        try:
-            from numba.core.runtime import rtsys
-            from numba.np.ufunc.parallel import _launch_threads
-
-            guard = self._guard_against_spurious_io_errors
-        except (ImportError, AttributeError):
+        runtime = _internals(self)
+        if runtime is None:
             return super().load_overload(sig, target_context)
-        rtsys.initialize(target_context)
-        _launch_threads()
-        with guard():
-            return self._load_overload(sig, target_context)
+        for start in runtime:
+            start(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context) or self._load_prebuilt(sig, target_context)
+
+    def holds_any(self, codegen):
+        """True when a load may find some compiled version here: the user's cache, or one shipped."""
+        if self._cache_file._load_index():
+            return True
+        if not prebuilt_usable(codegen):
+            return False
+        shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
+        return bool(shipped._load_index())
+
+    def _load_prebuilt(self, sig, target_context):
+        codegen = target_context.codegen()
+        if not prebuilt_usable(codegen):
+            return None
+        key = self._index_key(sig, codegen)
+        key = (key[0], (codegen.magic_tuple()[0], PREBUILT_BASELINE, ""), *key[2:])
+        shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
+        data = shipped.load(key)
+        return None if data is None else self._impl.rebuild(target_context, data)
+
+
+def _internals(cache):
+    """What a light load starts (Numba's runtime, its thread pool), after checking that the Numba
+    internals KernelCache uses exist; None where one is missing (another Numba: load as Numba does)."""
+    try:
+        from numba.core.runtime import rtsys
+        from numba.np.ufunc.parallel import _launch_threads
+
+        cache._guard_against_spurious_io_errors, cache._index_key, cache._impl.rebuild  # noqa: B018
+        cache._cache_file._source_stamp, cache._cache_file._load_index  # noqa: B018
+    except (ImportError, AttributeError):
+        return None
+    return rtsys.initialize, lambda context: _launch_threads()
+
+
+PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prebuilt")  # kernels.prebuild writes it
+PREBUILT_BASELINE = "x86-64-v3"
+# What x86-64-v3 code may use (LLVM's feature names): a CPU lacking one of them gets no prebuilt kernel.
+BASELINE_FEATURES = frozenset(("avx", "avx2", "bmi", "bmi2", "cx16", "f16c", "fma", "lzcnt", "movbe", "popcnt",
+                               "sahf", "sse4.1", "sse4.2", "ssse3", "xsave"))
+
+
+@functools.cache
+def _manifest():
+    try:
+        with open(os.path.join(PREBUILT, "manifest.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def prebuilt_usable(codegen):
+    """True when the shipped kernels fit this process: built by this Numba and Python, for this BLAS
+    integer width (the gemm symbol's name), from this jit.py, on an x86-64 CPU with the baseline's
+    features, and NUMBA_CPU_NAME unset (whoever sets it wants code for that CPU)."""
+    from . import blas
+
+    made = _manifest()
+    if not made or os.environ.get("NUMBA_CPU_NAME") or os.environ.get("FASTNET_NO_PREBUILT"):
+        return False
+    import numba
+
+    if (made.get("numba"), made.get("python"), made.get("blas_int_bits")) != (
+            numba.__version__, list(sys.version_info[:2]), blas._bits):
+        return False
+    if not codegen.magic_tuple()[0].startswith("x86_64") or made.get("jit_sha256") != _jit_sha256():
+        return False
+    return BASELINE_FEATURES <= _host_features()
+
+
+@functools.cache
+def _jit_sha256():
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "jit.py"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@functools.cache
+def _host_features():
+    return frozenset(name for name, on in llvm.get_host_cpu_features().items() if on)
 
 
 def light(dispatcher):
-    """dispatcher, its on-disk cache (where it has one) loading as LightCache does."""
+    """dispatcher, its on-disk cache (where it has one) a KernelCache."""
     if type(getattr(dispatcher, "_cache", None)) is FunctionCache:
-        dispatcher._cache.__class__ = LightCache
+        dispatcher._cache.__class__ = KernelCache
     return dispatcher
 
 
@@ -129,6 +215,6 @@ def apart(dispatcher):
     scope = {"typer": typer}
     exec(f"def {name}(typingctx, {params}):\n    return typer(typingctx, {params})", scope)
     call = intrinsic(scope[name])
-    call.link = link
+    call.link, call.dispatcher = link, dispatcher
     call.__doc__ = f"{name}, compiled apart (kernels.linking)"
     return call

@@ -42,7 +42,7 @@ def _run(pkg_parent, home):
 def test_read_only_package_compiles_into_the_user_cache_and_reuses_it(tmp_path):
     """First run compiles and writes the user-wide cache; the second run loads it (a cache hit)."""
     pkg_parent, home = tmp_path / "site", tmp_path / "home"
-    shutil.copytree(ROOT / "kernels", pkg_parent / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "kernels", pkg_parent / "kernels", ignore=shutil.ignore_patterns("__pycache__", "prebuilt"))
     home.mkdir()
     for p in (pkg_parent / "kernels", pkg_parent):
         p.chmod(0o555)
@@ -80,7 +80,8 @@ gd, _ = jit.mlp_train_steps(images, np.arange(20), [0, 20], labels, scale, shift
 out = np.empty((20, 3), f32)
 jit.mlp_logits(images, np.arange(20), scale, shift, sizes, codes, params, out,
                kernels.mlp_workspace((6, 5, 3), 20, f32, parts=2, training=False))
-compiled = sorted(name for name, d in vars(jit).items() if isinstance(d, Dispatcher) and sum(d.stats.cache_misses.values()))
+compiled = sorted(name for name, d in vars(jit).items()
+                  if isinstance(d, Dispatcher) and sum(d.stats.cache_misses.values()))
 digest = hashlib.sha256(b"".join(a.tobytes() for a in (losses, gd, params, m, v, out))).hexdigest()[:16]
 print(digest, ",".join(compiled) or "-")
 """
@@ -103,7 +104,7 @@ def test_a_cached_step_whose_callees_are_missing_stale_or_of_another_cpu_compile
     runs, or LLVM ends it. Each way the cache can lack a callee is a compile, with the same bits:
     a warm cache (nothing compiled), a callee's entry deleted, entries of another CPU, an edited source."""
     pkg_parent, cache = tmp_path / "site", tmp_path / "cache"
-    shutil.copytree(ROOT / "kernels", pkg_parent / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "kernels", pkg_parent / "kernels", ignore=shutil.ignore_patterns("__pycache__", "prebuilt"))
     cold, compiled = _step(pkg_parent, cache)
     assert {"_mlp", "_pass", "_weight_gradients"} <= compiled
     assert _step(pkg_parent, cache) == (cold, set())  # warm: every kernel loaded from the cache
