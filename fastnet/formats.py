@@ -210,10 +210,16 @@ def _regular_file(path):
         raise InputError(f"{path} is not a regular file")
 
 
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")  # byte-order marks of UTF-16 (and UTF-32) text
+
+
 def read_csv(path):
     """(images, labels) of a CSV file: an optional header line, then label, pixels... per line."""
     _regular_file(path)
     try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell
+        with open(path, "rb") as f:
+            if f.read(4).startswith(UTF16_MARKS):  # every other byte a NUL: not lines of numbers as UTF-8
+                raise InputError(f"{path} is UTF-16 text; save it as UTF-8 (fastnet reads UTF-8 or ASCII CSV)")
         with open(path, encoding="utf-8-sig", errors="replace") as f:
             first = f.readline()
             header = any(not _is_number(cell) for cell in first.strip().split(","))
@@ -274,7 +280,10 @@ def _checked(path, x_name, images, y_name, labels):
         raise InputError(f"{path}: {y_name} has shape {labels.shape}; expected one label for each of the "
                          f"{len(images)} images")
     if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
-        labels = labels.astype(np.int64)
+        if len(labels) and labels.max() >= MAX_CLASSES:  # before the cast, which cannot hold 1e20
+            raise InputError(f"{path}: {y_name} holds label {labels.max():g}; fastnet takes classes "
+                             f"0..{MAX_CLASSES - 1}")
+        labels = np.maximum(labels, -1).astype(np.int64)  # any negative label is reported below
     if labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
         raise InputError(f"{path}: {y_name} must be non-negative integers (classes 0..K-1)")
     if len(labels) and labels.max() >= MAX_CLASSES:

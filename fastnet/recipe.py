@@ -242,5 +242,5 @@ def check_memory(sizes, batch_size, dtype, data_bytes, name=lambda key: f"--{key
     run: peak_bytes's description of the run; name(key) names a setting in the message."""
     need, have = peak_bytes(sizes, batch_size, dtype, data_bytes, **run), memory.available()
     if have is not None and need > have:
-        raise InputError(f"this run needs about {memory.describe(need)} of memory but {memory.describe(have)} "
-                         f"are available; use smaller {name('layers')} or {name('batch_size')}, or {name('dtype')} float32")
+        raise InputError(f"this run needs about {memory.describe(need)} of memory but {memory.describe(have)} are "
+                         f"available; use smaller {name('layers')} or {name('batch_size')}, or {name('dtype')} float32")

@@ -180,8 +180,8 @@ def prepare(s, given):
     check_fits(sizes, *test, "the test set", "the model")
     s["test_fingerprint"] = fingerprint(*test)
     s["layers"] = ",".join(map(str, sizes))
-    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"],
-                 images.nbytes if held_out(len(labels), s["val_split"]) else 0, eval_rows=max(len(labels), len(test[1])),
+    copies = images.nbytes if held_out(len(labels), s["val_split"]) else 0  # split gathers the rows
+    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], copies, eval_rows=max(len(labels), len(test[1])),
                  threads=s["threads"], backend=s["backend"], optimizer=s["optimizer"], pixels=images.dtype == np.uint8)
     train_rows, val = split(images, labels, s["val_split"], s["seed"])
     if s["resume"]:

@@ -298,3 +298,19 @@ def test_csv_with_a_byte_order_mark_and_no_header_keeps_its_first_row(tmp_path):
     with_header = write_csv(tmp_path / "h.csv", X, y)
     with_header.write_bytes(b"\xef\xbb\xbf" + with_header.read_bytes())
     assert len(formats.read_csv(with_header)[0]) == 6
+
+
+def test_utf16_csv_and_float_labels_beyond_any_class_are_one_line_errors(tmp_path):
+    """UTF-16 text is named as such (not 'line 2 holds a NUL'); a float label of 1e20 is refused before
+    a cast to integers that cannot hold it (NumPy warned on stderr, a second line)."""
+    X, y = images(6, 3)
+    path = write_csv(tmp_path / "train.csv", X, y)
+    path.write_bytes(path.read_text().encode("utf-16"))
+    with pytest.raises(InputError, match="is UTF-16 text; save it as UTF-8"):
+        formats.read_csv(path)
+    path.write_text("label,p\n1e20,1\n0,2\n")
+    with np.errstate(all="raise"), pytest.raises(InputError, match="holds label 1e"):
+        formats.read_csv(path)
+    path.write_text("label,p\n-1e20,1\n0,2\n")
+    with np.errstate(all="raise"), pytest.raises(InputError, match="non-negative integers"):
+        formats.read_csv(path)
