@@ -144,13 +144,14 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
                 raise ValueError(f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}")
             val = (X_val, encode_known(pair[1], classes, len(X_val), "y_val"))
             train = (X, labels)
-        else:
-            if isinstance(val_split, int) and val_split >= len(X):
-                raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
+        elif isinstance(val_split, int) and val_split >= len(X):
+            raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
         sizes = tuple(int(v) for v in s["layers"].split(","))
-        check_memory(s, sizes, X, X.nbytes if pair is None and recipe.held_out(len(X), val_split) else 0)
-        if pair is None:
+        if pair is None:  # recipe.split gathers the rows (when it holds some out)
+            check_memory(s, sizes, X, X.nbytes if recipe.held_out(len(X), val_split) else 0)
             train, val = recipe.split(X, labels, val_split, seed)
+        else:
+            check_memory(s, sizes, X, 0, len(val[0]))
         state = recipe.new_state(s, sizes, train[0], "standardize" if standardize else "none")
         model = Model(state, s, classes, threads=threads)
         model._train(train, val, epochs, verbose=verbose)
@@ -420,13 +421,14 @@ def settings(**s):
     return s
 
 
-def check_memory(s, sizes, X, copies):
+def check_memory(s, sizes, X, copies, val_rows=0):
     """MemoryError, before anything large is allocated, when training on rows X with settings s
     would need more memory than this process may allocate (recipe.check_memory); copies: the bytes
-    of X still to be copied (a validation split)."""
+    of X still to be copied (a validation split); val_rows: the rows of a validation set given apart."""
     try:
         recipe.check_memory(sizes, min(s["batch_size"], len(X)), s["dtype"], copies,
-                            name=lambda key: "hidden_layer_sizes" if key == "layers" else key, eval_rows=len(X),
+                            name=lambda key: "hidden_layer_sizes" if key == "layers" else key,
+                            eval_rows=max(len(X), val_rows),
                             threads=s["threads"] or default_threads(), backend=s["backend"],
                             optimizer=s["optimizer"], pixels=X.dtype == np.uint8, api=True)
     except InputError as exc:
