@@ -86,7 +86,7 @@ def test_ulimit_v_is_counted(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           preexec_fn=limited(1 << 30))
     room, available = map(int, proc.stdout.split())
-    assert 0 < room == available < (1 << 30) - (10 << 20), proc.stderr  # the interpreter's own space is used
+    assert 0 <= available <= room < (1 << 30) - (10 << 20), proc.stderr  # the interpreter's own space is used
 
 
 def test_a_run_beyond_ulimit_v_is_refused_up_front(tmp_path):
