@@ -16,7 +16,7 @@ from .backend import BACKEND_NAMES, get_backend
 from .errors import DivergenceError, InputError
 from .model import MLP, predict_logits
 from .optim import OPTIMIZERS
-from .threads import limited
+from .threads import default_threads, limited
 from .training import TrainState
 
 # Model.history's names, and the training loop's names for the same lists.
@@ -108,6 +108,9 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
     ValueError
         Bad shapes, NaN or infinite values, fewer than two classes, a setting out of range, or a
         diverged run.
+    MemoryError
+        Training would need more memory than this process may allocate (the machine's free
+        memory, ``ulimit -v``, a container's limit): raised before anything large is allocated.
 
     Examples
     --------
@@ -141,11 +144,14 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
                 raise ValueError(f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}")
             val = (X_val, encode_known(pair[1], classes, len(X_val), "y_val"))
             train = (X, labels)
-        else:
-            if isinstance(val_split, int) and val_split >= len(X):
-                raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
-            train, val = recipe.split(X, labels, val_split, seed)
+        elif isinstance(val_split, int) and val_split >= len(X):
+            raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
         sizes = tuple(int(v) for v in s["layers"].split(","))
+        if pair is None:  # recipe.split gathers the rows (when it holds some out)
+            check_memory(s, sizes, X, X.nbytes if recipe.held_out(len(X), val_split) else 0)
+            train, val = recipe.split(X, labels, val_split, seed)
+        else:
+            check_memory(s, sizes, X, 0, len(val[0]))
         state = recipe.new_state(s, sizes, train[0], "standardize" if standardize else "none")
         model = Model(state, s, classes, threads=threads)
         model._train(train, val, epochs, verbose=verbose)
@@ -413,6 +419,20 @@ def settings(**s):
     with python_errors():
         recipe.check(s, lambda key: names.get(key, key))
     return s
+
+
+def check_memory(s, sizes, X, copies, val_rows=0):
+    """MemoryError, before anything large is allocated, when training on rows X with settings s
+    would need more memory than this process may allocate (recipe.check_memory); copies: the bytes
+    of X still to be copied (a validation split); val_rows: the rows of a validation set given apart."""
+    try:
+        recipe.check_memory(sizes, min(s["batch_size"], len(X)), s["dtype"], copies,
+                            name=lambda key: "hidden_layer_sizes" if key == "layers" else key,
+                            eval_rows=max(len(X), val_rows),
+                            threads=s["threads"] or default_threads(), backend=s["backend"],
+                            optimizer=s["optimizer"], pixels=X.dtype == np.uint8, api=True)
+    except InputError as exc:
+        raise MemoryError(str(exc)) from None
 
 
 def _hidden_sizes(sizes):

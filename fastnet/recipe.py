@@ -8,7 +8,7 @@ import numpy as np
 
 from kernels import ACTIVATIONS, parameter_count
 
-from .data.idx import available_memory
+from . import memory
 from .errors import InputError
 from .model import MLP, hidden_layers, parse_layers
 from .optim import OPTIMIZERS
@@ -199,21 +199,48 @@ def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, st
                    on_epoch, on_batch, stop, parts, share, train_accuracy=train_accuracy)
 
 
-def peak_bytes(sizes, batch_size, dtype, data_bytes):
-    """A generous estimate of a training run's peak memory: the data twice (loaded, then the training
-    rows gathered), parameters with gradients and two optimiser moments, the step's and evaluation's
-    activation buffers, and the reference backend's float64 temporaries of a batch."""
+def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, backend="numba", optimizer="adam",
+               pixels=True, api=False):
+    """A generous estimate of the bytes a training run still allocates: the largest of its phases,
+    after data_bytes (the copies still to be made: the training rows that split gathers).
+
+    - the input scaling's moments, in blocks of rows (uint8 pixels as int32, other rows in float64);
+    - the He initialisation: the parameters, two float64 draws of the largest weight matrix;
+    - training: parameters, gradients and Adam's moments, the step's workspace (kernels.mlp_workspace:
+      batch rows of every layer, a partial product per thread but the first), and the largest of a
+      step's temporaries (the compiled step has none; the numpy backend's float64 batch, layer
+      products and Adam's expressions), an evaluation of eval_rows rows (their logits, a workspace
+      of at most 2,048 of them) and, for fastnet.fit and the estimator (api), the compilation's
+      copy of the network and its optimiser.
+    eval_rows is the most rows evaluated at once, or scaled: the larger of the training and test sets.
+    Checked against the peak that tracemalloc measures in tests/test_memory.py."""
     item = np.dtype(dtype).itemsize
     params = parameter_count(sizes)
-    width = sum(sizes)
-    rows = batch_size
-    return (2 * data_bytes + 4 * params * item + 3 * rows * width * item + 2048 * width * item
-            + 4 * rows * max(sizes) * 8)
+    widest = max(a * b for a, b in zip(sizes, sizes[1:]))  # the largest weight matrix
+    inputs, width, top, classes = sizes[0], sum(sizes[1:]), max(sizes), sizes[-1]
+    rows, evals = batch_size, min(eval_rows, 2048)
+    moments = 2 if optimizer == "adam" else 0
+    scaling = min(eval_rows, 2048) * inputs * 8 if pixels else min(eval_rows, 4096) * inputs * 16
+    init = params * item + 2 * 8 * widest
+    state = (2 + moments) * params * item
+    workspace = rows * (inputs + 2 * width) * item + 8 * rows + (max(threads, 1) - 1) * rows * sizes[1] * item
+    evaluation = eval_rows * classes * item + evals * (inputs + 2 * width) * item
+    step = 0
+    if backend == "numpy":  # the reference allocates as NumPy expressions do, one phase at a time
+        passes = rows * (inputs + width) * item + max(3 * 8 * rows * inputs,
+                                                      3 * rows * top * item + 4 * 8 * rows * classes + widest * item)
+        step = max(passes, (moments + 3) * params * item + 2 * 8 * widest)
+        evaluation += evals * (inputs + top) * item + max(3 * 8 * evals * inputs, 3 * evals * top * item,
+                                                          3 * 8 * eval_rows * classes)
+    copy = (2 + moments) * params * item if api else 0
+    return data_bytes + max(scaling, init, state + workspace + max(step, evaluation, copy))
 
 
-def check_memory(sizes, batch_size, dtype, data_bytes):
-    """InputError, before any work, when the run would need more memory than is available."""
-    need, have = peak_bytes(sizes, batch_size, dtype, data_bytes), available_memory()
+def check_memory(sizes, batch_size, dtype, data_bytes, name=lambda key: f"--{key.replace('_', '-')}", **run):
+    """InputError, before any work, when the run would need more memory than this process may still
+    allocate (fastnet.memory.available: free memory, ulimit -v, a container's cgroup limit).
+    run: peak_bytes's description of the run; name(key) names a setting in the message."""
+    need, have = peak_bytes(sizes, batch_size, dtype, data_bytes, **run), memory.available()
     if have is not None and need > have:
-        raise InputError(f"this run needs about {need / 2**30:.1f} GiB of memory but {have / 2**30:.1f} GiB "
-                         "are available; use smaller --layers or --batch-size, or float32")
+        raise InputError(f"this run needs about {memory.describe(need)} of memory but {memory.describe(have)} are "
+                         f"available; use smaller {name('layers')} or {name('batch_size')}, or {name('dtype')} float32")

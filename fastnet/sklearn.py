@@ -21,7 +21,7 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
 from kernels import ACTIVATIONS, layer_views
 
 from . import formats, recipe
-from .api import Model, encode_known, settings
+from .api import Model, check_memory, encode_known, settings
 
 SOLVERS = {"adam": "adam", "sgd": "gd"}  # scikit-learn's name -> fastnet's optimiser
 
@@ -242,6 +242,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         s = self._settings(batch, seed, X.shape[1], incremental)
         if first:
             sizes = tuple(int(v) for v in s["layers"].split(","))
+            check_memory(s, sizes, train[0], 0)
             state = recipe.new_state(s, sizes, train[0], "standardize" if self.standardize else "none")
             self.model_ = Model(state, s, self.classes_, threads=self.threads)
             self.t_ = 0

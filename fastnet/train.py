@@ -34,7 +34,7 @@ from .files import atomic_write
 from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
-from .recipe import PRESETS, check, check_memory, new_state, run_training, split
+from .recipe import PRESETS, check, check_memory, held_out, new_state, run_training, split
 from .threads import CoreShare, numba_threads, set_threads
 from .training import warm_up
 
@@ -180,7 +180,9 @@ def prepare(s, given):
     check_fits(sizes, *test, "the test set", "the model")
     s["test_fingerprint"] = fingerprint(*test)
     s["layers"] = ",".join(map(str, sizes))
-    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], images.nbytes + test[0].nbytes)
+    copies = images.nbytes if held_out(len(labels), s["val_split"]) else 0  # split gathers the rows
+    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], copies, eval_rows=max(len(labels), len(test[1])),
+                 threads=s["threads"], backend=s["backend"], optimizer=s["optimizer"], pixels=images.dtype == np.uint8)
     train_rows, val = split(images, labels, s["val_split"], s["seed"])
     if s["resume"]:
         checkpoint.check_position(state, len(train_rows[1]), s["batch_size"], s["resume"])

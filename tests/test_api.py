@@ -403,3 +403,31 @@ def test_docstring_examples_run(module):
         pytest.importorskip("sklearn")
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_network_larger_than_the_memory_left_is_refused_before_allocating(monkeypatch):
+    """A 100,000-unit hidden layer with 64 MB left: MemoryError in the API's words at once, not a
+    MemoryError partway through allocating (nothing near its size is allocated)."""
+    import tracemalloc
+
+    from fastnet import memory
+
+    X, y = blobs(100, 40)
+    monkeypatch.setattr(memory, "available", lambda: 64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match="of memory but 64 MiB are available; use smaller hidden_layer_sizes"):
+            fastnet.fit(X, y, hidden_layer_sizes=(100_000,), **FAST)
+        assert tracemalloc.get_traced_memory()[1] < 4 << 20
+    finally:
+        tracemalloc.stop()
+    assert fastnet.fit(X, y, hidden_layer_sizes=(16,), epochs=1, **FAST).score(X, y) > 0
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_big_endian_rows_fit_and_predict_as_native_ones(dtype):
+    X, y = blobs()
+    native = fastnet.fit(X.astype(dtype[1:]), y, epochs=2, **FAST)
+    big = fastnet.fit(X.astype(dtype), y, epochs=2, **FAST)
+    np.testing.assert_array_equal(big.network.params, native.network.params)
+    np.testing.assert_array_equal(native.predict_proba(X.astype(dtype)), native.predict_proba(X.astype(dtype[1:])))

@@ -237,3 +237,28 @@ def test_the_fitted_network_is_a_fastnet_model_file_away(digits, tmp_path):
     clf = small().fit(X, y)
     clf.model_.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(fastnet.load(tmp_path / "m.npz").predict(X_test), clf.predict(X_test))
+
+
+def test_a_network_larger_than_the_memory_left_is_refused_before_allocating(monkeypatch):
+    import tracemalloc
+
+    from fastnet import memory
+
+    X, y = load_digits(return_X_y=True)
+    monkeypatch.setattr(memory, "available", lambda: 64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match="use smaller hidden_layer_sizes or batch_size"):
+            MLPClassifier(hidden_layer_sizes=(100_000,), threads=1).fit(X, y)
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_big_endian_rows_fit_and_predict_as_native_ones(dtype):
+    X, y = load_digits(return_X_y=True)
+    native = MLPClassifier(max_iter=2, random_state=0, threads=1).fit(X.astype(dtype[1:]), y)
+    big = MLPClassifier(max_iter=2, random_state=0, threads=1).fit(X.astype(dtype), y)
+    np.testing.assert_array_equal(big.model_.network.params, native.model_.network.params)
+    np.testing.assert_array_equal(native.predict_proba(X.astype(dtype)), native.predict_proba(X.astype(dtype[1:])))
