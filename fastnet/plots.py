@@ -4,9 +4,11 @@ matplotlib is an optional extra, so it is imported inside the drawing functions 
 is one InputError. Figures are built as matplotlib.figure.Figure objects rendered by Agg, never
 through pyplot: nothing needs a display, and a caller's own pyplot backend is left untouched.
 Every PNG is written to a temporary name in its destination folder and renamed into place, so a
-reader never sees half a picture.
+reader never sees half a picture. Text that comes from data or a model file (class names) is drawn
+as it is written (parse_math=False): a name such as `$\\foo$` is not matplotlib mathtext.
 """
 
+import contextlib
 import math
 import os
 
@@ -37,6 +39,21 @@ def make_dir(folder):
     except OSError as exc:
         raise InputError(f"cannot create plot directory {folder}: {exc.strerror or exc}") from None
     return folder
+
+
+@contextlib.contextmanager
+def plot_dir(folder):
+    """make_dir(folder) for the duration of the block; a folder it created is removed again when the
+    block fails and the folder is still empty, so a failed plot leaves nothing behind."""
+    created = not os.path.isdir(folder)
+    make_dir(folder)
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty
+        raise
 
 
 def _figure(width, height):
@@ -85,8 +102,8 @@ def plot_confusion_matrix(path, matrix, class_names, title="Confusion matrix"):
     norm = PowerNorm(0.5, vmin=0, vmax=max(int(matrix.max()), 1))
     im = ax.imshow(matrix, cmap="Blues", norm=norm)
     ticks = np.arange(k)
-    ax.set_xticks(ticks, class_names, rotation=40, ha="right", rotation_mode="anchor")
-    ax.set_yticks(ticks, class_names)
+    ax.set_xticks(ticks, class_names, rotation=40, ha="right", rotation_mode="anchor", parse_math=False)
+    ax.set_yticks(ticks, class_names, parse_math=False)
     ax.set_xlabel("Predicted class", fontsize=11)
     ax.set_ylabel("True class", fontsize=11)
     ax.set_title(title, fontsize=12)
@@ -189,7 +206,7 @@ def image_grid(path, images, labels, class_names, predictions=None, confidences=
     rows = math.ceil(n / cols)
     cell_h = 2.0 if predictions is not None else 1.8
     fig = _figure(max(1.75 * cols, 5.0), cell_h * rows + 0.6)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=12, parse_math=False)
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_xticks([])
@@ -206,13 +223,13 @@ def _caption(ax, label, class_names, predictions, confidences, i):
     """The class name under image i, or its prediction, confidence and true class (red frame when wrong)."""
     true = class_names[int(label)]
     if predictions is None:
-        ax.set_xlabel(true, fontsize=9)
+        ax.set_xlabel(true, fontsize=9, parse_math=False)
         return
     pred = class_names[int(predictions[i])]
     conf = "" if confidences is None else f" ({100 * float(confidences[i]):.0f}%)"
     wrong = int(predictions[i]) != int(label)
     colour = WRONG if wrong else RIGHT
-    ax.set_xlabel(f"{pred}{conf}\ntrue: {true}", fontsize=8.5, color=colour)
+    ax.set_xlabel(f"{pred}{conf}\ntrue: {true}", fontsize=8.5, color=colour, parse_math=False)
     if wrong:
         for spine in ax.spines.values():
             spine.set_color(WRONG)

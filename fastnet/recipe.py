@@ -35,6 +35,7 @@ def new_state(s, sizes, train_images, scaling=None):
     """
     rng = np.random.default_rng(s["seed"])
     scale, shift = input_scaling(train_images, scaling or ("standardize" if s["standardize"] else "pixels"))
+    check_input_range(train_images, scale, shift, s["dtype"])
     model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift,
                         activations=hidden_layers(sizes, s.get("activation", "relu")))
     return TrainState(model, new_optimizer(s, model), rng)
@@ -101,8 +102,28 @@ def feature_moments(X, chunk=4096):
     No floor: features have their own units, so none fits all. A feature whose variance is within
     the rounding error of computing it (a constant feature, or one that differs only by rounding)
     gets deviation 1: it is centred, not blown up. The bound is scikit-learn StandardScaler's:
-    var <= N·eps·var + (N·mean·eps)^2.
+    var <= N·eps·var + (N·mean·eps)^2. A feature whose sums overflow float64 (values near 1e154 and
+    beyond) is measured again in units of a power of two near its largest value: exact scaling, so
+    the moments are what they would be without overflow.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, var = _moments(X, chunk)
+    eps = np.finfo(np.float64).eps
+    exponent = np.zeros(X.shape[1], np.int64)
+    huge = ~(np.isfinite(mean) & np.isfinite(var))
+    if huge.any():
+        columns = np.flatnonzero(huge)
+        peak = np.maximum(X[:, columns].max(axis=0), -X[:, columns].min(axis=0)).astype(np.float64)
+        exponent[columns] = np.frexp(peak)[1]
+        mean[columns], var[columns] = _moments(np.ldexp(X[:, columns].astype(np.float64), -exponent[columns]), chunk)
+    n = len(X)
+    with np.errstate(over="ignore"):  # the same test in any power-of-two unit; inf (a huge mean) passes it
+        constant = var <= n * eps * var + (n * mean * eps) ** 2
+    return np.ldexp(mean, exponent), np.where(constant, 1.0, np.ldexp(np.sqrt(var), exponent))
+
+
+def _moments(X, chunk):
+    """Per-feature mean and (population) variance of rows X in float64, without a float64 copy of X."""
     n = len(X)
     mean = np.zeros(X.shape[1])
     for start in range(0, n, chunk):  # float64 sums without a float64 copy of the set
@@ -111,10 +132,31 @@ def feature_moments(X, chunk=4096):
     var = np.zeros(X.shape[1])
     for start in range(0, n, chunk):
         var += ((X[start : start + chunk] - mean) ** 2).sum(axis=0)
-    var /= n
-    eps = np.finfo(np.float64).eps
-    constant = var <= n * eps * var + (n * mean * eps) ** 2
-    return mean, np.where(constant, 1.0, np.sqrt(var))
+    return mean, var / n
+
+
+def check_input_range(X, scale, shift, dtype):
+    """InputError when real-valued rows X, scaled as x * scale + shift, do not fit a network of dtype:
+    a scale or shift that rounds to zero or overflows in dtype, or inputs beyond the square root of
+    its largest number (past it, products and sums overflow as the network trains). uint8 pixels fit."""
+    if X.dtype == np.uint8 or not len(X):
+        return
+    dtype = np.dtype(dtype)
+    limit = np.sqrt(np.finfo(dtype).max)
+    scale = np.broadcast_to(np.asarray(scale, np.float64), X.shape[1:])
+    shift = np.broadcast_to(np.asarray(shift, np.float64), X.shape[1:])
+    with np.errstate(over="ignore", invalid="ignore"):
+        stored_scale, stored_shift = scale.astype(dtype), shift.astype(dtype)
+        high, low = X.max(axis=0).astype(np.float64), X.min(axis=0).astype(np.float64)
+        inputs = np.maximum(np.abs(high * scale + shift), np.abs(low * scale + shift))  # x·scale+shift is linear
+    lost = ~np.isfinite(stored_scale) | ~np.isfinite(stored_shift) | ((stored_scale == 0) & (scale != 0))
+    bad = np.flatnonzero(lost | ~(inputs <= limit))
+    if len(bad):
+        j = int(bad[0])
+        peak = max(abs(high[j]), abs(low[j]))
+        raise InputError(f"feature {j} of the training rows reaches {peak:.3g} in magnitude: too large for a "
+                         f"{dtype} network, whose inputs must stay within {limit:.3g} after scaling; rescale it "
+                         "(or standardise it), or use float64")
 
 
 def _is_int(x, least):
