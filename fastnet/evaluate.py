@@ -16,6 +16,7 @@ from .threads import set_threads
 
 GRID_SIZE = 25
 GRID_WRONG = 8
+PICTURES = ("test_predictions.png", "confusion_matrix.png")  # what --plot writes
 
 
 def build_parser():
@@ -145,7 +146,7 @@ def grid_sample(labels, predictions, rng, size=GRID_SIZE, wrong=GRID_WRONG):
 def write_plots(folder, images, labels, probs, names, matrix):
     """test_predictions.png (a sample with predictions, mistakes included) and confusion_matrix.png in
     folder; a folder made here is removed again when they cannot be written."""
-    with plots.plot_dir(folder):
+    with plots.plot_dir(folder, PICTURES):
         return _draw(folder, images, labels, probs, names, matrix)
 
 
@@ -156,9 +157,9 @@ def _draw(folder, images, labels, probs, names, matrix):
     mistakes = (f"the {n_wrong} in red are mistakes, included on purpose" if n_wrong
                 else "the model got all of them right")
     title = f"{len(idx)} test images: the model's prediction (confidence) and the true class\n{mistakes}"
-    grid = plots.image_grid(os.path.join(folder, "test_predictions.png"), images[idx], labels[idx], names,
+    grid = plots.image_grid(os.path.join(folder, PICTURES[0]), images[idx], labels[idx], names,
                             predictions[idx], probs[idx, predictions[idx]], title)
-    confusion = plots.plot_confusion_matrix(os.path.join(folder, "confusion_matrix.png"), matrix, names,
+    confusion = plots.plot_confusion_matrix(os.path.join(folder, PICTURES[1]), matrix, names,
                                             plots.accuracy_title(matrix))
     return [grid, confusion]
 

@@ -42,17 +42,26 @@ def make_dir(folder):
 
 
 @contextlib.contextmanager
-def plot_dir(folder):
-    """make_dir(folder) for the duration of the block; a folder it created is removed again when the
-    block fails and the folder is still empty, so a failed plot leaves nothing behind."""
-    created = not os.path.isdir(folder)
+def plot_dir(folder, names=()):
+    """make_dir(folder) for the duration of the block. When the block fails, what it made goes again:
+    the files `names` in a folder made here, then the folders made here while they are empty. So a
+    failed plot leaves nothing behind; a folder that was there before keeps what it had."""
+    made = []
+    parent = os.path.abspath(folder)
+    while not os.path.isdir(parent) and parent != os.path.dirname(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
     make_dir(folder)
     try:
         yield folder
     except BaseException:
-        if created:
+        if made:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(made[0], name))
+        for path in made:  # deepest first
             with contextlib.suppress(OSError):
-                os.rmdir(folder)  # only when empty
+                os.rmdir(path)
         raise
 
 
