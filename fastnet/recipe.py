@@ -96,30 +96,36 @@ def pixel_moments(images, chunk=2048):
     return mean, np.maximum(sd, SD_FLOOR)
 
 
+# Features larger than this (in magnitude) have their moments measured in units of a power of two
+# near their largest value: beyond it a float32 network cannot take them raw, and rounding noise of a
+# constant one's mean, left after centring, would be larger than 1.
+HUGE_FEATURE = 2.0**64
+
+
 def feature_moments(X, chunk=4096):
     """Per-feature mean and deviation of real-valued rows X (N, D), in float64, two passes.
 
     No floor: features have their own units, so none fits all. A feature whose variance is within
     the rounding error of computing it (a constant feature, or one that differs only by rounding)
     gets deviation 1: it is centred, not blown up. The bound is scikit-learn StandardScaler's:
-    var <= N·eps·var + (N·mean·eps)^2. A feature whose sums overflow float64 (values near 1e154 and
-    beyond) is measured again in units of a power of two near its largest value: exact scaling, so
-    the moments are what they would be without overflow.
+    var <= N·eps·var + (N·mean·eps)^2. A feature beyond HUGE_FEATURE, or whose sums overflow float64,
+    is measured again in units of a power of two u near its largest value, which scale it exactly (the
+    same moments, without overflow); if constant, it gets deviation u, so that its rounding noise
+    after centring is below 1.
     """
     with np.errstate(over="ignore", invalid="ignore"):
         mean, var = _moments(X, chunk)
-    eps = np.finfo(np.float64).eps
+        peak = np.maximum(X.max(axis=0), -X.min(axis=0)).astype(np.float64)
     exponent = np.zeros(X.shape[1], np.int64)
-    huge = ~(np.isfinite(mean) & np.isfinite(var))
-    if huge.any():
-        columns = np.flatnonzero(huge)
-        peak = np.maximum(X[:, columns].max(axis=0), -X[:, columns].min(axis=0)).astype(np.float64)
-        exponent[columns] = np.frexp(peak)[1]
-        mean[columns], var[columns] = _moments(np.ldexp(X[:, columns].astype(np.float64), -exponent[columns]), chunk)
+    huge = ~(np.isfinite(mean) & np.isfinite(var)) | (peak > HUGE_FEATURE)
+    if huge.any():  # all columns, so that each is summed in the order of the plain pass (a copy, rare)
+        exponent[huge] = np.frexp(peak[huge])[1]
+        scaled_mean, scaled_var = _moments(np.ldexp(X.astype(np.float64), -exponent), chunk)
+        mean[huge], var[huge] = scaled_mean[huge], scaled_var[huge]
     n = len(X)
-    with np.errstate(over="ignore"):  # the same test in any power-of-two unit; inf (a huge mean) passes it
-        constant = var <= n * eps * var + (n * mean * eps) ** 2
-    return np.ldexp(mean, exponent), np.where(constant, 1.0, np.ldexp(np.sqrt(var), exponent))
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2  # the same test in any power-of-two unit
+    return np.ldexp(mean, exponent), np.ldexp(np.where(constant, 1.0, np.sqrt(var)), exponent)
 
 
 def _moments(X, chunk):
