@@ -65,6 +65,15 @@ def plot_dir(folder, names=()):
         raise
 
 
+SHOWN_CHARS = 40  # of a class name drawn in a picture; a longer one is cut (a file may hold up to 1024)
+
+
+def shown(name):
+    """A class name as a picture shows it: at most SHOWN_CHARS characters, a cut one ending in '…'."""
+    name = str(name)
+    return name if len(name) <= SHOWN_CHARS else name[: SHOWN_CHARS - 1] + "…"
+
+
 def _figure(width, height):
     """A new matplotlib Figure of width x height inches; InputError when matplotlib is missing."""
     require_matplotlib()
@@ -111,8 +120,9 @@ def plot_confusion_matrix(path, matrix, class_names, title="Confusion matrix"):
     norm = PowerNorm(0.5, vmin=0, vmax=max(int(matrix.max()), 1))
     im = ax.imshow(matrix, cmap="Blues", norm=norm)
     ticks = np.arange(k)
-    ax.set_xticks(ticks, class_names, rotation=40, ha="right", rotation_mode="anchor", parse_math=False)
-    ax.set_yticks(ticks, class_names, parse_math=False)
+    names = [shown(n) for n in class_names]
+    ax.set_xticks(ticks, names, rotation=40, ha="right", rotation_mode="anchor", parse_math=False)
+    ax.set_yticks(ticks, names, parse_math=False)
     ax.set_xlabel("Predicted class", fontsize=11)
     ax.set_ylabel("True class", fontsize=11)
     ax.set_title(title, fontsize=12)
@@ -230,11 +240,11 @@ def image_grid(path, images, labels, class_names, predictions=None, confidences=
 
 def _caption(ax, label, class_names, predictions, confidences, i):
     """The class name under image i, or its prediction, confidence and true class (red frame when wrong)."""
-    true = class_names[int(label)]
+    true = shown(class_names[int(label)])
     if predictions is None:
         ax.set_xlabel(true, fontsize=9, parse_math=False)
         return
-    pred = class_names[int(predictions[i])]
+    pred = shown(class_names[int(predictions[i])])
     conf = "" if confidences is None else f" ({100 * float(confidences[i]):.0f}%)"
     wrong = int(predictions[i]) != int(label)
     colour = WRONG if wrong else RIGHT

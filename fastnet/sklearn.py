@@ -21,7 +21,7 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
 from kernels import ACTIVATIONS, layer_views
 
 from . import formats, recipe
-from .api import Model, encode_known, settings
+from .api import Model, encode_known, python_errors, settings
 
 SOLVERS = {"adam": "adam", "sgd": "gd"}  # scikit-learn's name -> fastnet's optimiser
 
@@ -247,7 +247,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if first:
             sizes = tuple(int(v) for v in s["layers"].split(","))
             s["input_dtype"] = X.dtype.name  # what its inputs are (model files record it; fastnet.fit)
-            state = recipe.new_state(s, sizes, train[0], "standardize" if self.standardize else "none")
+            with python_errors():  # features too large for dtype: a ValueError (recipe.check_input_range)
+                state = recipe.new_state(s, sizes, train[0], "standardize" if self.standardize else "none")
             self.model_ = Model(state, s, self.classes_, threads=self.threads)
             self.t_ = 0
             self.loss_curve_ = []
