@@ -78,9 +78,11 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
         are stored with the model and applied by predict. uint8 input is taken for pixels and
         standardised exactly as the command line does: moments of p/255, the deviation floored at
         ``fastnet.recipe.SD_FLOOR`` (0.05) so that a nearly constant border pixel is not blown up.
-        Other input: moments in float64; a feature whose variance is within rounding error of zero
-        (a constant one) is only centred (scikit-learn StandardScaler's rule). False: the values
-        are used as they are (no hidden 1/255).
+        Other input: moments in float64 (in power-of-two units for features beyond 2**64 or below
+        2**-64, so that 1e300 does not overflow); a feature whose variance is within rounding error
+        of zero (a constant one) is only centred (scikit-learn StandardScaler's rule). False: the
+        values are used as they are (no hidden 1/255). Either way a feature whose scaled values do
+        not fit `dtype` is a ValueError naming it.
     validation : float, int, (X_val, y_val) or None, default=0.05
         Rows held out to measure val_loss and val_accuracy after each epoch: a fraction of the
         rows, a count of rows (drawn with `seed`), a pair of arrays, or None / 0 for none.
@@ -106,8 +108,8 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
     TypeError
         X is not an array of real numbers, or y's labels cannot be compared.
     ValueError
-        Bad shapes, NaN or infinite values, fewer than two classes, a setting out of range, or a
-        diverged run.
+        Bad shapes, NaN or infinite values, features too large (or small) for `dtype`, fewer than
+        two classes, a setting out of range, or a diverged run.
 
     Examples
     --------
@@ -252,7 +254,8 @@ class Model:
                 f"{self.network.dtype})")
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax of the network's outputs.
+        """Class probabilities: the softmax of the network's outputs. A finite row far beyond the
+        training rows (1e308, say) is predicted with its inputs saturated, never as NaN.
 
         Parameters
         ----------
@@ -290,7 +293,8 @@ class Model:
         return self.classes_[self._logits(self._rows(X)).argmax(axis=1)]
 
     def score(self, X, y):
-        """Accuracy: the fraction of rows of X whose predicted class equals y.
+        """Accuracy: the fraction of rows of X whose predicted class equals y. Labels of another kind
+        than ``classes_`` (text against numbers) are a ValueError, as in scikit-learn.
 
         Examples
         --------
@@ -314,8 +318,12 @@ class Model:
     def save(self, path):
         """Write the model to path: the command line's ``.npz`` model file, no pickles.
 
-        ``python -m fastnet.evaluate`` reads it; labels other than 0..K-1 are kept in its optional
-        ``classes`` member, so ``fastnet.load`` gives them back.
+        ``python -m fastnet.evaluate`` reads it (given ``--data-dir`` or ``--dataset``: the file records
+        the dtype of the rows it was fit on, not where they came from, and evaluate refuses 0-255
+        pixels for a model of float features); labels other than 0..K-1 are kept in its optional
+        ``classes`` member, so ``fastnet.load`` gives them back and evaluate and ``--resume`` match
+        the data's labels to them (numbers by value, text by the data set's class names).
+        Integer labels must fit 64 bits; path is a str, bytes or os.PathLike.
 
         Examples
         --------
