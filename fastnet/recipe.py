@@ -147,8 +147,8 @@ def check_input_range(X, scale, shift, dtype):
     """InputError when real-valued rows X, scaled as x * scale + shift, do not fit a network of dtype:
     a scale that rounds below its smallest normal number (to 0) or a scale or shift that overflows in
     dtype, or inputs beyond the square root of its largest number (past it, products and sums
-    overflow as the network trains). uint8 pixels fit."""
-    if X.dtype == np.uint8 or not len(X):
+    overflow as the network trains). uint8 pixels fit; None (no rows: a caller that scales none) too."""
+    if X is None or X.dtype == np.uint8 or not len(X):
         return
     dtype = np.dtype(dtype)
     limit = np.sqrt(np.finfo(dtype).max)
