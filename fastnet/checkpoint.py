@@ -115,7 +115,8 @@ def _sized_limits(arrays):
     if counts is not None:
         epoch, batch = counts
         limits.update({key: epoch * 8 + NPY_HEADER for key in EPOCH_MEMBERS})
-        limits.update({"history_step_loss": MAX_STEP_LOSSES * 8 + NPY_HEADER, "partial_losses": batch * 8 + NPY_HEADER})
+        limits.update({"history_step_loss": MAX_STEP_LOSSES * 8 + NPY_HEADER,
+                       "partial_losses": batch * 8 + NPY_HEADER})
     return limits
 
 
@@ -359,8 +360,9 @@ def _numbers(values, what, low=0.0, high=math.inf, nan=False):
 
 
 # A checkpoint's History lists: one entry per finished epoch (step_loss: one per step_stride-th
-# step, training.record_steps), with the range of their values; validation metrics are NaN in a run without a validation set, the
-# training accuracy where the trainer did not evaluate it (the scikit-learn estimator).
+# step, training.record_steps), with the range of their values; validation metrics are NaN in a run
+# without a validation set, the training accuracy where the trainer did not evaluate it (the
+# scikit-learn estimator).
 HISTORY_RANGES = {"epoch_seconds": (0, math.inf, False), "eval_seconds": (0, math.inf, False),
                   "train_loss": (0, math.inf, False), "train_accuracy": (0, 1, True),
                   "val_loss": (0, math.inf, True), "val_accuracy": (0, 1, True), "step_loss": (0, math.inf, False)}
