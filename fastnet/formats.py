@@ -74,8 +74,9 @@ def as_rows(X, what="X", finite=True):
 def all_finite(X, chunk=4096):
     """True when no value of float rows X is NaN or infinite: one float64 sum (NaN or inf propagate),
     then, only if that sum is not finite (an overflow is possible), an exact pass in chunks."""
-    if np.isfinite(X.sum(dtype=np.float64)):
-        return True
+    with np.errstate(over="ignore"):  # finite values near 1e308 may overflow the sum: no warning, the exact pass
+        if np.isfinite(X.sum(dtype=np.float64)):
+            return True
     return all(np.isfinite(X[i : i + chunk]).all() for i in range(0, len(X), chunk))
 
 

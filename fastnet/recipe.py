@@ -35,6 +35,7 @@ def new_state(s, sizes, train_images, scaling=None):
     """
     rng = np.random.default_rng(s["seed"])
     scale, shift = input_scaling(train_images, scaling or ("standardize" if s["standardize"] else "pixels"))
+    check_input_range(train_images, scale, shift, s["dtype"])
     model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift,
                         activations=hidden_layers(sizes, s.get("activation", "relu")))
     return TrainState(model, new_optimizer(s, model), rng)
@@ -95,14 +96,42 @@ def pixel_moments(images, chunk=2048):
     return mean, np.maximum(sd, SD_FLOOR)
 
 
+# Features larger than this in magnitude, or (not 0) smaller than its inverse, have their moments
+# measured in units of a power of two near their largest value: beyond it a float32 network cannot
+# take them raw, rounding noise of a constant one's mean, left after centring, would be larger than
+# 1, and below its inverse a variance underflows toward 0.
+HUGE_FEATURE = 2.0**64
+
+
 def feature_moments(X, chunk=4096):
     """Per-feature mean and deviation of real-valued rows X (N, D), in float64, two passes.
 
     No floor: features have their own units, so none fits all. A feature whose variance is within
     the rounding error of computing it (a constant feature, or one that differs only by rounding)
     gets deviation 1: it is centred, not blown up. The bound is scikit-learn StandardScaler's:
-    var <= N·eps·var + (N·mean·eps)^2.
+    var <= N·eps·var + (N·mean·eps)^2. A feature beyond HUGE_FEATURE, or whose sums overflow float64,
+    (or below its inverse) is measured again in units of a power of two u near its largest value, which
+    scale it exactly (the same moments, without overflow or underflow); if constant, it gets deviation
+    u, so that its rounding noise after centring is below 1.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, var = _moments(X, chunk)
+        peak = np.maximum(X.max(axis=0), -X.min(axis=0)).astype(np.float64)
+    exponent = np.zeros(X.shape[1], np.int64)
+    huge = ~(np.isfinite(mean) & np.isfinite(var)) | (peak > HUGE_FEATURE) | ((peak < 1 / HUGE_FEATURE) & (peak > 0))
+    if huge.any():  # all columns, so that each is summed in the order of the plain pass (a copy, rare)
+        exponent[huge] = np.frexp(peak[huge])[1]
+        scaled_mean, scaled_var = _moments(np.ldexp(X.astype(np.float64), -exponent), chunk)
+        mean[huge], var[huge] = scaled_mean[huge], scaled_var[huge]
+    n = len(X)
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2  # the same test in any power-of-two unit
+    with np.errstate(over="ignore"):  # a deviation near the largest float64 may round to inf: check_input_range
+        return np.ldexp(mean, exponent), np.ldexp(np.where(constant, 1.0, np.sqrt(var)), exponent)
+
+
+def _moments(X, chunk):
+    """Per-feature mean and (population) variance of rows X in float64, without a float64 copy of X."""
     n = len(X)
     mean = np.zeros(X.shape[1])
     for start in range(0, n, chunk):  # float64 sums without a float64 copy of the set
@@ -111,10 +140,33 @@ def feature_moments(X, chunk=4096):
     var = np.zeros(X.shape[1])
     for start in range(0, n, chunk):
         var += ((X[start : start + chunk] - mean) ** 2).sum(axis=0)
-    var /= n
-    eps = np.finfo(np.float64).eps
-    constant = var <= n * eps * var + (n * mean * eps) ** 2
-    return mean, np.where(constant, 1.0, np.sqrt(var))
+    return mean, var / n
+
+
+def check_input_range(X, scale, shift, dtype):
+    """InputError when real-valued rows X, scaled as x * scale + shift, do not fit a network of dtype:
+    a scale that rounds below its smallest normal number (to 0) or a scale or shift that overflows in
+    dtype, or inputs beyond the square root of its largest number (past it, products and sums
+    overflow as the network trains). uint8 pixels fit; None (no rows: a caller that scales none) too."""
+    if X is None or X.dtype == np.uint8 or not len(X):
+        return
+    dtype = np.dtype(dtype)
+    limit = np.sqrt(np.finfo(dtype).max)
+    scale = np.broadcast_to(np.asarray(scale, np.float64), X.shape[1:])
+    shift = np.broadcast_to(np.asarray(shift, np.float64), X.shape[1:])
+    with np.errstate(over="ignore", invalid="ignore"):
+        stored_scale, stored_shift = scale.astype(dtype), shift.astype(dtype)
+        high, low = X.max(axis=0).astype(np.float64), X.min(axis=0).astype(np.float64)
+        inputs = np.maximum(np.abs(high * scale + shift), np.abs(low * scale + shift))  # x·scale+shift is linear
+    tiny = np.finfo(dtype).tiny  # below it a scale has lost its precision (subnormal) or is 0 (an infinite deviation)
+    lost = ~np.isfinite(stored_scale) | ~np.isfinite(stored_shift) | (np.abs(stored_scale) < tiny)
+    bad = np.flatnonzero(lost | ~(inputs <= limit))
+    if len(bad):
+        j = int(bad[0])
+        peak = max(abs(high[j]), abs(low[j]))
+        raise InputError(f"feature {j} of the training rows (values up to {peak:.3g} in magnitude) does not fit a "
+                         f"{dtype} network: its scaling or its inputs overflow or vanish in {dtype} (inputs must "
+                         f"stay within {limit:.3g}); rescale it (or standardise it), or use float64")
 
 
 def _is_int(x, least):

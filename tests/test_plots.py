@@ -117,3 +117,17 @@ def test_missing_matplotlib_is_one_input_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="matplotlib is not installed: pip install"):
         plots.image_grid(str(tmp_path / "g.png"), np.zeros((1, 784), np.uint8), [0], NAMES)
     assert not list(tmp_path.iterdir())
+
+
+def test_long_class_names_are_cut_in_pictures_and_drawn_as_text(tmp_path, recwarn):
+    """A model file may hold class names of 1024 characters: a picture shows 40 of them, without a
+    layout warning (before, 'constrained_layout not applied' on stderr); mathtext is drawn as text."""
+    pytest.importorskip("matplotlib")
+    names = [f"{i}".ljust(1024, "x") for i in range(15)] + ["$\\foo$"]
+    assert plots.shown(names[0]) == names[0][:39] + "…" and plots.shown("$\\foo$") == "$\\foo$"
+    matrix = np.arange(256).reshape(16, 16)
+    plots.plot_confusion_matrix(tmp_path / "c.png", matrix, names)
+    images = np.random.default_rng(0).integers(0, 256, (16, 64))
+    plots.image_grid(tmp_path / "g.png", images, np.arange(16), names, np.arange(16)[::-1])
+    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+    assert not [w for w in recwarn if "layout" in str(w.message)]
