@@ -55,8 +55,8 @@ class KernelCache(FunctionCache):
     (numba.core.compiler.CompilerBase).
 
     When the user's cache lacks a kernel, it is looked up among the files kernels.prebuild ships
-    in kernels/prebuilt/, compiled for a portable CPU baseline, under that baseline's key, if
-    prebuilt_usable(). Any mismatch is a miss, and Numba compiles as before. Where Numba lacks the
+    in kernels/prebuilt/, compiled for a portable CPU baseline (FLAVOURS), under that baseline's
+    key, if prebuilt_usable(). Any mismatch is a miss, and Numba compiles as before. Where Numba lacks the
     internals used here (another version), the load is Numba's own.
     """
 
@@ -82,8 +82,9 @@ class KernelCache(FunctionCache):
         codegen = target_context.codegen()
         if not prebuilt_usable(codegen):
             return None
+        cpu, features, _ = FLAVOURS[flavour()]
         key = self._index_key(sig, codegen)
-        key = (key[0], (codegen.magic_tuple()[0], PREBUILT_BASELINE, ""), *key[2:])
+        key = (key[0], (codegen.magic_tuple()[0], cpu, features), *key[2:])
         shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
         data = shipped.load(key)
         return None if data is None else self._impl.rebuild(target_context, data)
@@ -104,10 +105,30 @@ def _internals(cache):
 
 
 PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prebuilt")  # kernels.prebuild writes it
-PREBUILT_BASELINE = "x86-64-v3"
-# What x86-64-v3 code may use (LLVM's feature names): a CPU lacking one of them gets no prebuilt kernel.
-BASELINE_FEATURES = frozenset(("avx", "avx2", "bmi", "bmi2", "cx16", "f16c", "fma", "lzcnt", "movbe", "popcnt",
-                               "sahf", "sse4.1", "sse4.2", "ssse3", "xsave"))
+
+# The prebuilt flavours: the CPU name and LLVM features they are compiled for, and the features
+# (LLVM's names) a host needs to run them. v3: AVX2 and FMA, 256-bit vectors. v4-512: AVX-512 with
+# 512-bit vectors. The flavour must vectorise as the host's own compile would: a fastmath reduction
+# (the L2 penalty's Σ W²) rounds by its vector width, so a wrong flavour gives other last bits.
+V3_FEATURES = frozenset(("avx", "avx2", "bmi", "bmi2", "cx16", "f16c", "fma", "lzcnt", "movbe", "popcnt", "sahf",
+                         "sse4.1", "sse4.2", "ssse3", "xsave"))
+V4_FEATURES = V3_FEATURES | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+FLAVOURS = {"v3": ("x86-64-v3", "", V3_FEATURES), "v4-512": ("x86-64-v4", "-prefer-256-bit", V4_FEATURES)}
+# Hosts with AVX-512, by LLVM's CPU name, and the flavour that rounds as their compile does (each
+# checked: the same Σ W² bits as a compile for the name itself, docs/performance.md). An AVX-512
+# CPU not listed gets none (compiled on the machine); one without AVX-512 gets v3.
+AVX512_HOSTS = {**dict.fromkeys(("znver4", "znver5", "knl", "knm"), "v4-512"),
+                **dict.fromkeys(("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+                                 "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+                                 "graniterapids"), "v3")}
+
+
+def flavour(name=None, features=None):
+    """The prebuilt flavour for this host (or the CPU `name` with `features`), None for none."""
+    name = llvm.get_host_cpu_name() if name is None else name
+    features = _host_features() if features is None else features
+    chosen = AVX512_HOSTS.get(name) if "avx512f" in features else "v3"
+    return chosen if chosen and FLAVOURS[chosen][2] <= features else None
 
 
 @functools.cache
@@ -121,8 +142,8 @@ def _manifest():
 
 def prebuilt_usable(codegen):
     """True when the shipped kernels fit this process: built by this Numba and Python, for this BLAS
-    integer width (the gemm symbol's name), from this jit.py, on an x86-64 CPU with the baseline's
-    features, and NUMBA_CPU_NAME unset (whoever sets it wants code for that CPU)."""
+    integer width (the gemm symbol's name), from this jit.py, in the flavour this x86-64 CPU takes
+    (flavour()), and NUMBA_CPU_NAME unset (whoever sets it wants code for that CPU)."""
     from . import blas
 
     made = _manifest()
@@ -135,7 +156,7 @@ def prebuilt_usable(codegen):
         return False
     if not codegen.magic_tuple()[0].startswith("x86_64") or made.get("jit_sha256") != _jit_sha256():
         return False
-    return BASELINE_FEATURES <= _host_features()
+    return flavour() in made.get("flavours", ())
 
 
 @functools.cache

@@ -4,8 +4,9 @@ A first run on a machine otherwise compiles the training step (seconds; docs/per
 "Compile time"). This compiles every configuration a run of `python -m fastnet.train` and the
 common calls of the Python API use (parameters float32 and float64; images as uint8 pixels or
 float32/float64 features; IDX-sized labels; every optimiser, which share one compiled step) for
-the CPU baseline BASELINE (x86-64-v3: AVX2 and FMA, which every x86-64 CPU of the last decade
-has), in a child process with an empty Numba cache, and copies Numba's cache files into
+portable CPU baselines (kernels.linking.FLAVOURS: x86-64-v3, AVX2 and FMA, which every x86-64 CPU
+of the last decade has; and x86-64-v4 with 512-bit vectors, for the AVX-512 CPUs whose own compile
+uses them), in child processes with an empty Numba cache, and copies Numba's cache files into
 kernels/prebuilt/ with a manifest of what they were built with. `make setup` runs it, and so does
 a package build (BuildPy below: `pip wheel .` or `python -m build`).
 
@@ -71,21 +72,24 @@ def manifest():
 
     from . import blas
 
-    return {"numba": numba.__version__, "python": list(sys.version_info[:2]), "baseline": BASELINE,
+    from .linking import FLAVOURS
+
+    return {"numba": numba.__version__, "python": list(sys.version_info[:2]), "flavours": list(FLAVOURS),
             "blas_int_bits": blas._bits, "jit_sha256": hashlib.sha256((HERE / "jit.py").read_bytes()).hexdigest()}
 
 
-BASELINE = "x86-64-v3"
-
-
 def build(out):
-    """Compile in a child (empty cache, the baseline CPU) and put its cache files into `out`."""
+    """Compile in a child per flavour (one empty cache, the flavour's CPU) and put the cache files into
+    `out`: one index per kernel holds every flavour, each under its own CPU key."""
+    from .linking import FLAVOURS
+
     with tempfile.TemporaryDirectory(prefix="fastnet-prebuild-") as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_CPU_NAME=BASELINE, NUMBA_CPU_FEATURES="")
-        env.pop("NUMBA_DISABLE_JIT", None)
-        child = subprocess.run([sys.executable, "-m", "kernels.prebuild", "--inner"], env=env, check=True,
-                               cwd=str(HERE.parent), stdout=subprocess.PIPE, text=True)
-        names = json.loads(child.stdout.strip().splitlines()[-1])
+        for cpu, features, _ in FLAVOURS.values():
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)
+            env.pop("NUMBA_DISABLE_JIT", None)
+            child = subprocess.run([sys.executable, "-m", "kernels.prebuild", "--inner"], env=env, check=True,
+                                   cwd=str(HERE.parent), stdout=subprocess.PIPE, text=True)
+            names = json.loads(child.stdout.strip().splitlines()[-1])
         files = [p for p in Path(cache).rglob("jit.*")
                  if p.suffix in (".nbi", ".nbc") and p.name.split("-")[0][len("jit."):] in names]
         if not files:
@@ -125,7 +129,7 @@ def main(argv=None):
         exercise()
         return
     files = build(Path(args.out).resolve())
-    print(f"prebuilt {len(files)} kernel cache files for {BASELINE} into {args.out}")
+    print(f"prebuilt {len(files)} kernel cache files into {args.out}")
 
 
 if __name__ == "__main__":

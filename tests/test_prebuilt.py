@@ -27,21 +27,21 @@ from numba.core.dispatcher import Dispatcher
 assert kernels.__file__.startswith({pkg!r}), kernels.__file__
 {patch}
 rng = np.random.default_rng(0)
-sizes, codes = np.array([12, 7, 3]), np.array([1, 0])
+sizes, codes = np.array([40, 24, 3]), np.array([1, 0])
 labels = rng.integers(0, 3, 40).astype(np.uint8)
 h = hashlib.sha256()
 for dtype, images_dtype in {configs}:
     params = (rng.standard_normal(kernels.parameter_count(sizes)) * 0.3).astype(dtype)
     grads, m, v = np.zeros_like(params), np.zeros_like(params), np.zeros_like(params)
-    images = (rng.random((40, 12)) * 255).astype(images_dtype)
-    scale, shift = np.full(12, 1 / 255, dtype), np.full(12, -0.5, dtype)
+    images = (rng.random((40, 40)) * 255).astype(images_dtype)
+    scale, shift = np.full(40, 1 / 255, dtype), np.full(40, -0.5, dtype)
     args = (images, np.arange(40), [0, 16, 32, 40], labels, scale, shift, sizes, codes, params, grads)
-    work = kernels.mlp_workspace((12, 7, 3), 16, dtype, parts=2)
+    work = kernels.mlp_workspace((40, 24, 3), 16, dtype, parts=2)
     adam, _ = jit.mlp_train_steps(*args, "adam", (m, v), (0.9, 0.999, 1e-8), 1, [1e-2] * 3, work, 1e-3)
-    gd, _ = jit.mlp_train_steps(*args, "gd", (), (), 1, [1e-2] * 3, work)
+    gd, _ = jit.mlp_train_steps(*args, "gd", (), (), 1, [1e-2] * 3, work, 0.5)  # alpha: the penalty's Σ W² too
     out = np.empty((40, 3), dtype)
     jit.mlp_logits(images, np.arange(40), scale, shift, sizes, codes, params, out,
-                   kernels.mlp_workspace((12, 7, 3), 40, dtype, parts=2, training=False))
+                   kernels.mlp_workspace((40, 24, 3), 40, dtype, parts=2, training=False))
     for a in (adam, gd, params, m, v, out, np.float64(jit.cross_entropy(out, labels))):
         h.update(np.asarray(a).tobytes())
 compiled = sorted(n for n, d in vars(jit).items() if isinstance(d, Dispatcher) and sum(d.stats.cache_misses.values()))
@@ -118,11 +118,21 @@ def test_a_missing_prebuilt_callee_is_compiled_and_its_cached_caller_still_runs(
     assert digest == run(site, ONE, FASTNET_NO_PREBUILT="1")[0]
 
 
-def test_a_cpu_without_the_baseline_gets_no_prebuilt_kernel(monkeypatch):
-    from kernels import linking
+def test_each_cpu_gets_the_flavour_that_rounds_as_its_own_compile_or_none(monkeypatch):
+    """512-bit AMD hosts take v4-512, AVX-512 Intel hosts (256-bit preferred) and AVX2 hosts v3; an
+    AVX-512 CPU nobody checked, or one lacking a feature of its flavour, takes none (a compile)."""
     from numba.core.registry import cpu_target
 
+    from kernels import linking
+
+    v3, v4 = linking.V3_FEATURES, linking.V4_FEATURES
+    assert linking.flavour("znver4", v4) == linking.flavour("znver5", v4) == "v4-512"
+    assert linking.flavour("skylake-avx512", v4) == linking.flavour("sapphirerapids", v4) == "v3"
+    assert linking.flavour("haswell", v3) == linking.flavour("znver3", v3) == "v3"
+    assert linking.flavour("futurelake", v4) is None
+    assert linking.flavour("znver4", v3 | {"avx512f"}) is None
+    assert linking.flavour("sandybridge", frozenset({"avx", "sse4.2"})) is None
     codegen = cpu_target.target_context.codegen()
     assert linking.prebuilt_usable(codegen)
-    monkeypatch.setattr(linking, "_host_features", lambda: linking.BASELINE_FEATURES - {"avx2"})
+    monkeypatch.setattr(linking, "_host_features", lambda: linking.V3_FEATURES - {"avx2"})
     assert not linking.prebuilt_usable(codegen)
