@@ -16,7 +16,7 @@ import numpy as np
 
 from kernels import ACTIVATIONS
 
-from . import checkpoint, data, formats
+from . import blasinfo, checkpoint, data, formats
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import (
     ArgumentParser,
@@ -230,9 +230,13 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share, cla
     classes: the labels the outputs stand for, kept in the saved file (None: 0..K-1)."""
     say = (lambda *a: None) if s["quiet"] else print
     source = s["dataset"] if formats.kind(s["data_dir"]) == "idx" else s["data_dir"]
+    blas = blasinfo.blas_info()
+    note = blasinfo.forced_warning(blas)
+    if note:
+        print(note, file=sys.stderr)
     say(f"fastnet: {source} {len(train_rows[1])} train / {len(val[1])} val, layers {s['layers']}, "
         f"{s['dtype']}, backend {s['backend']}, {threads_line(s, share)}, "
-        f"{s['optimizer']} lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}")
+        f"{s['optimizer']} lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}, {blasinfo.blas_text(blas)}")
 
     def save(what):
         checkpoint.save(s["save"], state, s, names, classes)
@@ -294,6 +298,7 @@ def report(s, state, kernels, names, test, stop):
         "val_loss": h.val_loss, "val_accuracy": h.val_accuracy,
         "test_loss": test_loss, "test_accuracy": test_acc, "test_eval_seconds": time.perf_counter() - t,
         "startup_seconds": s["startup_seconds"], "kernel_load_seconds": s["kernel_load_seconds"],
+        "blas": blasinfo.blas_info(),
         "total_seconds": seconds_since_launch(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })

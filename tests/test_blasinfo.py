@@ -40,3 +40,35 @@ def test_forced_kernels_in_a_child_are_reported_as_such():
     code = "from fastnet import blasinfo; i = blasinfo.blas_info(); print(i['kernels'], i['forced'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["Haswell", "Haswell"]
+
+
+def _has_avx512():
+    with open("/proc/cpuinfo") as f:
+        return any(line.startswith("flags") and " avx512f" in line for line in f)
+
+
+def test_a_run_names_its_blas_in_the_header_and_the_metrics_and_notes_forced_kernels(tmp_path):
+    """The header line and --metrics-json name the BLAS kernels; with OPENBLAS_CORETYPE=Haswell on an
+    AVX-512 CPU one 'note:' line says what it costs (and nothing else is on stderr)."""
+    import json
+
+    import numpy as np
+    from conftest import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 3)
+    for forced in (None, "Haswell"):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} if forced is None else \
+            dict(os.environ, OPENBLAS_CORETYPE=forced)
+        env.update(PYTHONPATH=str(ROOT), FASTNET_CACHE_DIR=str(tmp_path / "cache"))
+        proc = subprocess.run([sys.executable, "-m", "fastnet.train", "--data-dir", str(tmp_path), "--epochs", "1",
+                               "--layers", "16,4,3", "--backend", "numpy", "--val-split", "0",
+                               "--metrics-json", str(tmp_path / "m.json")], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        found = json.loads((tmp_path / "m.json").read_text())["blas"]
+        assert found["forced"] == forced and found["library"] in proc.stdout.splitlines()[0]
+        notes = [line for line in proc.stderr.splitlines() if line.strip()]
+        expect_note = forced is not None and _has_avx512() and found["kernels"] not in blasinfo.AVX512_FAMILIES
+        assert len(notes) == expect_note and all(n.startswith("note: OPENBLAS_CORETYPE") for n in notes), notes
