@@ -292,7 +292,7 @@ Scratch = namedtuple("Scratch", "X acts deltas y partials logits at results part
 #   kernels.MLPWork's buffers: X (rows·D0) the gathered inputs, acts and deltas (rows·(D1+...+DL)) a
 #   block per layer, y (rows,) the batch's labels, partials the first layer's pieces 1..; logits:
 #   where a LOGITS pass writes (a step's go to the last block of acts); at: _layout's offsets;
-#   results (parts, 3): each part's RESULT_* columns; parts: the parts a batch is cut into; pieces:
+#   results (parts, 4): each part's RESULT_* columns; parts: the parts a batch is cut into; pieces:
 #   the pieces of the first layer's product (0: gathered and multiplied by rows instead)
 Update = namedtuple("Update", "code m v steps beta1 beta2 one_minus_beta1 one_minus_beta2 eps zero tiny")
 #   the optimiser (its code: kernels.OPTIMIZERS, or NO_UPDATE), its state (Adam's moments; empty
@@ -302,8 +302,9 @@ Update = namedtuple("Update", "code m v steps beta1 beta2 one_minus_beta1 one_mi
 
 STEP_LR, STEP_M_SCALE, STEP_V_SCALE, STEP_INV_N, STEP_DECAY = range(5)  # columns of Update.steps:
 #   the learning rate, Adam's bias corrections 1/(1 - beta^t), 1/n and the L2 term's alpha/n
-RESULT_LOSS, RESULT_FINITE, RESULT_PENALTY = range(3)  # columns of Scratch.results: a part's summed
-#   loss (rows), 0 when a parameter of its band is not finite (bands), its band's Σ W² (bands)
+RESULT_LOSS, RESULT_FINITE, RESULT_PENALTY, RESULT_CORRECT = range(4)  # columns of Scratch.results: a
+#   part's summed loss (rows), 0 when a parameter of its band is not finite (bands), its band's Σ W²
+#   (bands), its rows predicted right, before the update (rows)
 NO_UPDATE = -1  # Update.code of a step that only computes gradients (mlp_gradients)
 
 # Where layer l's pieces start in the flat buffers (element offsets): the columns of the (L, 4)
@@ -415,7 +416,7 @@ def _forward_rows(w, s, net, data, work, update):
 def _backward_rows(w, s, net, data, work, update):
     """ROWS, part w: its rows' fused softmax-cross-entropy, then each layer's delta down to the first
     hidden layer (dZ·Wᵀ on BLAS, then the derivative of the layer below's activation). Returns the
-    rows' summed loss."""
+    rows' summed loss and how many of them the logits predict right (the epoch's running accuracy)."""
     sizes, at, acts, deltas = net.sizes, work.at, work.acts, work.deltas
     n, L, classes = data.starts[s + 1] - data.starts[s], sizes.shape[0] - 1, sizes[-1]
     lo, hi = n * w // work.parts, n * (w + 1) // work.parts
@@ -423,6 +424,9 @@ def _backward_rows(w, s, net, data, work, update):
     Z = acts[out + lo * classes : out + hi * classes].reshape(m, classes)
     dZ = deltas[out + lo * classes : out + hi * classes].reshape(m, classes)
     loss = _softmax_cross_entropy(dZ, Z, work.y[lo:hi], update.steps[s, STEP_INV_N]) * m
+    correct = 0
+    for i in range(m):
+        correct += _argmax(Z[i]) == work.y[lo + i]
     for l in range(L - 1, 0, -1):
         d_in, d_out = sizes[l], sizes[l + 1]
         below = at[l, IN_AT]
@@ -430,7 +434,19 @@ def _backward_rows(w, s, net, data, work, update):
              deltas, below + lo * d_in, d_in)
         _times_derivative(deltas[below + lo * d_in : below + hi * d_in].reshape(m, d_in),
                           acts[below + lo * d_in : below + hi * d_in].reshape(m, d_in), net.activations[l - 1])
-    return loss
+    return loss, correct
+
+
+@_internal
+def _argmax(z):
+    """np.argmax of a row: the first of its largest values, or of its NaNs."""
+    best = 0
+    for j in range(z.shape[0]):
+        if z[j] != z[j]:
+            return j
+        if z[j] > z[best]:
+            best = j
+    return best
 
 
 @_internal_fast  # reassociation lets the sum of squares vectorise; for a given band it is always the same sum
@@ -514,14 +530,15 @@ def _pass(kind, w, s, net, data, work, update):
         if n * (w + 1) // work.parts > n * w // work.parts:
             _forward_rows_apart(w, s, net, data, work, update)
             if kind == ROWS:
-                work.results[w, RESULT_LOSS] = _backward_rows_apart(w, s, net, data, work, update)
+                work.results[w, RESULT_LOSS], work.results[w, RESULT_CORRECT] = _backward_rows_apart(
+                    w, s, net, data, work, update)
 
 
 _pass_apart = apart(_pass)
 
 
 @_jit_parallel
-def _mlp(passes, net, data, work, update, alpha, limit, losses):
+def _mlp(passes, net, data, work, update, alpha, limit, losses, correct):
     """Steps s = 0, 1, ... on the batches of `data`, each the passes in order, each pass a parallel
     loop over the parts of the batch:
 
@@ -534,7 +551,8 @@ def _mlp(passes, net, data, work, update, alpha, limit, losses):
                  db, and the optimiser's update of the band (params, m, v); Σ W² into results
     LOGITS       each part's rows through every layer into work.logits (no step: logits only)
 
-    losses[s] gets step s's loss with its L2 penalty (float64). Stops after a step whose loss is not
+    losses[s] gets step s's loss with its L2 penalty (float64), correct[s] its rows predicted right
+    before its update (where correct has room). Stops after a step whose loss is not
     finite or above limit, or that leaves a parameter not finite. Returns (steps taken, rows valid,
     parameters finite); a step with an invalid row or label is not taken. One parallel loop runs
     every pass; its callees are compiled once each (kernels.linking).
@@ -546,6 +564,7 @@ def _mlp(passes, net, data, work, update, alpha, limit, losses):
         if training and not _valid_rows(s, net, data, work):
             return s, False, True
         results[:, RESULT_LOSS], results[:, RESULT_FINITE], results[:, RESULT_PENALTY] = 0.0, 1.0, 0.0
+        results[:, RESULT_CORRECT] = 0.0
         for kind in passes:
             count = work.pieces if kind == FIRST_LAYER else work.parts  # a name: prange of an inline if is serial
             for w in prange(count):  # w is unsigned inside the parallel loop: cast, or _pass compiles twice
@@ -556,6 +575,8 @@ def _mlp(passes, net, data, work, update, alpha, limit, losses):
             finite = finite and results[w, RESULT_FINITE] != 0
         loss = total / n + 0.5 * alpha * penalty / n
         losses[s] = loss
+        if s < correct.shape[0]:
+            correct[s] = int(results[:, RESULT_CORRECT].sum())
         if not (finite and math.isfinite(loss) and loss <= limit):
             return s + 1, True, finite
     return data.starts.shape[0] - 1, True, True
@@ -594,7 +615,7 @@ def _scratch(work, sizes, parts, training, logits=None):
         logits = acts[at[-1, OUT_AT] :]
     # a training step's first layer comes in pieces (step_pass runs a step's passes one call each)
     pieces = min(parts, 1 + partials.shape[0] // (rows * sizes[1])) if training else 0
-    return Scratch(X, acts, deltas, y, partials, logits, at, np.empty((parts, 3)), parts, pieces)
+    return Scratch(X, acts, deltas, y, partials, logits, at, np.empty((parts, 4)), parts, pieces)
 
 
 def _check_network(images, index, scale, shift, sizes, activations, params, work):
@@ -636,7 +657,7 @@ _CHECKED = [()]  # the arguments _steps last checked: a training loop passes the
 
 
 def _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, update, alpha, limit,
-           passes=_STEP):
+           passes=_STEP, correct=None):
     """Checks, then _mlp's training steps on order and starts from _batches; returns (losses of the
     steps taken, parameters finite).
 
@@ -664,7 +685,11 @@ def _steps(images, order, starts, labels, scale, shift, sizes, activations, para
     net, data = Network(sizes, activations, params, grads), Batches(images, labels, scale, shift, order, starts)
     work = _scratch(work, sizes, _parts(work), True)
     _link(net, data, work, update)
-    done, valid, finite = _mlp(passes, net, data, work, update, float(alpha), float(limit), losses)
+    if correct is None:
+        correct = _NO_COUNTS
+    elif correct.dtype != np.int64 or correct.ndim != 1 or len(correct) < len(losses) or not correct.flags.writeable:
+        raise ValueError(f"correct must be a writable int64 array of at least {len(losses)} counts")
+    done, valid, finite = _mlp(passes, net, data, work, update, float(alpha), float(limit), losses, correct)
     if not valid:
         index = order[starts[done] : starts[done + 1]]
         if index.min() < 0 or index.max() >= len(images):
@@ -726,17 +751,18 @@ def mlp_gradients(images, index, labels, scale, shift, sizes, activations, param
 
 
 def mlp_train_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, optimizer, state,
-                    hyper, step, lrs, work, alpha=0.0, limit=math.inf):
+                    hyper, step, lrs, work, alpha=0.0, limit=math.inf, correct=None):
     """Training steps on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ..., in one
     compiled call (_mlp): step k is the optimiser's step number step + k, with learning rate lrs[k].
     Each thread updates its band of the parameters as soon as the band's gradients (with their L2
     term) are computed, while they are in its cache. Stops after a step whose loss is not finite or
     above limit, or that leaves a parameter not finite. Returns (the steps' losses, float64, one
-    per step taken; p finite)."""
+    per step taken; p finite). correct (int64, a count per step), when given, gets each step's rows
+    whose logits were largest at their label before its update (kernels.reference)."""
     order, starts, counts = _batches(order, starts, len(work[3]))
     update = _update_of(optimizer, state, hyper, step, lrs, counts, params.dtype, alpha)
     return _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, update,
-                  alpha, limit)
+                  alpha, limit, correct=correct)
 
 
 def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
@@ -778,11 +804,12 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
     work = _scratch(work, sizes, _parts(work), False, out.reshape(-1))
     update = _update_of(None, (), (), 1, [0.0], [max(len(index), 1)], params.dtype, 0.0)
     _link(net, data, work, update)
-    _mlp(_FORWARD, net, data, work, update, 0.0, 0.0, np.empty(1))
+    _mlp(_FORWARD, net, data, work, update, 0.0, 0.0, np.empty(1), _NO_COUNTS)
     return out
 
 
 _NO_LABELS = np.zeros(0, np.uint8)  # of the type of IDX labels, which training steps pass
+_NO_COUNTS = np.zeros(0, np.int64)  # no room for correct counts (mlp_train_steps' correct not asked for)
 
 
 # Adam's constants for one step (adam_update's maths, with m̂ = m·m_scale and v̂ = v·v_scale), each

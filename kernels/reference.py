@@ -179,6 +179,11 @@ def mlp_gradients(images, index, labels, scale, shift, sizes, activations, param
     rows, forward layer by layer, softmax, dZ = (A - Y)/N at the output, then backward layer by
     layer without the unused dX of the input layer. work is not needed here.
     """
+    return _gradients(images, index, labels, scale, shift, sizes, activations, params, grads, alpha)[0]
+
+
+def _gradients(images, index, labels, scale, shift, sizes, activations, params, grads, alpha):
+    """mlp_gradients' loss, and the batch's logits (N, K)."""
     names = activation_names(sizes, activations)
     Ws, bs = layer_views(params, sizes)
     dWs, dbs = layer_views(grads, sizes)
@@ -197,7 +202,7 @@ def mlp_gradients(images, index, labels, scale, shift, sizes, activations, param
         for W, dW in zip(Ws, dWs):
             _store(dW + alpha / n * W.astype(np.float64), dW)
         loss += 0.5 * alpha * float(sum(np.sum(W.astype(np.float64) ** 2) for W in Ws)) / n
-    return loss
+    return loss, Z
 
 
 def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
@@ -210,14 +215,17 @@ def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, param
 
 
 def mlp_train_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, optimizer, state,
-                    hyper, step, lrs, work, alpha=0.0, limit=math.inf):
+                    hyper, step, lrs, work, alpha=0.0, limit=math.inf, correct=None):
     """Training steps on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ...: mlp_gradients
     (with its L2 penalty alpha), then the update of `optimizer` (kernels.OPTIMIZERS) with its state
     (kernels.OPTIMIZER_STATE: Adam's m, v; nothing for gd) and hyper-parameters (OPTIMIZER_HYPER:
     Adam's beta1, beta2, eps), as optimiser step number step + k with learning rate lrs[k]. Stops
     after a step whose loss is not finite or above limit, or that leaves a parameter not finite.
-    Returns (the steps' losses, float64, one per step taken; p finite). A training loop runs many
-    steps a call: the JIT twin runs them all in one compiled call, without Python between steps."""
+    Returns (the steps' losses, float64, one per step taken; p finite). correct (an int64 array of a
+    length per step), when given, gets each step's count of rows whose logits (before its update)
+    are largest at the row's label: an epoch's running accuracy with no pass of its own (np.argmax's
+    rule: the first of equal largest). A training loop runs many steps a call: the JIT twin runs
+    them all in one compiled call, without Python between steps."""
     bounds = np.asarray(starts).tolist()
     if len(bounds) < 2 or bounds[0] < 0 or bounds[-1] > len(order) or min(np.diff(bounds)) < 1:
         raise ValueError(f"starts must be 2 or more increasing offsets into the {len(order)} rows of order")
@@ -228,7 +236,9 @@ def mlp_train_steps(images, order, starts, labels, scale, shift, sizes, activati
     losses, finite = [], True
     for k, lr in enumerate(lrs):
         index = order[starts[k] : starts[k + 1]]
-        loss = mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha)
+        loss, logits = _gradients(images, index, labels, scale, shift, sizes, activations, params, grads, alpha)
+        if correct is not None:
+            correct[k] = np.count_nonzero(logits.argmax(axis=1) == labels[index])
         finite = UPDATES[optimizer](params, grads, state, step + k, lr, hyper)
         losses.append(loss)
         if not (finite and math.isfinite(loss) and loss <= limit):

@@ -1118,3 +1118,30 @@ def test_both_optimizers_minimise_the_loss_with_its_l2_penalty(kind):
         reference, model, images, index, labels, ws, 1e-3)
     assert finite and loss == expected > unpenalised
     assert np.array_equal(ws.grads, ref_ws.grads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_steps_count_the_rows_their_logits_predict_right_before_the_update(backend, dtype):
+    """mlp_train_steps' correct[k]: step k's rows whose logits, before its update, are largest at the
+    label (an epoch's running accuracy, with no pass of its own). Checked one step at a time against
+    mlp_logits on the parameters the step started from (1 part: the same products), and the counts
+    of one call of many steps against those of one step a call."""
+    model, _ = network_pair(SIZES_NET, dtype)
+    images, labels = network_batch(50)
+    order, starts = step_batches(50, 16)
+    lrs = [0.05] * (len(starts) - 1)
+    ws = Workspace(model.sizes, 16, dtype, parts=1)
+    net = (model.input_scale, model.input_shift, ws.sizes, model.activation_codes)
+    params, expected, single = model.params.copy(), [], np.zeros(len(lrs), np.int64)
+    for k, lr in enumerate(lrs):
+        index = order[starts[k] : starts[k + 1]]
+        logits = backend.mlp_logits(images, index, *net, params, np.empty((len(index), 10), dtype),
+                                    kernels.mlp_workspace(model.sizes, 16, dtype, parts=1, training=False))
+        expected.append(int(np.count_nonzero(logits.argmax(axis=1) == labels[index])))
+        backend.mlp_train_steps(images, index, [0, len(index)], labels, *net, params, ws.grads, "gd", (), (), k + 1,
+                                [lr], ws.buffers, correct=single[k:])
+    many, params = np.full(len(lrs) + 2, -1, np.int64), model.params.copy()
+    backend.mlp_train_steps(images, order, starts, labels, *net, params, ws.grads, "gd", (), (), 1, lrs, ws.buffers,
+                            correct=many)
+    assert single.tolist() == expected and 0 < sum(expected) < 50
+    assert many[: len(lrs)].tolist() == expected and many[len(lrs) :].tolist() == [-1, -1]  # no more than asked
