@@ -22,6 +22,8 @@ column (the process's CPU time / wall time, start-up included) shows what each r
 Parts: the table (every contender), the scale table (fastnet, JAX lax.scan and the floor at
 batch 32/128/512 and width 128/512/2048) and fastnet's cold start (time to the first batch with an
 empty and with a warm Numba cache). All three by default; --table, --scale, --cold pick some.
+--whole: every contender's whole run, exec to exit, a first one with every compile and data cache
+empty and a later one (whole(); not part of the default).
 Results go to bench/results/compare-DATE-threadsN.json, one file per thread count.
 A contender whose library is missing is skipped with one line; one that fails is reported, not fatal.
 """
@@ -239,6 +241,47 @@ def scale(names, args, threads, init, n_train):
     return {"rows": rows, "failed": failed}
 
 
+WHOLE_CACHES = {"NUMBA_CACHE_DIR": "numba", "FASTNET_CACHE_DIR": "data", "TORCHINDUCTOR_CACHE_DIR": "inductor",
+                 "TRITON_CACHE_DIR": "triton", "JAX_COMPILATION_CACHE_DIR": "jax", "KERAS_HOME": "keras"}
+
+
+def whole(names, args, threads, init):
+    """Each contender's whole run, exec to exit: a first run with every compile and data cache
+    empty (fastnet's prebuilt kernels are part of its install, as a peer's compiled library is),
+    then a later run with those caches as the first left them. Rounds rotate the contenders."""
+    entries = [(name, CONTENDERS[name].argv(args.epochs, 128, 128, threads, init(128), args.data_dir))
+               for name in names]
+    results, failed = {name: {"first": [], "later": []} for name in names}, {}
+    for r in range(args.runs):
+        for name, argv in entries[r % len(entries):] + entries[: r % len(entries)]:
+            if name in failed:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                env = dict(os.environ, **{var: os.path.join(tmp, sub) for var, sub in WHOLE_CACHES.items()})
+                try:
+                    for kind in ("first", "later"):
+                        results[name][kind].append(run_once(argv, env))
+                except Failed as e:
+                    failed[name] = str(e)
+                    continue
+            first, later = (results[name][k][-1]["process_wall_seconds"] for k in ("first", "later"))
+            print(f"  round {r + 1}/{args.runs}  {name:15} first {first:6.2f} s  later {later:6.2f} s",
+                  file=sys.stderr, flush=True)
+    rows = []
+    print(f"whole runs, {threads} thread{'s' * (threads > 1)}, {args.epochs} epochs (exec to exit, median):")
+    for name in names:
+        if name in failed or not results[name]["first"]:
+            continue
+        row = {"contender": name, **{f"{kind}_median": float(np.median([m["process_wall_seconds"] for m in runs]))
+                                     for kind, runs in results[name].items()},
+               "test_accuracy": float(np.median([m["test_accuracy"] for m in results[name]["later"]])),
+               "runs": results[name]}
+        rows.append(row)
+        print(f"  {name:15} first {row['first_median']:6.2f} s  later {row['later_median']:6.2f} s  "
+              f"test acc {row['test_accuracy']:.4f}")
+    return {"rows": rows, "failed": failed}
+
+
 def cold_start(threads, data_dir=None):
     """Two one-epoch fastnet runs sharing a fresh NUMBA_CACHE_DIR: the first compiles, the second loads.
 
@@ -305,10 +348,11 @@ def main(argv=None):
     p.add_argument("--table", action="store_true", help="the comparison table")
     p.add_argument("--scale", action="store_true", help="the batch-size and width table")
     p.add_argument("--cold", action="store_true", help="fastnet's cold start")
+    p.add_argument("--whole", action="store_true", help="every contender's whole run, first and later (not by default)")
     p.add_argument("--data-dir", help="Fashion-MNIST IDX directory (default: fastnet's search)")
     p.add_argument("--results", default=str(RESULTS), help="directory of the results JSON (default bench/results)")
     args = p.parse_args(argv)
-    parts = [part for part in ("table", "scale", "cold") if getattr(args, part)] or ["table", "scale", "cold"]
+    parts = [part for part in ("table", "scale", "cold", "whole") if getattr(args, part)] or ["table", "scale", "cold"]
     from threadpoolctl import threadpool_limits
 
     from bench.peers.common import write_init
@@ -336,8 +380,11 @@ def main(argv=None):
                     out["scale"] = scale(names, args, threads, init, n_train)
                 if "cold" in parts and "fastnet" in names:
                     out["cold_start"] = cold_start(threads, args.data_dir)
+                if "whole" in parts:
+                    out["whole"] = whole(names, args, threads, init)
             out["loadavg_end"] = os.getloadavg()
-            kind = "compare" if "table" in parts else "scale" if "scale" in parts else "cold"  # a later --scale
+            kind = next(k for k, part in (("compare", "table"), ("scale", "scale"), ("whole", "whole"), ("cold", "cold"))
+                        if part in parts)  # a later --scale or --whole keeps the table
             path = Path(args.results) / f"{kind}-{datetime.date.today()}-threads{threads}.json"  # keeps the table
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(out, indent=2) + "\n")

@@ -149,3 +149,20 @@ def test_profile_step_times_every_pass_on_a_small_data_set(small_fashion, capsys
     assert set(times) == {"whole step, one a call", "whole steps, 64 a call", "passes apart", "passes apart, no Adam", "gather alone",
                           "Adam alone, in cache", "floor (products alone)", "first layer", "rows", "bands + Adam"}
     assert all(t > 0 for t in times.values())  # each ran (timings are compared in benchmarks, never here)
+
+
+def test_whole_runs_time_a_first_run_with_empty_caches_and_a_later_one(small_fashion, tmp_path, capsys):
+    """--whole: each run from exec to exit; the first with every compile and data cache in a fresh
+    folder (so the decoded data is written there), the later one with the folder as the first left it."""
+    compare.main(["--only", "fastnet-numpy,sklearn", "--epochs", "1", "--runs", "1", "--threads", "1", "--whole",
+                  "--data-dir", str(small_fashion), "--results", str(tmp_path / "results")])
+    [path] = (tmp_path / "results").iterdir()
+    assert path.name.startswith("whole-")
+    result = json.loads(path.read_text())
+    assert "table" not in result and result["whole"]["failed"] == {}
+    rows = {row["contender"]: row for row in result["whole"]["rows"]}
+    assert set(rows) == {"fastnet-numpy", "sklearn"}
+    for row in rows.values():
+        assert row["first_median"] > 0 and row["later_median"] > 0 and 0.5 < row["test_accuracy"] <= 1
+        assert len(row["runs"]["first"]) == len(row["runs"]["later"]) == 1
+    assert "whole runs, 1 thread" in capsys.readouterr().out
