@@ -38,7 +38,7 @@ def python_errors(lr_name="lr"):
 
 def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs=5, batch_size=128, lr=2e-3,
         schedule="cosine", warmup=0, optimizer="adam", beta1=0.8, beta2=0.99, eps=1e-8, standardize=True,
-        validation=0.05, seed=0, dtype="float32", backend="numba", threads=None, verbose=False):
+        validation=0.05, seed=0, dtype="float32", backend="numba", threads=None, verbose=False, train_pass=False):
     """Train a multilayer perceptron classifier (hidden layers, softmax output, cross-entropy).
 
     The defaults are python -m fastnet.train's recipe: 5 epochs of Adam (beta1 0.8, beta2 0.99) at
@@ -97,6 +97,10 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
         the cores this process may use, or its share of them inside a joblib or Dask worker.
     verbose : bool, default=False
         Print one line per epoch.
+    train_pass : bool, default=False
+        Measure each epoch's training accuracy with a pass over the training rows after it; by
+        default the history holds the running accuracy of the epoch's steps (as Keras reports it),
+        which costs nothing.
 
     Returns
     -------
@@ -157,7 +161,7 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
             check_memory(s, sizes, X, 0, len(val[0]))
         state = recipe.new_state(s, sizes, train[0], "standardize" if standardize else "none")
         model = Model(state, s, classes, threads=threads)
-        model._train(train, val, epochs, verbose=verbose)
+        model._train(train, val, epochs, verbose=verbose, train_pass=train_pass)
     return model
 
 
@@ -389,9 +393,9 @@ class Model:
         Z -= Z.max(axis=1, keepdims=True)
         return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))  # log-softmax: finite where softmax underflows
 
-    def _train(self, train, val, epochs, on_epoch=None, verbose=False, lr_name="lr", train_accuracy=True):
+    def _train(self, train, val, epochs, on_epoch=None, verbose=False, lr_name="lr", train_pass=False):
         """Train up to `epochs` epochs in total on (rows, class indices) pairs train and val;
-        train_accuracy=False skips evaluating the training rows after each epoch (training.fit)."""
+        train_pass: the training rows' accuracy from a pass after each epoch (training.fit)."""
         state, s = self._state, dict(self.settings, epochs=epochs)
         K = self._kernels()
 
@@ -406,7 +410,7 @@ class Model:
         with limited(self.threads, K.BLAS_THREADS, self.backend) as threads, python_errors(lr_name):
             self.settings["threads"] = threads
             _compile(K, self.network, state.optimizer, train, val)
-            recipe.run_training(state, K, train, val, s, each_epoch, train_accuracy=train_accuracy)
+            recipe.run_training(state, K, train, val, s, each_epoch, train_pass=train_pass)
         self.settings["epochs"] = state.epoch
 
     def __getstate__(self):

@@ -55,6 +55,7 @@ def save(path, state, settings, class_names, classes=None):
             "steps": state.history.steps, "step_stride": state.history.step_stride,
         }),
         "partial_losses": np.array(state.partial_losses, np.float64),
+        "partial_correct": np.array(state.partial_correct, np.int64),
     }
     arrays.update({f"history_{k}": np.array(getattr(state.history, k), np.float64) for k in HISTORY_RANGES})
     arrays.update({f"opt_{k}": v for k, v in opt.state().items()})
@@ -116,7 +117,7 @@ def _sized_limits(arrays):
         epoch, batch = counts
         limits.update({key: epoch * 8 + NPY_HEADER for key in EPOCH_MEMBERS})
         limits.update({"history_step_loss": MAX_STEP_LOSSES * 8 + NPY_HEADER,
-                       "partial_losses": batch * 8 + NPY_HEADER})
+                       "partial_losses": batch * 8 + NPY_HEADER, "partial_correct": batch * 8 + NPY_HEADER})
     return limits
 
 
@@ -305,7 +306,7 @@ def state_from(model, settings, arrays, path, optimizers):
         rng.bit_generator.state = progress["rng"]
         state = TrainState(model, opt, rng, progress["epoch"], History(**progress["history"]),
                            progress["batch"], progress["epoch_rng"],
-                           [float(x) for x in progress["partial_losses"]])
+                           [float(x) for x in progress["partial_losses"]], _partial_correct(arrays, progress["batch"]))
         if state.batch:  # a mid-epoch checkpoint redraws the epoch's order from epoch_rng
             np.random.default_rng().bit_generator.state = state.epoch_rng
         if opt.step < 0:
@@ -315,6 +316,15 @@ def state_from(model, settings, arrays, path, optimizers):
     if not all(np.isfinite(a).all() for a in opt.state().values()):
         raise InputError(f"{path}: the optimiser state holds non-finite values")
     return state
+
+
+def _partial_correct(arrays, batch):
+    """The current epoch's counts of rows predicted right (training.TrainState), one per step done;
+    [] from a file written before they were kept: that epoch's running accuracy is then NaN."""
+    counts = arrays.get("partial_correct")
+    if counts is None or counts.shape != (batch,) or counts.dtype.kind not in "iu" or (batch and counts.min() < 0):
+        return []
+    return [int(c) for c in counts]
 
 
 def _with_history(progress, arrays, path):

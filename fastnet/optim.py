@@ -40,14 +40,15 @@ class Optimizer:
         """The hyper-parameters the kernels take (kernels.OPTIMIZER_HYPER), in their order."""
         return tuple(getattr(self, k) for k in OPTIMIZER_HYPER[self.name])
 
-    def train_steps(self, backend, model, images, order, starts, labels, ws, lrs, limit):
+    def train_steps(self, backend, model, images, order, starts, labels, ws, lrs, limit, correct=None):
         """Training steps on the batches images[order[starts[k]:starts[k + 1]]] with learning rates
         lrs, in one kernel call, stopping after a step whose loss is not finite or above limit, or
-        that leaves a parameter not finite: (the steps' losses, float64; the last step's parameters finite)."""
+        that leaves a parameter not finite: (the steps' losses, float64; the last step's parameters
+        finite). correct: where each step's count of rows predicted right goes (mlp_train_steps)."""
         losses, finite = backend.mlp_train_steps(images, order, starts, labels, model.input_scale, model.input_shift,
                                                  ws.sizes, model.activation_codes, model.params, ws.grads, self.name,
                                                  self.buffers, self.hyper(), self.step + 1, lrs, ws.buffers,
-                                                 self.alpha, limit)
+                                                 self.alpha, limit, correct)
         self.step += len(losses)
         return losses, finite
 

@@ -239,16 +239,16 @@ def split(images, labels, val_split, seed):
 
 
 def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, stop=None, parts=0, share=None,
-                 train_accuracy=True):
+                 train_pass=False):
     """Train state up to s["epochs"] with the recipe s (training.fit); True when all epochs ran.
 
     Non-finite values raise DivergenceError in fit, so NumPy's warnings about them are silenced.
-    parts, share and train_accuracy: how the batch is cut, how threads are shared, whether the
-    training rows are evaluated after each epoch (training.fit).
+    parts, share and train_pass: how the batch is cut, how threads are shared, whether the
+    training rows are evaluated after each epoch (training.fit; else the epoch's running accuracy).
     """
     with np.errstate(all="ignore"):
         return fit(state, backend, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"], s["warmup"],
-                   on_epoch, on_batch, stop, parts, share, train_accuracy=train_accuracy)
+                   on_epoch, on_batch, stop, parts, share, train_pass=train_pass)
 
 
 def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, backend="numba", optimizer="adam",

@@ -129,9 +129,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         "softmax".
     model_ : fastnet.Model
         The trained network itself: ``model_.save(path)`` writes the command line's model file
-        (``python -m fastnet.evaluate`` reads it, ``fastnet.load`` gives it back). Its history has
-        no training accuracy (NaN): like scikit-learn, the estimator does not evaluate the training
-        rows after each epoch (a third of an epoch's time at 2 threads).
+        (``python -m fastnet.evaluate`` reads it, ``fastnet.load`` gives it back). Its history's
+        training accuracy is each epoch's running accuracy, counted in the steps themselves: the
+        estimator makes no pass over the training rows after an epoch.
 
     Examples
     --------
@@ -309,7 +309,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         try:
             # scikit-learn's estimators report the epoch's mean step loss only: no pass over the training rows
-            model._train(train, val, state.epoch + epochs, on_epoch, lr_name="learning_rate_init", train_accuracy=False)
+            model._train(train, val, state.epoch + epochs, on_epoch, lr_name="learning_rate_init")
         except _Converged:
             model.settings["epochs"] = state.epoch
         if best is not None:  # early stopping keeps the network of the best epoch

@@ -83,6 +83,9 @@ def build_parser():
     p.add_argument("--metrics-json", metavar="PATH", help="write the run's settings and metrics as JSON")
     p.add_argument("--plot", metavar="DIR", help="write learning curves and a confusion matrix as PNG files")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
+    p.add_argument("--train-pass", action="store_true",
+                   help="measure the training accuracy with a pass over the training rows after each epoch "
+                        "(default: the running accuracy of the epoch's steps, which costs nothing)")
     return p
 
 
@@ -153,11 +156,13 @@ def resume_command(s):
 
 
 def epoch_line(state, epochs, n_train):
+    """An epoch's metrics (loss and acc: the running means of its steps, unless --train-pass) and its
+    whole wall time, training (with its rate) and evaluation."""
     h = state.history
-    secs = h.epoch_seconds[-1]
+    secs, evals = h.epoch_seconds[-1], h.eval_seconds[-1]
     val = f"  val_loss {h.val_loss[-1]:.4f}  val_acc {h.val_accuracy[-1]:.4f}" if not np.isnan(h.val_loss[-1]) else ""
     return (f"epoch {state.epoch}/{epochs}  loss {h.train_loss[-1]:.4f}  acc {h.train_accuracy[-1]:.4f}{val}"
-            f"  {secs:.2f}s ({n_train / secs:,.0f} samples/s)  eval {h.eval_seconds[-1]:.2f}s")
+            f"  {secs + evals:.2f}s (train {secs:.2f}s, {n_train / secs:,.0f} samples/s; eval {evals:.2f}s)")
 
 
 def prepare(s, given):
@@ -259,7 +264,7 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share, cla
         bar.reset(f"epoch {state.epoch + 1}/{s['epochs']}")
         try:
             done = run_training(state, kernels, train_rows, val, s, on_epoch, bar.update, stop, parts=s["threads"],
-                                share=share)
+                                share=share, train_pass=s.get("train_pass", False))
         finally:
             bar.close()
         saved = save("model") if s["save"] else ""

@@ -63,6 +63,7 @@ class TrainState:
     batch: int = 0  # batches of the current epoch already done (non-zero only after an interrupt)
     epoch_rng: dict = None  # state.rng's state when the current epoch drew its order
     partial_losses: list = field(default_factory=list)  # step losses of the current epoch so far
+    partial_correct: list = field(default_factory=list)  # its steps' rows predicted right, before each update
 
 
 # Steps run in one call of the optimiser (Optimizer.train_steps): at most MAX_CHUNK, and as many as
@@ -77,7 +78,8 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
     """One pass over (images, labels) in a fresh order drawn from state.rng; the last partial batch is kept.
 
     lr_at(step) gives the learning rate of optimiser step `step` (0-based). Returns the mean loss
-    over the epoch's samples. Raises DivergenceError as soon as the loss or a parameter is non-finite,
+    over the epoch's samples and the fraction of them predicted right, each step's rows by the
+    network as it was before that step (the running means Keras reports: no pass of their own). Raises DivergenceError as soon as the loss or a parameter is non-finite,
     or the loss explodes past loss_limit of the run's first step loss. Steps run in chunks of up to
     max_chunk (MAX_CHUNK above); on_batch(rows, loss) is called for each step after its chunk, and
     stop() after each chunk: when it returns True the epoch ends early and None is returned.
@@ -86,7 +88,7 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
     n = len(labels)
     if state.batch == 0:
         state.epoch_rng = state.rng.bit_generator.state
-        state.partial_losses = []
+        state.partial_losses, state.partial_correct = [], []
         order = state.rng.permutation(n)
     else:  # resuming mid-epoch: draw the same order again, skip what was done
         rng = np.random.default_rng()
@@ -102,8 +104,9 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
         count = 1 if limit is None else min(chunk, max_chunk, len(starts) - 1 - k)
         t0 = time.perf_counter()
         lrs = [lr_at(opt.step + j) for j in range(count)]
+        correct = np.zeros(count, np.int64)
         losses, finite = opt.train_steps(backend, model, images, order, starts[k : k + count + 1], labels, ws, lrs,
-                                         math.inf if limit is None else limit)
+                                         math.inf if limit is None else limit, correct)
         seconds = time.perf_counter() - t0
         for j, loss in enumerate(losses.tolist()):
             if not (np.isfinite(loss) and (finite or j < len(losses) - 1)):
@@ -122,6 +125,7 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
                 )
             state.batch += 1
             state.partial_losses.append(loss)
+            state.partial_correct.append(int(correct[j]))
             if on_batch is not None:
                 on_batch(int(starts[state.batch] - starts[state.batch - 1]), loss)
         if stop is not None and stop():
@@ -130,12 +134,13 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
             chunk *= 2
         elif seconds > 2 * CHUNK_SECONDS:
             chunk = max(chunk // 2, 1)
-    losses = np.array(state.partial_losses)
+    losses, correct = np.array(state.partial_losses), state.partial_correct
     record_steps(state.history, state.partial_losses)
-    state.batch, state.partial_losses = 0, []
+    state.batch, state.partial_losses, state.partial_correct = 0, [], []
     sizes = np.full(len(losses), batch_size)
     sizes[-1] = n - batch_size * (len(losses) - 1)
-    return float(np.dot(losses, sizes) / n)
+    accuracy = sum(correct) / n if len(correct) == len(losses) else math.nan  # nan: resumed from an older file
+    return float(np.dot(losses, sizes) / n), accuracy
 
 
 def loss_limit(first_loss, classes):
@@ -146,16 +151,17 @@ def loss_limit(first_loss, classes):
 
 
 def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
-        on_epoch=None, on_batch=None, stop=None, parts=0, share=None, max_chunk=MAX_CHUNK, train_accuracy=True):
+        on_epoch=None, on_batch=None, stop=None, parts=0, share=None, max_chunk=MAX_CHUNK, train_pass=False):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
     train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
     checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
     apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
     share: a threads.CoreShare, asked after each step (as a chunk's steps are reported) how many
-    threads may run now. max_chunk: the most steps run in one call (train_epoch). train_accuracy:
-    evaluate the training rows after each epoch (False: NaN in the history, and no pass over them,
-    for a caller that reports only the epoch's loss, as scikit-learn's estimators do). Returns True
+    threads may run now. max_chunk: the most steps run in one call (train_epoch). The history's
+    train_loss and train_accuracy are the epoch's running means (train_epoch); train_pass: the
+    accuracy from a pass over the training rows after each epoch instead (its time in eval_seconds).
+    Returns True
     when all epochs ran, False when stop() cut the run short.
     """
     images, labels = train
@@ -177,14 +183,14 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     h = state.history
     while state.epoch < epochs:
         t0 = time.perf_counter()
-        loss = train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk)
+        done = train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk)
         t1 = time.perf_counter()
-        if loss is None:
+        if done is None:
             return False
         state.epoch += 1
         h.epoch_seconds.append(t1 - t0)
-        h.train_loss.append(loss)
-        h.train_accuracy.append(evaluate(state.model, backend, images, labels)[1] if train_accuracy else np.nan)
+        h.train_loss.append(done[0])
+        h.train_accuracy.append(evaluate(state.model, backend, images, labels)[1] if train_pass else done[1])
         val_loss, val_acc = evaluate(state.model, backend, *val) if len(val[1]) else (float("nan"),) * 2
         h.val_loss.append(val_loss)
         h.val_accuracy.append(val_acc)

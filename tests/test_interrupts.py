@@ -28,8 +28,8 @@ import kernels.jit as jit
 import kernels.reference as ref
 from conftest import write_idx
 from fastnet import checkpoint, training
-from fastnet.model import MLP
-from fastnet.optim import OPTIMIZERS
+from fastnet.model import MLP, Workspace
+from fastnet.optim import OPTIMIZERS, learning_rate
 from fastnet.training import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,20 +306,37 @@ def test_a_stop_between_chunks_resumes_exactly(tmp_path, K, dtype, calls):
 
 
 @pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
-def test_skipping_the_training_rows_evaluation_changes_no_training(K, dtype):
-    """fit(train_accuracy=False), as the scikit-learn estimator runs it, trains the very same network:
-    only the history's training accuracy is NaN instead of measured."""
+def test_the_running_accuracy_counts_each_steps_rows_and_the_pass_over_the_rows_changes_no_training(K, dtype):
+    """fit reports each epoch's running accuracy: the rows each step predicted right before its
+    update, over the epoch's rows (recounted here by replaying the steps one at a time with the
+    kernels' own count). fit(train_pass=True) measures it with a pass over the training rows after
+    the epoch instead, and trains the very same network."""
     train, val = _data()
     runs = []
-    for train_accuracy in (True, False):
+    for train_pass in (False, True):
         state = _fresh(dtype)
-        assert training.fit(state, K, train, val, **FIT, train_accuracy=train_accuracy)
+        assert training.fit(state, K, train, val, **FIT, train_pass=train_pass)
         runs.append(state)
     assert np.array_equal(runs[0].model.params, runs[1].model.params)
     assert runs[0].history.step_loss == runs[1].history.step_loss
     assert runs[0].history.val_accuracy == runs[1].history.val_accuracy
-    assert all(0 <= a <= 1 for a in runs[0].history.train_accuracy)
-    assert len(runs[1].history.train_accuracy) == 4 and np.isnan(runs[1].history.train_accuracy).all()
+    assert all(0 <= a <= 1 for a in runs[0].history.train_accuracy + runs[1].history.train_accuracy)
+    assert runs[0].history.train_accuracy != runs[1].history.train_accuracy  # a running mean, not the pass
+
+    (images, labels), n, batch = train, len(train[1]), FIT["batch_size"]
+    replay, expected = _fresh(dtype), []
+    ws = Workspace(replay.model.sizes, batch, replay.model.dtype)
+    total = -(-n // batch) * FIT["epochs"]
+    for _ in range(FIT["epochs"]):
+        order, right = replay.rng.permutation(n), 0
+        for start in range(0, n, batch):
+            lr = learning_rate(FIT["lr"], FIT["schedule"], replay.optimizer.step, total, FIT["warmup"])
+            count = np.zeros(1, np.int64)
+            replay.optimizer.train_steps(K, replay.model, images, order, [start, min(start + batch, n)], labels, ws,
+                                         [lr], np.inf, count)
+            right += int(count[0])
+        expected.append(right / n)
+    assert runs[0].history.train_accuracy == expected
 
 
 # --- divergence after a checkpoint ------------------------------------------------------------
