@@ -246,8 +246,8 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share):
         if not done:
             more = f". Resume with: {resume_command(s)}" if s["save"] else \
                    " (pass --save PATH to keep a resumable checkpoint)"
-            print(f"{stop.name} at epoch {state.epoch + 1}, step {state.batch}{saved or '; nothing saved'}{more}",
-                  file=sys.stderr)
+            where = f"at epoch {state.epoch + 1}, step {state.batch}" if state.batch else f"after epoch {state.epoch}"
+            print(f"{stop.name} {where}{saved or '; nothing saved'}{more}", file=sys.stderr)
             return 130
         if stop():
             print(f"{stop.name} after the last epoch{saved}; the test evaluation was skipped", file=sys.stderr)

@@ -209,6 +209,42 @@ def test_printed_resume_command_keeps_saving_to_the_same_file(interrupted, tmp_p
     assert state.epoch == 2
 
 
+def test_ctrl_c_in_one_step_epochs_resumes_to_the_straight_runs_bits(workdir, tmp_path):
+    """An epoch of one step: every Ctrl-C comes as an epoch ends (issue 21 S1: the checkpoint said
+    batch 1 of 1, which --resume refused). It stops after that epoch; the printed command resumes
+    to the very bits of a run never interrupted."""
+    root, data, env = workdir
+    args = ["--data-dir", str(data), "--layers", "64,32,4", "--backend", "numpy", "--threads", "1",
+            "--batch-size", "20000", "--val-split", "200", "--schedule", "constant"]  # the same rates whatever --epochs
+    path = tmp_path / "run.npz"
+    proc = subprocess.Popen([*TRAIN, *args, "--epochs", "1000000", "--save", str(path)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 3/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    state, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert state.batch == 0 and state.epoch >= 3 and f"after epoch {state.epoch};" in err, err
+    epochs = state.epoch + 2
+    resumed = subprocess.run(resume_command(err, epochs, tmp_path / "resumed.npz"), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = subprocess.run([*TRAIN, *args, "--epochs", str(epochs), "--save", str(tmp_path / "straight.npz")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert straight.returncode == 0, straight.stderr
+    a, _, _ = checkpoint.load_state(str(tmp_path / "resumed.npz"), OPTIMIZERS)
+    b, _, _ = checkpoint.load_state(str(tmp_path / "straight.npz"), OPTIMIZERS)
+    assert a.epoch == b.epoch == epochs and np.array_equal(a.model.params, b.model.params)
+    assert np.array_equal(a.optimizer.m, b.optimizer.m) and a.history.step_loss == b.history.step_loss
+
+
 # --- resume == straight run, at library level -------------------------------------------------
 
 def _data(n=300, px=64, k=3):
@@ -261,6 +297,42 @@ def test_interrupt_save_load_continue_equals_straight_fit(tmp_path, K, dtype, op
     np.testing.assert_allclose(h.train_loss, g.train_loss, rtol=0, atol=atol)
     np.testing.assert_allclose(h.step_loss, g.step_loss, rtol=0, atol=atol)
     assert h.val_accuracy == g.val_accuracy and len(h.epoch_seconds) == 4
+
+
+@pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_a_stop_with_an_epochs_last_step_ends_between_epochs(tmp_path, K, dtype, calls):
+    """One step an epoch: every stop comes as an epoch ends (issue 21 S1). The run stops after that
+    epoch's bookkeeping, at batch 0 of the next, a place check_position accepts, and resumes to the
+    straight run's bits."""
+    train, val = _data()
+    one_step = dict(FIT, batch_size=len(train[1]))
+    straight = _fresh(dtype)
+    assert training.fit(straight, K, train, val, **one_step)
+    part = _fresh(dtype)
+    seen = []
+    assert not training.fit(part, K, train, val, **one_step, stop=_stop_after(calls),
+                            on_epoch=lambda st: seen.append(st.epoch))
+    assert (part.epoch, part.batch, part.partial_losses) == (calls, 0, []) and seen == list(range(1, calls + 1))
+    assert len(part.history.train_loss) == calls and part.optimizer.step == calls
+    checkpoint.check_position(part, len(train[1]), len(train[1]), "part.npz")
+    path = tmp_path / "part.npz"
+    checkpoint.save(str(path), part, {}, ["a", "b", "c"])
+    resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert training.fit(resumed, K, train, val, **one_step)
+    atol = 0.0 if K is jit else 1e-12
+    np.testing.assert_allclose(resumed.model.params, straight.model.params, rtol=0, atol=atol)
+    np.testing.assert_allclose(resumed.history.step_loss, straight.history.step_loss, rtol=0, atol=atol)
+
+
+def test_no_stop_is_asked_after_the_runs_last_step():
+    """A stop can only cut a run short: after the last epoch's last step fit has nothing left to stop."""
+    train, val = _data()
+    state = _fresh(np.float64)
+    asked = []
+    assert training.fit(state, ref, train, val, **dict(FIT, epochs=2), max_chunk=1,
+                        stop=lambda: asked.append(state.epoch * 8 + state.batch) or False)
+    assert asked == list(range(1, 16))
 
 
 @pytest.mark.parametrize("K, dtype, optimizer", [
