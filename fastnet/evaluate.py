@@ -9,7 +9,7 @@ import numpy as np
 
 from . import checkpoint, data, formats, plots
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
-from .cli import ArgumentParser, printable, run
+from .cli import ArgumentParser, check_plot_folder, printable, run
 from .errors import InputError
 from .model import check_fits, predict_logits
 from .threads import set_threads
@@ -93,9 +93,19 @@ def grid_sample(labels, predictions, rng, size=GRID_SIZE, wrong=GRID_WRONG):
     return np.sort(chosen).astype(np.int64)
 
 
+# The files write_plots writes into the --plot folder.
+PLOTS = ("test_predictions.png", "confusion_matrix.png")
+
+
 def write_plots(folder, images, labels, probs, names, matrix):
-    """test_predictions.png (a sample with predictions, mistakes included) and confusion_matrix.png in folder."""
-    plots.make_dir(folder)
+    """test_predictions.png (a sample with predictions, mistakes included) and confusion_matrix.png in
+    folder; a failure leaves no folder or picture this call made (plots.plot_folder)."""
+    with plots.plot_folder(folder, PLOTS):
+        return _write_plots(folder, images, labels, probs, names, matrix)
+
+
+def _write_plots(folder, images, labels, probs, names, matrix):
+    """write_plots's drawing, into a folder that exists."""
     predictions = probs.argmax(axis=1)
     idx = grid_sample(labels, predictions, np.random.default_rng(0))
     n_wrong = int((predictions[idx] != labels[idx]).sum())
@@ -115,7 +125,7 @@ def main(argv=None):
     kernels = get_backend(args.backend)
     set_threads(None, kernels.BLAS_THREADS)
     if args.plot:
-        plots.require_matplotlib()
+        check_plot_folder(args.plot, PLOTS)
     model, settings, names, _ = checkpoint.load(args.model)
     settings = settings if isinstance(settings, dict) else {}
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")

@@ -7,6 +7,7 @@ Every PNG is written to a temporary name in its destination folder and renamed i
 reader never sees half a picture.
 """
 
+import contextlib
 import math
 import os
 
@@ -30,6 +31,10 @@ def require_matplotlib():
         raise InputError(MISSING) from None
 
 
+# The files training_plots writes into its folder.
+TRAINING_PLOTS = ("learning_curves.png", "confusion_matrix.png")
+
+
 def make_dir(folder):
     """Create folder (and its parents) if missing; InputError when that is impossible."""
     try:
@@ -37,6 +42,33 @@ def make_dir(folder):
     except OSError as exc:
         raise InputError(f"cannot create plot directory {folder}: {exc.strerror or exc}") from None
     return folder
+
+
+@contextlib.contextmanager
+def plot_folder(folder, names):
+    """make_dir(folder) for a block that writes the PNG files `names` into it. When the block fails
+    (a drawing error, a full disk, Ctrl-C), what it made is removed again: those of its PNGs it
+    wrote and the folders it created, so a failed --plot leaves no empty or half-filled folder.
+    A folder that was there keeps its files (each PNG is replaced whole or not at all)."""
+    made = []  # the folders this call creates, deepest first
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        made.append(path)
+        path = os.path.dirname(path)
+    try:
+        make_dir(folder)
+        yield folder
+    except BaseException:
+        if made:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(made[0], name))
+            for created in made:
+                try:
+                    os.rmdir(created)  # only when empty: anything else there is not this call's
+                except OSError:
+                    break
+        raise
 
 
 def _figure(width, height):
@@ -229,10 +261,11 @@ def accuracy_title(matrix, what="test set"):
 def training_plots(out_dir, history, model, kernels, test_images, test_labels, class_names):
     """Write learning_curves.png and confusion_matrix.png (test set) into out_dir; returns their paths."""
     require_matplotlib()
-    make_dir(out_dir)
-    curves = plot_learning_curves(os.path.join(out_dir, "learning_curves.png"), history)
     predictions = predict_logits(model, kernels, test_images).argmax(axis=1)
     matrix = confusion_matrix(test_labels, predictions, model.num_classes)
-    confusion = plot_confusion_matrix(os.path.join(out_dir, "confusion_matrix.png"), matrix,
-                                      class_names, accuracy_title(matrix))
+    curves_png, confusion_png = TRAINING_PLOTS
+    with plot_folder(out_dir, TRAINING_PLOTS):
+        curves = plot_learning_curves(os.path.join(out_dir, curves_png), history)
+        confusion = plot_confusion_matrix(os.path.join(out_dir, confusion_png), matrix, class_names,
+                                          accuracy_title(matrix))
     return [curves, confusion]

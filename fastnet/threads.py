@@ -247,7 +247,7 @@ def _own_folder(folder):
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return None, "is not a directory of its own (a link, or not a directory)"
+        return None, "is a link" if os.path.islink(folder) else "is not a directory"
     info = os.fstat(fd)
     why = ("belongs to another user" if info.st_uid != os.getuid()
            else "may be written by other users" if info.st_mode & 0o022 else "")

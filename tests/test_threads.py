@@ -218,7 +218,7 @@ def test_a_symlinked_folder_is_not_used(tmp_path, quiet_machine, capsys):
     (real / dead).write_text("someone's file named like a dead process\n")
     link = tmp_path / "fastnet-x"
     link.symlink_to(real)
-    assert "link" in _refused(link, capsys)
+    assert "is a link" in _refused(link, capsys)
     assert (real / dead).read_text() == "someone's file named like a dead process\n"
     assert sorted(p.name for p in real.iterdir()) == [dead]
 
