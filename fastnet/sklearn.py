@@ -215,6 +215,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and labels y (n_samples,) for up to max_iter epochs.
+        Ctrl-C ends training as in scikit-learn (a warning, and fit returns), the estimator as after
+        its last complete epoch (an epoch cut short is rolled back; partial_fit alike).
 
         Returns
         -------
