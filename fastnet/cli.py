@@ -209,25 +209,30 @@ def check_outputs(s):
         raise InputError("--metrics-json would overwrite the checkpoint being resumed")
 
 
-def check_plot_folder(folder, names, others=None):
-    """Before any work: --plot FOLDER is a directory, or can be made as one in an existing directory,
-    where the PNG files `names` can be written: probed as --save is (fastnet.files.check_destination:
-    /proc, a read-only mount, an unwritable folder are refused), without making the folder. others:
-    {flag: real path} of the command's other output files, none of which may be the folder or a plot.
+def check_plot_folder(folder, names, others=None, parents=False):
+    """Before any work: --plot FOLDER is a directory, or can be made as one in an existing directory
+    (with parents: in the nearest existing one, its missing parents too), where the PNG files `names`
+    can be written: probed as --save is (fastnet.files.check_destination: /proc, a read-only mount,
+    an unwritable folder are refused), without making anything. others: {flag: real path} of the
+    command's other output files, none of which may be the folder or a plot.
     """
     if not folder or (os.path.lexists(folder) and not os.path.isdir(folder)):
         raise InputError(f"--plot: {folder!r} is not a directory")
-    parent = os.path.dirname(os.path.abspath(folder))
+    first = os.path.abspath(folder)  # the first folder to make, in parent
+    parent = os.path.dirname(first)
+    while parents and not os.path.lexists(parent) and parent != os.path.dirname(parent):
+        first, parent = parent, os.path.dirname(parent)
     if not os.path.isdir(folder) and not os.path.isdir(parent):
-        raise InputError(f"--plot: directory {parent} does not exist")
+        raise InputError(f"--plot: {parent} is not a directory" if os.path.lexists(parent)
+                         else f"--plot: directory {parent} does not exist")
     from .plots import require_matplotlib
 
     require_matplotlib()
     if os.path.isdir(folder):  # each plot can replace what is there; the folder is probed once
         for i, name in enumerate(names):
             check_destination(os.path.join(folder, name), "--plot", probe=i == 0)
-    else:  # the folder can be made: its parent is probed
-        check_destination(folder, "--plot")
+    else:  # the folder can be made: where it starts is probed
+        check_destination(first, "--plot")
     real = os.path.realpath(folder)
     for flag, path in (others or {}).items():
         if path == real:

@@ -125,7 +125,7 @@ def main(argv=None):
     kernels = get_backend(args.backend)
     set_threads(None, kernels.BLAS_THREADS)
     if args.plot:
-        check_plot_folder(args.plot, PLOTS)
+        check_plot_folder(args.plot, PLOTS, parents=True)  # evaluate makes missing parents too
     model, settings, names, _ = checkpoint.load(args.model)
     settings = settings if isinstance(settings, dict) else {}
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")

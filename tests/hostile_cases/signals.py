@@ -337,6 +337,10 @@ def plot_folders(case, sweep):
          both(mkdir("out"), mkdir("out/test_predictions.png")), ()),
         ("evaluate_new_folder", [*evaluate, "--plot", "out"], 0, None,
          ("out", "out/test_predictions.png", "out/confusion_matrix.png")),
+        ("evaluate_new_nested_folders", [*evaluate, "--plot", "a/b/out"], 0, None,
+         ("a", "a/b", "a/b/out", "a/b/out/test_predictions.png", "a/b/out/confusion_matrix.png")),
+        ("evaluate_nested_under_a_file", [*evaluate, "--plot", "model.npz/b/out"], 2, None, ()),
+        ("evaluate_nested_under_proc", [*evaluate, "--plot", "/proc/fastnet/b/out"], 2, None, ()),
     ]:
         check = sweep.loads_as_model("model.npz", 2) if name == "a_plot_links_to_the_resumed_model" else None
         case(f"plotdir_{name}", "plot folders", argv, code, setup=setup, writes=writes, check=check)
