@@ -8,11 +8,18 @@ DATA   := /usr/share/datasets/fashion-mnist
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,plot,sklearn,dask]'
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=68'
+	$(PY) -m pip install --quiet 'numba==0.68.1' numpy threadpoolctl
+	$(PY) -m pip install --quiet --no-build-isolation -e '.[test,plot,sklearn,dask]'
 	touch $@
 
-setup: $(VENV)/.installed
+# The kernels compiled once for a portable x86-64 baseline (kernels.prebuild), so that a first run
+# compiles nothing; again whenever the kernels change.
+PREBUILT := kernels/prebuilt/manifest.json
+$(PREBUILT): $(VENV)/.installed kernels/jit.py kernels/blas.py kernels/linking.py kernels/prebuild.py kernels/__init__.py
+	$(PY) -m kernels.prebuild
+
+setup: $(VENV)/.installed $(PREBUILT)
 
 # The data set: Debian's package where apt is usable as root; otherwise fastnet downloads it
 # from the official mirror into ~/.cache/fastnet on first use.
@@ -45,4 +52,4 @@ gradcheck: setup data
 	$(PY) -m fastnet.gradcheck
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks *.egg-info
+	rm -rf $(VENV) .pytest_cache .benchmarks *.egg-info kernels/prebuilt

@@ -2,8 +2,8 @@
 
 One process, the seed recipe's shapes (784-128-10, batch 128, float32, pixels/255) on the real
 training images, --threads Numba threads (BLAS one thread each, as training runs it). Each epoch
-is timed whole, then again with the step's three passes (kernels.jit._mlp) called one at a time
-and timed apart, then without Adam; and beside them the floor (bench.floor), the gather alone and
+is timed whole, then again with the step's three passes called one at a time and timed apart
+(kernels.jit.step_pass), then without Adam; and beside them the floor (bench.floor), the gather alone and
 Adam alone on buffers already in cache. Rounds alternate between these, so a noisy neighbour hurts
 all of them alike; medians are printed, in ms an epoch.
 
@@ -44,60 +44,51 @@ def _setup(threads, data_dir):
 
 def _epochs(threads, data_dir=None):
     """name -> a function running one epoch of that variant (the floor too), and the dict the passes'
-    times add up in."""
+    times add up in. Everything goes through public kernels (kernels.jit.step_pass for the passes)."""
     images, labels, net, batches = _setup(threads, data_dir)
     p, g, m, v, work = net["params"], net["grads"], net["m"], net["v"], net["work"]
     sizes, codes = np.array(SIZES, np.int64), np.array([1, 0], np.int64)  # relu, then identity
+    shape = (net["scale"], net["shift"], sizes, codes)
     order = np.concatenate(batches)
     starts = np.arange(0, len(order) + BATCH, BATCH).clip(max=len(order))  # one step a batch
-    adam = jit._adam_constants(DTYPE, 10, 5e-4, 0.9, 0.999, 1e-8)
-    losses = np.empty(1)
-    passes = {kind: np.array([kind], np.int64) for kind in (jit.FIRST_LAYER, jit.ROWS, jit.BANDS)}
-    split = {name: 0.0 for name in ("first layer", "rows", "bands + Adam")}
-
-    one_step = {n: (np.array([0, n]), jit._step_constants(DTYPE, 10, [5e-4], 0.9, 0.999, [n], 0.0))
-                for n in {len(index) for index in batches}}  # a batch's starts and constants, made once
-
-    def run_pass(kind, index, update):
-        starts, consts = one_step[len(index)]
-        jit._mlp(passes[kind], threads, g, *work[:4], work.partials, work.activations, images, index, starts, labels,
-                 net["scale"], net["shift"], sizes, codes, p, m, v, adam, consts, update, 0.0, np.inf, losses)
+    adam = ("adam", (m, v), (0.9, 0.999, 1e-8))
+    split = dict.fromkeys(("first layer", "rows", "bands + Adam"), 0.0)
 
     def step():
         for t, index in enumerate(batches, 1):
-            jit.mlp_adam_step(images, index, labels, net["scale"], net["shift"], sizes, codes, p, g, m, v, t, 5e-4,
-                              0.9, 0.999, 1e-8, work)
+            jit.mlp_train_steps(images, index, [0, len(index)], labels, *shape, p, g, *adam, t, [5e-4], work)
 
     def steps():  # as training runs them: many steps a call
         for k in range(0, len(batches), CHUNK_STEPS):
             chunk = starts[k : k + CHUNK_STEPS + 1]
-            jit.mlp_adam_steps(images, order, chunk, labels, net["scale"], net["shift"], sizes, codes, p, g, m, v,
-                               k + 1, [5e-4] * (len(chunk) - 1), 0.9, 0.999, 1e-8, work)
+            jit.mlp_train_steps(images, order, chunk, labels, *shape, p, g, *adam, k + 1, [5e-4] * (len(chunk) - 1),
+                                work)
 
     def passes_apart():
-        for index in batches:
-            for name, kind in zip(split, passes):
+        for t, index in enumerate(batches, 1):
+            for name, kind in zip(split, jit.STEP_PASSES):
                 t0 = time.perf_counter()
-                run_pass(kind, index, True)
+                jit.step_pass(kind, images, index, labels, *shape, p, g, *adam, t, 5e-4, work)
                 split[name] += time.perf_counter() - t0
 
     def no_adam():
         for index in batches:
-            for kind in passes:
-                run_pass(kind, index, False)
+            for kind in jit.STEP_PASSES:
+                jit.step_pass(kind, images, index, labels, *shape, p, g, None, (), (), 1, 0.0, work)
 
     def gather():
         out = work.inputs.reshape(BATCH, SIZES[0])
         for index in batches:
-            jit._gather(out[: len(index)], images, index, net["scale"], net["shift"], np.int64(0), SIZES[0])
+            jit.gather_rows(images, index, net["scale"], net["shift"], out[: len(index)])
 
     def adam_in_cache():
-        for _ in batches:
-            jit._adam(p, g, m, v, adam)
+        for t, _ in enumerate(batches, 1):
+            jit.adam_update(p, g, m, v, t, 5e-4, 0.9, 0.999, 1e-8)
 
-    epochs = {"whole step, one a call": step, f"whole steps, {CHUNK_STEPS} a call": steps, "passes apart": passes_apart, "passes apart, no Adam": no_adam,
-              "gather alone": gather, "Adam alone, in cache": adam_in_cache,
-              "floor (products alone)": floor_epoch(BATCH, SIZES, len(labels), DTYPE)}
+    epochs = {"whole step, one a call": step, f"whole steps, {CHUNK_STEPS} a call": steps,
+              "passes apart": passes_apart, "passes apart, no Adam": no_adam, "gather alone": gather,
+              "Adam alone, in cache": adam_in_cache, "floor (products alone)": floor_epoch(BATCH, SIZES, len(labels),
+                                                                                         DTYPE)}
     return epochs, split
 
 

@@ -170,14 +170,16 @@ def _mlp_adam_step():
     return (*args[:9], m, m * m, 10, 1e-3, 0.9, 0.999, 1e-8, args[9])
 
 
-STEPS = 8  # steps of one mlp_adam_steps call here (training runs up to 64: fastnet.training.MAX_CHUNK)
+STEPS = 8  # steps of one mlp_train_steps call here (training runs up to 64: fastnet.training.MAX_CHUNK)
 
 
-def _mlp_adam_steps():
+def _mlp_train_steps(optimizer):
     """STEPS training steps in one call, as training runs them: no Python between the steps."""
     args = _mlp_adam_step()
     order = np.random.default_rng(3).permutation(M)[: STEPS * N]
-    return (args[0], order, np.arange(0, STEPS * N + 1, N), *args[2:11], 10, [1e-3] * STEPS, *args[13:])
+    state, hyper = ((args[9], args[10]), args[13:16]) if optimizer == "adam" else ((), ())
+    return (args[0], order, np.arange(0, STEPS * N + 1, N), *args[2:9], optimizer, state, hyper, 10, [1e-3] * STEPS,
+            args[16])
 
 
 def _mlp_logits():
@@ -223,8 +225,8 @@ CASES = {
     "softmax_cross_entropy": Case("softmax_cross_entropy", _softmax_cross_entropy, (2,), elements=N * K),
     "mlp_gradients": Case("mlp_gradients", _mlp_gradients, (8,), 2 * N * (2 * D * H + 3 * H * K), P),
     "mlp_adam_step": Case("mlp_adam_step", _mlp_adam_step, (7, 8, 9, 10), 2 * N * (2 * D * H + 3 * H * K), P),
-    "mlp_adam_steps": Case("mlp_adam_steps", _mlp_adam_steps, (8, 9, 10, 11), STEPS * 2 * N * (2 * D * H + 3 * H * K),
-                           P),
+    **{f"mlp_train_steps {o}": Case("mlp_train_steps", lambda o=o: _mlp_train_steps(o), (8, 9, 11),
+                                    STEPS * 2 * N * (2 * D * H + 3 * H * K), P, o) for o in ("adam", "gd")},
     "mlp_logits": Case("mlp_logits", _mlp_logits, (7,), 2 * 2048 * (D * H + H * K), 2048 * D),
     "adam_update": Case("adam_update", _adam_update, (0, 2, 3), elements=P),
     "sgd_update": Case("sgd_update", _sgd_update, (0,), elements=P),
@@ -244,7 +246,8 @@ def _outputs(backend_name, case):
     args = case.make()
     result = getattr(_backend(backend_name), case.kernel)(*args)
     returned = [] if result is None else list(result) if isinstance(result, tuple) else [result]
-    return returned + [args[i].copy() for i in case.written]
+    written = [a for i in case.written for a in (args[i] if isinstance(args[i], tuple) else (args[i],))]
+    return returned + [a.copy() for a in written]  # a tuple argument: an optimiser's state
 
 
 def _assert_close(got, want):
@@ -320,8 +323,9 @@ def test_mlp_adam_step(benchmark, backend_name, report):
     check_then_time(benchmark, backend_name, CASES["mlp_adam_step"], report)
 
 
-def test_mlp_adam_steps(benchmark, backend_name, report):
-    check_then_time(benchmark, backend_name, CASES["mlp_adam_steps"], report)
+@pytest.mark.parametrize("optimizer", ["adam", "gd"])
+def test_mlp_train_steps(benchmark, backend_name, optimizer, report):
+    check_then_time(benchmark, backend_name, CASES[f"mlp_train_steps {optimizer}"], report)
 
 
 def test_mlp_logits(benchmark, backend_name, report):

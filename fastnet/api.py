@@ -16,7 +16,7 @@ from .backend import BACKEND_NAMES, get_backend
 from .errors import DivergenceError, InputError
 from .model import MLP, predict_logits
 from .optim import OPTIMIZERS
-from .threads import limited
+from .threads import default_threads, limited
 from .training import TrainState
 
 # Model.history's names, and the training loop's names for the same lists.
@@ -78,9 +78,11 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
         are stored with the model and applied by predict. uint8 input is taken for pixels and
         standardised exactly as the command line does: moments of p/255, the deviation floored at
         ``fastnet.recipe.SD_FLOOR`` (0.05) so that a nearly constant border pixel is not blown up.
-        Other input: moments in float64; a feature whose variance is within rounding error of zero
-        (a constant one) is only centred (scikit-learn StandardScaler's rule). False: the values
-        are used as they are (no hidden 1/255).
+        Other input: moments in float64 (in power-of-two units for features beyond 2**64 or below
+        2**-64, so that 1e300 does not overflow); a feature whose variance is within rounding error
+        of zero (a constant one) is only centred (scikit-learn StandardScaler's rule). False: the
+        values are used as they are (no hidden 1/255). Either way a feature whose scaled values do
+        not fit `dtype` is a ValueError naming it.
     validation : float, int, (X_val, y_val) or None, default=0.05
         Rows held out to measure val_loss and val_accuracy after each epoch: a fraction of the
         rows, a count of rows (drawn with `seed`), a pair of arrays, or None / 0 for none.
@@ -106,8 +108,11 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
     TypeError
         X is not an array of real numbers, or y's labels cannot be compared.
     ValueError
-        Bad shapes, NaN or infinite values, fewer than two classes, a setting out of range, or a
-        diverged run.
+        Bad shapes, NaN or infinite values, features too large (or small) for `dtype`, fewer than
+        two classes, a setting out of range, or a diverged run.
+    MemoryError
+        Training would need more memory than this process may allocate (the machine's free
+        memory, ``ulimit -v``, a container's limit): raised before anything large is allocated.
 
     Examples
     --------
@@ -141,11 +146,15 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
                 raise ValueError(f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}")
             val = (X_val, encode_known(pair[1], classes, len(X_val), "y_val"))
             train = (X, labels)
-        else:
-            if isinstance(val_split, int) and val_split >= len(X):
-                raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
-            train, val = recipe.split(X, labels, val_split, seed)
+        elif isinstance(val_split, int) and val_split >= len(X):
+            raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
         sizes = tuple(int(v) for v in s["layers"].split(","))
+        s["input_dtype"] = X.dtype.name  # what its inputs are: evaluate and predict check it (model files)
+        if pair is None:  # recipe.split gathers the rows (when it holds some out)
+            check_memory(s, sizes, X, X.nbytes if recipe.held_out(len(X), val_split) else 0)
+            train, val = recipe.split(X, labels, val_split, seed)
+        else:
+            check_memory(s, sizes, X, 0, len(val[0]))
         state = recipe.new_state(s, sizes, train[0], "standardize" if standardize else "none")
         model = Model(state, s, classes, threads=threads)
         model._train(train, val, epochs, verbose=verbose)
@@ -157,7 +166,7 @@ def load(path):
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, bytes or os.PathLike
         An ``.npz`` model file. It is fully validated and never unpickled.
 
     Returns
@@ -169,6 +178,8 @@ def load(path):
     ------
     FileNotFoundError
         There is no file at path.
+    TypeError
+        path is not a path.
     ValueError
         The file is not a valid fastnet model file.
 
@@ -185,7 +196,7 @@ def load(path):
     >>> bool((loaded.predict(X) == model.predict(X)).all())
     True
     """
-    path = os.fspath(path)
+    path = _path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist")
     with python_errors():
@@ -249,7 +260,8 @@ class Model:
                 f"{self.network.dtype})")
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax of the network's outputs.
+        """Class probabilities: the softmax of the network's outputs. A finite row far beyond the
+        training rows (1e308, say) is predicted with its inputs saturated, never as NaN.
 
         Parameters
         ----------
@@ -287,7 +299,8 @@ class Model:
         return self.classes_[self._logits(self._rows(X)).argmax(axis=1)]
 
     def score(self, X, y):
-        """Accuracy: the fraction of rows of X whose predicted class equals y.
+        """Accuracy: the fraction of rows of X whose predicted class equals y. Labels of another kind
+        than ``classes_`` (text against numbers) are a ValueError, as in scikit-learn.
 
         Examples
         --------
@@ -302,13 +315,21 @@ class Model:
         y = np.asarray(y)
         if y.shape != predicted.shape:
             raise ValueError(f"y must hold one label per row of X ({predicted.shape}), got shape {y.shape}")
+        kinds = {_label_kind(y), _label_kind(self.classes_)}
+        if len(y) and len(kinds) > 1:  # scikit-learn's rule: never compare numbers with strings
+            raise ValueError(f"y holds {_label_kind(y)} labels but the model's classes are "
+                             f"{_label_kind(self.classes_)}: {self.classes_[:5]!r}")
         return float(np.mean(predicted == y))
 
     def save(self, path):
         """Write the model to path: the command line's ``.npz`` model file, no pickles.
 
-        ``python -m fastnet.evaluate`` reads it; labels other than 0..K-1 are kept in its optional
-        ``classes`` member, so ``fastnet.load`` gives them back.
+        ``python -m fastnet.evaluate`` reads it (given ``--data-dir`` or ``--dataset``: the file records
+        the dtype of the rows it was fit on, not where they came from, and evaluate refuses 0-255
+        pixels for a model of float features); labels other than 0..K-1 are kept in its optional
+        ``classes`` member, so ``fastnet.load`` gives them back and evaluate and ``--resume`` match
+        the data's labels to them (numbers by value, text by the data set's class names).
+        Integer labels must fit 64 bits; path is a str, bytes or os.PathLike.
 
         Examples
         --------
@@ -324,8 +345,9 @@ class Model:
         if state.optimizer is None:  # a file that held only the network: save it with a fresh optimiser
             kind = OPTIMIZERS[self.settings.get("optimizer", "adam")]
             state = dataclasses.replace(state, optimizer=kind(self.network.params.size, self.network.dtype))
+        path = _path(path)
         with python_errors():
-            checkpoint.save(os.fspath(path), state, self.settings, names, classes)
+            checkpoint.save(path, state, self.settings, names, classes)
 
     # ------------------------------------------------------------ internals shared with fastnet.sklearn
 
@@ -336,11 +358,24 @@ class Model:
             raise ValueError(f"X has {X.shape[1]} features, but the model takes {self.n_features_in_}")
         return X
 
+    def _kernels(self):
+        """The kernel module of self.backend; ValueError when it is not one of BACKEND_NAMES."""
+        if not isinstance(self.backend, str) or self.backend not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {self.backend!r}")
+        with python_errors():
+            return get_backend(self.backend)
+
     def _logits(self, X):
-        """The network's outputs (n_samples, n_classes) for checked rows X, in the model's dtype."""
-        K = get_backend(self.backend)
+        """The network's outputs (n_samples, n_classes) for checked rows X, in the model's dtype.
+        A row whose outputs overflow (finite inputs far beyond any training row, such as 1e308) is
+        computed again with its inputs saturated at INPUT_LIMIT (saturated)."""
+        K = self._kernels()
         with limited(self.threads, K.BLAS_THREADS, self.backend), np.errstate(all="ignore"):
-            return predict_logits(self.network, K, X)
+            Z = predict_logits(self.network, K, X)
+            overflowed = ~np.isfinite(Z).all(axis=1)
+            if overflowed.any():
+                Z[overflowed] = predict_logits(self.network, K, saturated(self.network, X[overflowed]))
+            return Z
 
     def _proba(self, X):
         Z = self._logits(X).astype(np.float64)
@@ -358,7 +393,7 @@ class Model:
         """Train up to `epochs` epochs in total on (rows, class indices) pairs train and val;
         train_accuracy=False skips evaluating the training rows after each epoch (training.fit)."""
         state, s = self._state, dict(self.settings, epochs=epochs)
-        K = get_backend(self.backend)
+        K = self._kernels()
 
         def each_epoch(st):
             if verbose:
@@ -413,6 +448,20 @@ def settings(**s):
     with python_errors():
         recipe.check(s, lambda key: names.get(key, key))
     return s
+
+
+def check_memory(s, sizes, X, copies, val_rows=0):
+    """MemoryError, before anything large is allocated, when training on rows X with settings s
+    would need more memory than this process may allocate (recipe.check_memory); copies: the bytes
+    of X still to be copied (a validation split); val_rows: the rows of a validation set given apart."""
+    try:
+        recipe.check_memory(sizes, min(s["batch_size"], len(X)), s["dtype"], copies,
+                            name=lambda key: "hidden_layer_sizes" if key == "layers" else key,
+                            eval_rows=max(len(X), val_rows),
+                            threads=s["threads"] or default_threads(), backend=s["backend"],
+                            optimizer=s["optimizer"], pixels=X.dtype == np.uint8, api=True)
+    except InputError as exc:
+        raise MemoryError(str(exc)) from None
 
 
 def _hidden_sizes(sizes):
@@ -486,15 +535,66 @@ def _labels(y, n, what):
 
 
 def _storable(classes):
-    """classes as an array a model file can hold without pickle: numbers, booleans or text."""
+    """classes as an array a model file can hold without pickle: numbers, booleans or text. Integers
+    are kept exactly, as int64 or uint64; beyond those a ValueError says so."""
     if classes.dtype.kind in checkpoint.CLASS_KINDS:
         return classes
     if all(isinstance(c, str) for c in classes):
         return np.array(classes.tolist(), dtype=str)
     if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
-        return np.array(classes.tolist(), dtype=np.int64)
+        values = [int(c) for c in classes]
+        for dtype in (np.int64, np.uint64):
+            info = np.iinfo(dtype)
+            if info.min <= min(values) and max(values) <= info.max:
+                return np.array(values, dtype)
+        raise ValueError(f"integer labels beyond 64 bits (such as {max(values, key=abs)}) cannot be stored in a "
+                         "model file; use smaller numbers or strings as labels, or pickle/joblib the model")
     raise ValueError(f"labels of type {type(classes[0]).__name__} cannot be stored in a model file without "
                      "pickle; use numbers or strings as labels, or pickle/joblib the model")
+
+
+def _path(path, what="path"):
+    """A file path given as str, bytes or os.PathLike, as str; TypeError naming `what` otherwise."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{what} must be a file path (str, bytes or os.PathLike), got {type(path).__name__}") \
+            from None
+
+
+def _label_kind(labels):
+    """'text' or 'number' (booleans too), the two kinds of label scikit-learn refuses to compare; else 'other'."""
+    if labels.dtype.kind in "US":
+        return "text"
+    if labels.dtype.kind in "biuf":
+        return "number"
+    values = labels.ravel().tolist()
+    if all(isinstance(v, str) for v in values):
+        return "text"
+    if all(isinstance(v, (bool, int, float, np.bool_, np.number)) for v in values):
+        return "number"
+    return "other"
+
+
+# Network inputs (x * input_scale + input_shift) beyond which a prediction saturates: the fourth root
+# of the dtype's largest number, far beyond any training row, so that products and sums in a few
+# layers stay finite.
+def input_limit(dtype):
+    return float(np.finfo(dtype).max) ** 0.25
+
+
+def saturated(net, X):
+    """Rows X (float64) with each feature clipped to the raw values whose network inputs lie within
+    ±input_limit: a finite row too large for the arithmetic predicts as its saturated self."""
+    X = np.asarray(X, np.float64)
+    scale, shift = net.input_scale.astype(np.float64), net.input_shift.astype(np.float64)
+    limit = input_limit(net.dtype)
+    with np.errstate(all="ignore"):
+        ends = np.stack([(-limit - shift) / scale, (limit - shift) / scale])
+    low = np.where(scale != 0, ends.min(axis=0), -np.inf)
+    high = np.where(scale != 0, ends.max(axis=0), np.inf)
+    top = float(np.finfo(net.dtype).max)
+    return np.clip(X, np.maximum(low, -top), np.minimum(high, top))
 
 
 def _compile(K, net, optimizer, train, val):

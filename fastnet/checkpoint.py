@@ -17,12 +17,12 @@ import zlib
 
 import numpy as np
 
-from kernels import activation_codes, activation_names, parameter_count
+from kernels import ACTIVATIONS, activation_codes, activation_names, parameter_count
 
 from .errors import InputError
 from .files import atomic_write
-from .model import MLP, hidden_layers
-from .training import History, TrainState
+from .model import MAX_LAYERS, MLP, hidden_layers
+from .training import MAX_STEP_LOSSES, History, TrainState
 
 FORMAT = "fastnet-model"
 VERSION = 1
@@ -52,14 +52,19 @@ def save(path, state, settings, class_names, classes=None):
         "progress": _text({
             "epoch": state.epoch, "batch": state.batch, "optimizer": opt.name,
             "rng": state.rng.bit_generator.state, "epoch_rng": state.epoch_rng,
-            "partial_losses": state.partial_losses, "history": vars(state.history),
+            "steps": state.history.steps, "step_stride": state.history.step_stride,
         }),
+        "partial_losses": np.array(state.partial_losses, np.float64),
     }
+    arrays.update({f"history_{k}": np.array(getattr(state.history, k), np.float64) for k in HISTORY_RANGES})
     arrays.update({f"opt_{k}": v for k, v in opt.state().items()})
     if classes is not None:
         if classes.dtype.kind not in CLASS_KINDS or classes.shape != (model.num_classes,):
             raise InputError(f"refusing to write {path}: classes must be {model.num_classes} numbers or strings")
         arrays["classes"] = classes
+    for key in ("class_names", "classes"):
+        if key in arrays and arrays[key].dtype.itemsize > _text_bytes(1):
+            raise InputError(f"refusing to write {path}: a class name is longer than {MAX_NAME} characters")
     if not all(np.isfinite(a).all() for a in (model.params, *opt.state().values())):
         raise InputError(f"refusing to write {path}: the model has non-finite values")
     with atomic_write(path, "wb", "model file") as f:
@@ -71,14 +76,58 @@ _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, Not
                 RuntimeError, MemoryError)
 
 
-# The members a model file may have, read in this order, each within a byte limit: the small ones
-# first, then the (P,) parameter-sized ones, bounded by what the stored layer sizes need. Any other
-# member is never read, so a file padded with a huge extra member costs nothing.
-SMALL_MEMBERS = {"format": 1 << 10, "version": 1 << 10, "sizes": 1 << 16, "activations": 1 << 20,
-                 "input_scale": 1 << 26, "input_shift": 1 << 26, "class_names": 1 << 24, "classes": 1 << 24,
+# The members a model file may have, each read within a byte limit derived from what save() writes:
+# first the ones of a fixed bound; then those sized by the stored layer sizes (the parameters and the
+# input scaling by sizes, the class names by the classes); then those sized by the progress (the
+# history: one float per epoch, MAX_STEP_LOSSES step losses, one partial loss per step of the epoch
+# reached). Any other member is never read, so a file padded with a huge extra member costs nothing.
+# `progress` is small in today's files; files from before the history had members of its own held it
+# there as JSON, hence its large bound.
+NPY_HEADER = 1 << 16  # bytes allowed for a .npy header beside its data
+MAX_NAME = 1024  # characters of a class name (a label in text) that a model file may hold
+
+
+def _text_bytes(count, chars=MAX_NAME):
+    """Bytes of a NumPy unicode array of count strings of up to chars characters (4 bytes each)."""
+    return count * 4 * chars
+
+
+SMALL_MEMBERS = {"format": 1 << 10, "version": 1 << 10, "sizes": 8 * MAX_LAYERS + NPY_HEADER,
+                 "activations": _text_bytes(MAX_LAYERS, max(map(len, ACTIVATIONS))) + NPY_HEADER,
                  "settings": 1 << 24, "progress": 1 << 28, "opt_step": 1 << 10}
 LARGE_MEMBERS = ("params", "opt_m", "opt_v")
-NPY_HEADER = 1 << 16  # bytes allowed for a .npy header beside its data
+EPOCH_MEMBERS = tuple(f"history_{k}" for k in ("epoch_seconds", "eval_seconds", "train_loss", "train_accuracy",
+                                                "val_loss", "val_accuracy"))
+
+
+def _sized_limits(arrays):
+    """{member: byte limit} of the members whose size follows the stored layer sizes and progress;
+    a member whose bound cannot be found (damaged sizes or progress) is not read (load() reports why)."""
+    sizes = _valid_sizes(arrays.get("sizes"))
+    limits = {}
+    if sizes is not None:
+        count = parameter_count(sizes)
+        limits.update({key: count * 8 + NPY_HEADER for key in LARGE_MEMBERS})
+        # (with the fixed limits of before, which files written then may fill)
+        limits.update({key: max(sizes[0] * 8 + NPY_HEADER, 1 << 26) for key in ("input_scale", "input_shift")})
+        limits.update({key: max(_text_bytes(sizes[-1]) + NPY_HEADER, 1 << 24) for key in ("class_names", "classes")})
+    counts = _progress_counts(arrays)
+    if counts is not None:
+        epoch, batch = counts
+        limits.update({key: epoch * 8 + NPY_HEADER for key in EPOCH_MEMBERS})
+        limits.update({"history_step_loss": MAX_STEP_LOSSES * 8 + NPY_HEADER,
+                       "partial_losses": batch * 8 + NPY_HEADER})
+    return limits
+
+
+def _progress_counts(arrays):
+    """(epoch, batch) of a stored progress, when it parses and holds whole counts; else None."""
+    try:
+        progress = json.loads(str(arrays["progress"]))
+        epoch, batch = progress["epoch"], progress["batch"]
+    except (KeyError, TypeError, ValueError, RecursionError):
+        return None
+    return (epoch, batch) if _is_count(epoch) and _is_count(batch) else None
 
 
 def _read_arrays(path):
@@ -101,10 +150,8 @@ def _read_arrays(path):
         with zipfile.ZipFile(path) as zf:
             arrays = {key: _read_member(zf, path, key, limit) for key, limit in SMALL_MEMBERS.items()
                       if f"{key}.npy" in zf.NameToInfo}
-            count = _parameter_count(arrays.get("sizes"))
-            for key in LARGE_MEMBERS:
-                if f"{key}.npy" in zf.NameToInfo:
-                    arrays[key] = _read_member(zf, path, key, count * 8 + NPY_HEADER)
+            arrays.update({key: _read_member(zf, path, key, limit) for key, limit in _sized_limits(arrays).items()
+                           if f"{key}.npy" in zf.NameToInfo})
             for info in zf.infolist():  # the others: only their headers, to refuse pickles outright
                 if info.filename.endswith(".npy") and info.filename[:-4] not in arrays:
                     npy_header(zf, info, path, info.filename[:-4])
@@ -145,11 +192,11 @@ def npy_header(zf, info, path, key):
     return shape, dtype
 
 
-def _parameter_count(sizes):
-    """P for stored layer sizes, or 0 when they are not a valid list (load() then reports them)."""
+def _valid_sizes(sizes):
+    """Stored layer sizes as a tuple of ints, or None when they are not a valid list (load() then reports them)."""
     if sizes is None or sizes.dtype.kind not in "iu" or sizes.ndim != 1 or len(sizes) < 2 or sizes.min() <= 0:
-        return 0
-    return parameter_count([int(s) for s in sizes])
+        return None
+    return tuple(int(s) for s in sizes)
 
 
 def _field(arrays, path, key, kind=None, shape=None):
@@ -168,8 +215,9 @@ def _json(arrays, path, key):
     """The JSON object (a dict) stored under key."""
     try:
         value = json.loads(str(_field(arrays, path, key, "U", ())))
-    except (json.JSONDecodeError, RecursionError):
-        raise InputError(f"{path}: '{key}' is not valid JSON") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of too many digits
+        why = "" if isinstance(exc, json.JSONDecodeError) else f" ({str(exc).splitlines()[0][:100]})"
+        raise InputError(f"{path}: '{key}' is not valid JSON{why}") from None
     if not isinstance(value, dict):
         raise InputError(f"{path}: '{key}' is not a JSON object")
     return value
@@ -230,14 +278,22 @@ def classes(arrays, path, count):
 
 def load_state(path, optimizers):
     """Read a checkpoint into a TrainState to resume from: returns (state, settings, class_names)."""
+    return load_resumable(path, optimizers)[:3]
+
+
+def load_resumable(path, optimizers):
+    """load_state's (state, settings, class_names), and the file's classes (None when it has none)."""
     model, settings, names, arrays = load(path)
-    return state_from(model, settings, arrays, path, optimizers), settings, names
+    state = state_from(model, settings, arrays, path, optimizers)
+    return state, settings, names, classes(arrays, path, model.num_classes)
 
 
 def state_from(model, settings, arrays, path, optimizers):
     """The TrainState (optimiser, generator, progress) that arrays of a loaded file hold for model."""
     progress = _json(arrays, path, "progress")
     try:
+        _check_counts(progress)  # before the members whose size they give
+        progress = _with_history(progress, arrays, path)
         _check_progress(progress)
         kind = optimizers[progress["optimizer"]]
         hyper = {k: settings[k] for k in kind.HYPER if k in settings}
@@ -261,6 +317,33 @@ def state_from(model, settings, arrays, path, optimizers):
     return state
 
 
+def _with_history(progress, arrays, path):
+    """progress with its history and partial losses as lists: as the JSON holds them (files from
+    before they had members of their own, whose history lacks steps and step_stride), else from
+    their float members."""
+    progress = dict(progress)
+    if "history" in progress:
+        history = progress["history"]
+        if isinstance(history, dict) and isinstance(history.get("step_loss"), list) and "steps" not in history:
+            progress["history"] = {**history, "steps": len(history["step_loss"]), "step_stride": 1}
+    else:
+        history = {k: _float_list(arrays, path, f"history_{k}") for k in HISTORY_RANGES}
+        progress["history"] = {**history, "steps": progress.get("steps"), "step_stride": progress.get("step_stride")}
+    if "partial_losses" not in progress:
+        progress["partial_losses"] = _float_list(arrays, path, "partial_losses")
+    return progress
+
+
+def _float_list(arrays, path, key):
+    """A 1-D float member as a list; ValueError naming it when it is missing or of another form."""
+    if key not in arrays:
+        raise ValueError(f"no {key}")
+    values = arrays[key]
+    if values.dtype.kind != "f" or values.ndim != 1:
+        raise ValueError(f"{key} is not a list of numbers")
+    return values.tolist()
+
+
 def _is_count(x):
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
@@ -276,37 +359,52 @@ def _numbers(values, what, low=0.0, high=math.inf, nan=False):
             raise ValueError(f"{what} holds {x!r}, outside {low:g}..{high:g}")
 
 
-# A checkpoint's History lists: one entry per finished epoch (step_loss: one per step), with the
-# range of their values; validation metrics are NaN in a run without a validation set, the
-# training accuracy where the trainer did not evaluate it (the scikit-learn estimator).
+# A checkpoint's History lists: one entry per finished epoch (step_loss: one per step_stride-th
+# step, training.record_steps), with the range of their values; validation metrics are NaN in a run
+# without a validation set, the training accuracy where the trainer did not evaluate it (the
+# scikit-learn estimator).
 HISTORY_RANGES = {"epoch_seconds": (0, math.inf, False), "eval_seconds": (0, math.inf, False),
                   "train_loss": (0, math.inf, False), "train_accuracy": (0, 1, True),
                   "val_loss": (0, math.inf, True), "val_accuracy": (0, 1, True), "step_loss": (0, math.inf, False)}
 
 
-def _check_progress(progress):
-    """ValueError unless every field of a checkpoint's progress has its type, range and length:
-    epoch and batch counts; `batch` finite partial losses; a history list per History field with
-    one number per finished epoch (step_loss: at least one per epoch); generator states as objects."""
-    missing = [k for k in ("epoch", "batch", "optimizer", "rng", "epoch_rng", "partial_losses", "history")
-               if k not in progress]
+def _check_counts(progress):
+    """(epoch, batch) of a checkpoint's progress; ValueError unless both are there, whole and not negative."""
+    missing = [k for k in ("epoch", "batch") if k not in progress]
     if missing:
         raise ValueError(f"no {', '.join(missing)}")
     epoch, batch = progress["epoch"], progress["batch"]
     if not (_is_count(epoch) and _is_count(batch)):
         raise ValueError(f"epoch {epoch!r} and batch {batch!r} must be whole counts, not negative")
+    return epoch, batch
+
+
+def _check_progress(progress):
+    """ValueError unless every field of a checkpoint's progress has its type, range and length:
+    epoch and batch counts; `batch` finite partial losses; a history list per History field with
+    one number per finished epoch (step_loss: one per step_stride-th of `steps` steps, at least one a
+    epoch); generator states as objects."""
+    missing = [k for k in ("epoch", "batch", "optimizer", "rng", "epoch_rng", "partial_losses", "history")
+               if k not in progress]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    epoch, batch = _check_counts(progress)
     _numbers(progress["partial_losses"], "partial_losses")
     if len(progress["partial_losses"]) != batch:
         raise ValueError(f"{len(progress['partial_losses'])} partial losses for {batch} batches")
     history = progress["history"]
-    if not isinstance(history, dict) or set(history) != set(HISTORY_RANGES):
+    if not isinstance(history, dict) or set(history) != {*HISTORY_RANGES, "steps", "step_stride"}:
         raise ValueError(f"history must have exactly the fields {', '.join(HISTORY_RANGES)}")
     for key, (low, high, nan) in HISTORY_RANGES.items():
         _numbers(history[key], f"history {key}", low, high, nan)
         if key != "step_loss" and len(history[key]) != epoch:
             raise ValueError(f"history {key} has {len(history[key])} entries for {epoch} epochs")
-    if len(history["step_loss"]) < epoch:
-        raise ValueError(f"history step_loss has {len(history['step_loss'])} entries for {epoch} epochs")
+    steps, stride, kept = history["steps"], history["step_stride"], len(history["step_loss"])
+    if not (_is_count(steps) and _is_count(stride) and stride >= 1 and stride & (stride - 1) == 0):
+        raise ValueError(f"history steps {steps!r} and step_stride {stride!r} must be a count and a power of two")
+    if not (steps >= epoch and kept == -(-steps // stride)):
+        raise ValueError(f"history step_loss has {kept} entries for {steps} steps (every {stride}) "
+                         f"in {epoch} epochs")
     if not isinstance(progress["rng"], dict) or not (progress["epoch_rng"] is None or isinstance(progress["epoch_rng"], dict)):
         raise ValueError("the generator states are not objects")
     if batch and progress["epoch_rng"] is None:

@@ -3,7 +3,8 @@
 Arrays: rows (N, D) of real numbers, one sample a row. uint8, float32 and float64 rows are read as
 they are, without a copy when C-contiguous (a read-only memory-mapped .npy included): the compiled
 step gathers raw rows and scales them on the way in. Other dtypes are converted once: integers and
-booleans to float64 (exact), float16 to float32; each dtype the step reads is one more compilation.
+booleans to float64 (exact), float16 to float32, other byte orders to the machine's; each dtype the
+step reads is one more compilation.
 
 `--data-dir` of python -m fastnet.train (and fastnet.evaluate) names one of:
 - a directory of the four IDX files (fastnet.data);
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, memory
 from .checkpoint import npy_header
+from .data.idx import DEFLATE_MAX_RATIO
 from .errors import InputError
 
 NATIVE = (np.uint8, np.float32, np.float64)  # dtypes the compiled step reads without a conversion
@@ -61,6 +63,8 @@ def as_rows(X, what="X", finite=True):
         raise ValueError(f"{what} has shape {X.shape}: it needs at least one sample and one feature")
     if X.dtype.type not in NATIVE:
         X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
+    elif not X.dtype.isnative:  # big-endian float32/64 (a file written elsewhere): the same values, native
+        X = X.astype(X.dtype.newbyteorder("="))
     X = np.ascontiguousarray(X)  # no copy when it already is, memory maps included
     if finite and X.dtype.kind == "f" and not all_finite(X):
         raise ValueError(f"{what} holds NaN or infinite values; remove or impute them first")
@@ -70,8 +74,9 @@ def as_rows(X, what="X", finite=True):
 def all_finite(X, chunk=4096):
     """True when no value of float rows X is NaN or infinite: one float64 sum (NaN or inf propagate),
     then, only if that sum is not finite (an overflow is possible), an exact pass in chunks."""
-    if np.isfinite(X.sum(dtype=np.float64)):
-        return True
+    with np.errstate(over="ignore"):  # finite values near 1e308 may overflow the sum: no warning, the exact pass
+        if np.isfinite(X.sum(dtype=np.float64)):
+            return True
     return all(np.isfinite(X[i : i + chunk]).all() for i in range(0, len(X), chunk))
 
 
@@ -139,32 +144,65 @@ def _csv_file(directory, split):
 
 
 def read_npz(path, split):
-    """X_<split> as rows and y_<split> as labels from the .npz file at path, checked; each member's
-    .npy header is checked against its stored size before its data is read."""
+    """X_<split> as rows and y_<split> as labels from the .npz file at path, checked, each member
+    read within bounds (_read_member)."""
     x_key, y_key = f"X_{split}", f"y_{split}"
     _regular_file(path)
     if not _is_zip(path):
         raise InputError(f"{path} is not a .npz (zip) file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in NPZ_KEYS if k not in f.files]
+        with zipfile.ZipFile(path) as zf:
+            missing = [k for k in NPZ_KEYS if f"{k}.npy" not in zf.NameToInfo]
             if missing:
                 raise InputError(f"{path} lacks {', '.join(missing)} (a .npz for --data-dir holds "
                                  f"{', '.join(NPZ_KEYS)})")
-            for key in (x_key, y_key):
-                info = f.zip.getinfo(f"{key}.npy")
-                shape, dtype = npy_header(f.zip, info, path, key)
-                if math.prod(shape) * dtype.itemsize > info.file_size:
-                    raise InputError(f"{path}: '{key}' claims a shape {shape} larger than its data")
-            images, labels = f[x_key], f[y_key]
-    except ValueError as exc:
-        why = "it holds pickled objects, which fastnet never loads" if "pickle" in str(exc) else exc
-        raise InputError(f"{path}: {why}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+            size = os.path.getsize(path)
+            images, labels = (_read_member(zf, zf.getinfo(f"{key}.npy"), path, key, size) for key in (x_key, y_key))
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, ValueError, NotImplementedError,
+            RuntimeError, MemoryError) as exc:
         raise InputError(f"{path} is not a readable .npz file ({type(exc).__name__})") from None
     if images.ndim == 3:
         images = images.reshape(len(images), -1)
     return _checked(path, x_key, images, y_key, labels)
+
+
+# Compression methods a member may use, and the most that n stored bytes can inflate to (None: no
+# useful bound; the reading is bounded by the header's claim then). numpy writes stored or deflate.
+METHODS = {zipfile.ZIP_STORED: ("stored", 1), zipfile.ZIP_DEFLATED: ("deflate", DEFLATE_MAX_RATIO),
+           zipfile.ZIP_BZIP2: ("bzip2", None), zipfile.ZIP_LZMA: ("lzma", None)}
+
+
+def _read_member(zf, info, path, key, file_size):
+    """Member key.npy of an untrusted .npz as an array, within bounds: no encryption and a known
+    compression method; its compressed bytes inside the file; the sizes that its zip entry and its
+    .npy header claim checked against each other, against what its compressed bytes can inflate to,
+    and against the memory available, all before its data are read. The data are then read in
+    bounded chunks into an array of the header's size, so a forged size costs no more than the
+    bytes that really arrive (zipfile stops at the entry's size; a short member is an error)."""
+    if info.flag_bits & 0x1:
+        raise InputError(f"{path}: '{key}' is encrypted; fastnet reads no passwords")
+    if info.compress_type not in METHODS:
+        raise InputError(f"{path}: '{key}' uses zip compression method {info.compress_type}, which fastnet does "
+                         "not read (numpy writes stored or deflate members)")
+    method, ratio = METHODS[info.compress_type]
+    if info.header_offset + info.compress_size > file_size:
+        raise InputError(f"{path}: '{key}' claims {info.compress_size:,} compressed bytes, more than the file holds")
+    if ratio is not None and info.file_size > ratio * info.compress_size + (1 << 10):
+        raise InputError(f"{path}: '{key}' claims {info.file_size:,} bytes, more than its {info.compress_size:,} "
+                         f"bytes of {method} data can hold; forged or damaged")
+    shape, dtype = npy_header(zf, info, path, key)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > info.file_size:
+        raise InputError(f"{path}: '{key}' claims a shape {shape} larger than its data")
+    have = memory.available()
+    if have is not None and nbytes > have:
+        raise InputError(f"{path}: '{key}' holds {memory.describe(nbytes)}, more than the {memory.describe(have)} "
+                         "of memory available; not read")
+    try:
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)  # in chunks of 256 KiB into its array
+    except ValueError as exc:
+        raise InputError(f"{path}: '{key}' is not a valid NumPy array ({str(exc).splitlines()[0]})") from None
 
 
 def _regular_file(path):
@@ -173,11 +211,17 @@ def _regular_file(path):
         raise InputError(f"{path} is not a regular file")
 
 
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")  # byte-order marks of UTF-16 (and UTF-32) text
+
+
 def read_csv(path):
     """(images, labels) of a CSV file: an optional header line, then label, pixels... per line."""
     _regular_file(path)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+    try:  # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first cell
+        with open(path, "rb") as f:
+            if f.read(4).startswith(UTF16_MARKS):  # every other byte a NUL: not lines of numbers as UTF-8
+                raise InputError(f"{path} is UTF-16 text; save it as UTF-8 (fastnet reads UTF-8 or ASCII CSV)")
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
             first = f.readline()
             header = any(not _is_number(cell) for cell in first.strip().split(","))
     except OSError as exc:
@@ -186,7 +230,7 @@ def read_csv(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
             table = np.loadtxt(path, delimiter=",", skiprows=int(header), dtype=np.float32, ndmin=2,
-                               encoding="utf-8")
+                               encoding="utf-8-sig")
     except ValueError as exc:
         raise InputError(f"{path}: {_csv_problem(path, header) or str(exc).splitlines()[0]}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -204,7 +248,7 @@ def read_csv(path):
 def _csv_problem(path, header):
     """The first line of a CSV file that np.loadtxt refused, and why, counting lines from 1 as an
     editor does (numpy's own messages count rows differently); None if no line is found wrong."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         width = None
         for number, line in enumerate(f, 1):
             if number == 1 and header or not line.strip():
@@ -237,7 +281,10 @@ def _checked(path, x_name, images, y_name, labels):
         raise InputError(f"{path}: {y_name} has shape {labels.shape}; expected one label for each of the "
                          f"{len(images)} images")
     if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
-        labels = labels.astype(np.int64)
+        if len(labels) and labels.max() >= MAX_CLASSES:  # before the cast, which cannot hold 1e20
+            raise InputError(f"{path}: {y_name} holds label {labels.max():g}; fastnet takes classes "
+                             f"0..{MAX_CLASSES - 1}")
+        labels = np.maximum(labels, -1).astype(np.int64)  # any negative label is reported below
     if labels.dtype.kind not in "iu" or (len(labels) and labels.min() < 0):
         raise InputError(f"{path}: {y_name} must be non-negative integers (classes 0..K-1)")
     if len(labels) and labels.max() >= MAX_CLASSES:

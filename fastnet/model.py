@@ -28,12 +28,17 @@ from kernels import (
 from .errors import InputError
 
 
+MAX_LAYERS = 4096  # layer sizes a network may have: far more than any trainable MLP, and a model file's bound
+
+
 def parse_layers(text):
-    """'784,128,10' -> (784, 128, 10); at least an input and an output size, all positive."""
+    """'784,128,10' -> (784, 128, 10); at least an input and an output size, all positive, at most MAX_LAYERS."""
+    if text.count(",") >= MAX_LAYERS:
+        raise InputError(f"--layers may list at most {MAX_LAYERS} sizes, got {text.count(',') + 1}")
     try:
         sizes = tuple(int(s) for s in text.split(","))
     except ValueError:
-        raise InputError(f"--layers must be comma-separated integers like 784,128,10, got {text!r}") from None
+        raise InputError(f"--layers must be comma-separated integers like 784,128,10, got {text[:80]!r}") from None
     if len(sizes) < 2 or min(sizes) <= 0:
         raise InputError(f"--layers needs at least two positive sizes (inputs and classes), got {text!r}")
     if parameter_count(sizes) > 500_000_000:

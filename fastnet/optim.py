@@ -1,9 +1,8 @@
 """Optimisers over a model's flat parameter buffer, and learning-rate schedules.
 
 An optimiser's train_step runs one whole training step through a backend: the gradients of a
-batch, then the update; train_steps runs many. Adam's are one kernel call (mlp_adam_step,
-mlp_adam_steps), so the numba backend can update each band of parameters while its gradients are
-still in cache, and run many steps without returning to Python. Both minimise the mean cross-entropy
+batch, then the update; train_steps runs many, in one kernel call (mlp_train_steps) whatever the
+optimiser: its update is chosen inside the kernel by its name. Both minimise the mean cross-entropy
 plus an L2 penalty of the weights, alpha (0: none), as scikit-learn's MLPClassifier does
 (kernels.reference.mlp_gradients); alpha is a setting of the run, like Adam's betas.
 """
@@ -12,7 +11,7 @@ import math
 
 import numpy as np
 
-from .model import loss_and_grads
+from kernels import OPTIMIZER_HYPER, OPTIMIZER_STATE
 
 
 def _alpha(alpha):
@@ -22,46 +21,62 @@ def _alpha(alpha):
     return float(alpha)
 
 
-class GD:
-    """Plain gradient descent: p = p - lr·g."""
+class Optimizer:
+    """An update rule of the kernels (kernels.OPTIMIZERS: `name`), its state per parameter and its
+    hyper-parameters. Training steps run through one kernel for every optimiser (mlp_train_steps),
+    so the numba backend updates each band of parameters while its gradients are still in cache,
+    and runs many steps without returning to Python. A new optimiser: its update rule in each
+    backend, its name, state and hyper-parameters in kernels, and a subclass here."""
 
-    name = "gd"
+    name = None
     HYPER = ("alpha",)  # hyper-parameters taken from the run's settings
 
     def __init__(self, size, dtype, alpha=0.0):
         self.alpha = _alpha(alpha)
+        self.buffers = tuple(np.zeros(size, dtype) for _ in OPTIMIZER_STATE[self.name])
         self.step = 0
 
-    def update(self, backend, params, grads, lr):
-        """One step; True when every parameter is still finite."""
-        self.step += 1
-        return backend.sgd_update(params, grads, lr)
-
-    def train_step(self, backend, model, images, index, labels, ws, lr):
-        """Gradients of the batch images[index], then one step: (loss, every parameter finite)."""
-        loss = loss_and_grads(model, backend, images, index, labels, ws, self.alpha)
-        return loss, self.update(backend, model.params, ws.grads, lr)
+    def hyper(self):
+        """The hyper-parameters the kernels take (kernels.OPTIMIZER_HYPER), in their order."""
+        return tuple(getattr(self, k) for k in OPTIMIZER_HYPER[self.name])
 
     def train_steps(self, backend, model, images, order, starts, labels, ws, lrs, limit):
-        """train_step on the batches images[order[starts[k]:starts[k + 1]]] with learning rates lrs,
-        stopping after a step whose loss is not finite or above limit, or that leaves a parameter
-        not finite: (the steps' losses, float64; the last step's parameters finite)."""
-        losses, finite = [], True
-        for k, lr in enumerate(lrs):
-            loss, finite = self.train_step(backend, model, images, order[starts[k] : starts[k + 1]], labels, ws, lr)
-            losses.append(loss)
-            if not (finite and math.isfinite(loss) and loss <= limit):
-                break
-        return np.array(losses, np.float64), finite
+        """Training steps on the batches images[order[starts[k]:starts[k + 1]]] with learning rates
+        lrs, in one kernel call, stopping after a step whose loss is not finite or above limit, or
+        that leaves a parameter not finite: (the steps' losses, float64; the last step's parameters finite)."""
+        losses, finite = backend.mlp_train_steps(images, order, starts, labels, model.input_scale, model.input_shift,
+                                                 ws.sizes, model.activation_codes, model.params, ws.grads, self.name,
+                                                 self.buffers, self.hyper(), self.step + 1, lrs, ws.buffers,
+                                                 self.alpha, limit)
+        self.step += len(losses)
+        return losses, finite
+
+    def train_step(self, backend, model, images, index, labels, ws, lr):
+        """One training step on the batch images[index]: (loss, every parameter finite)."""
+        losses, finite = self.train_steps(backend, model, images, index, [0, len(index)], labels, ws, [lr], math.inf)
+        return float(losses[0]), finite
 
     def state(self):
-        return {"step": np.array(self.step)}
+        return {"step": np.array(self.step), **dict(zip(OPTIMIZER_STATE[self.name], self.buffers))}
 
     def load_state(self, state):
         self.step = int(state["step"])
+        for name, buffer in zip(OPTIMIZER_STATE[self.name], self.buffers):
+            buffer[...] = state[name]
 
 
-class Adam:
+class GD(Optimizer):
+    """Plain gradient descent: p = p - lr·g."""
+
+    name = "gd"
+
+    def update(self, backend, params, grads, lr):
+        """One step from gradients already computed; True when every parameter is still finite."""
+        self.step += 1
+        return backend.sgd_update(params, grads, lr)
+
+
+class Adam(Optimizer):
     """Adam with bias-corrected moments; beta1 drives the first moment, beta2 the second."""
 
     name = "adam"
@@ -71,38 +86,20 @@ class Adam:
         if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and 0 < eps < float("inf")):
             raise ValueError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {beta1}, {beta2}, {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        self.alpha = _alpha(alpha)
-        self.m = np.zeros(size, dtype)
-        self.v = np.zeros(size, dtype)
-        self.step = 0
+        super().__init__(size, dtype, alpha)
+
+    @property
+    def m(self):
+        return self.buffers[0]
+
+    @property
+    def v(self):
+        return self.buffers[1]
 
     def update(self, backend, params, grads, lr):
+        """One step from gradients already computed; True when every parameter is still finite."""
         self.step += 1
         return backend.adam_update(params, grads, self.m, self.v, self.step, lr, self.beta1, self.beta2, self.eps)
-
-    def train_step(self, backend, model, images, index, labels, ws, lr):
-        """Gradients of the batch images[index] and the Adam step, in one kernel call: (loss, finite)."""
-        self.step += 1
-        return backend.mlp_adam_step(images, index, labels, model.input_scale, model.input_shift, ws.sizes,
-                                     model.activation_codes, model.params, ws.grads, self.m, self.v, self.step, lr,
-                                     self.beta1, self.beta2, self.eps, ws.buffers, self.alpha)
-
-    def train_steps(self, backend, model, images, order, starts, labels, ws, lrs, limit):
-        """GD.train_steps's steps, all in one kernel call (mlp_adam_steps): no Python between them."""
-        losses, finite = backend.mlp_adam_steps(images, order, starts, labels, model.input_scale, model.input_shift,
-                                                ws.sizes, model.activation_codes, model.params, ws.grads, self.m,
-                                                self.v, self.step + 1, lrs, self.beta1, self.beta2, self.eps,
-                                                ws.buffers, self.alpha, limit)
-        self.step += len(losses)
-        return losses, finite
-
-    def state(self):
-        return {"step": np.array(self.step), "m": self.m, "v": self.v}
-
-    def load_state(self, state):
-        self.step = int(state["step"])
-        self.m[...] = state["m"]
-        self.v[...] = state["v"]
 
 
 OPTIMIZERS = {"adam": Adam, "gd": GD}

@@ -4,7 +4,8 @@ matplotlib is an optional extra, so it is imported inside the drawing functions 
 is one InputError. Figures are built as matplotlib.figure.Figure objects rendered by Agg, never
 through pyplot: nothing needs a display, and a caller's own pyplot backend is left untouched.
 Every PNG is written to a temporary name in its destination folder and renamed into place, so a
-reader never sees half a picture.
+reader never sees half a picture. Text that comes from data or a model file (class names) is drawn
+as it is written (parse_math=False): a name such as `$\\foo$` is not matplotlib mathtext.
 """
 
 import contextlib
@@ -45,30 +46,36 @@ def make_dir(folder):
 
 
 @contextlib.contextmanager
-def plot_folder(folder, names):
-    """make_dir(folder) for a block that writes the PNG files `names` into it. When the block fails
-    (a drawing error, a full disk, Ctrl-C), what it made is removed again: those of its PNGs it
-    wrote and the folders it created, so a failed --plot leaves no empty or half-filled folder.
-    A folder that was there keeps its files (each PNG is replaced whole or not at all)."""
-    made = []  # the folders this call creates, deepest first
-    path = os.path.abspath(folder)
-    while not os.path.lexists(path):
-        made.append(path)
-        path = os.path.dirname(path)
+def plot_dir(folder, names=()):
+    """make_dir(folder) for the duration of the block. When the block fails, what it made goes again:
+    the files `names` in a folder made here, then the folders made here while they are empty. So a
+    failed plot leaves nothing behind; a folder that was there before keeps what it had."""
+    made = []
+    parent = os.path.abspath(folder)
+    while not os.path.isdir(parent) and parent != os.path.dirname(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
+    make_dir(folder)
     try:
-        make_dir(folder)
         yield folder
     except BaseException:
         if made:
             for name in names:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(made[0], name))
-            for created in made:
-                try:
-                    os.rmdir(created)  # only when empty: anything else there is not this call's
-                except OSError:
-                    break
+        for path in made:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
         raise
+
+
+SHOWN_CHARS = 40  # of a class name drawn in a picture; a longer one is cut (a file may hold up to 1024)
+
+
+def shown(name):
+    """A class name as a picture shows it: at most SHOWN_CHARS characters, a cut one ending in '…'."""
+    name = str(name)
+    return name if len(name) <= SHOWN_CHARS else name[: SHOWN_CHARS - 1] + "…"
 
 
 def _figure(width, height):
@@ -117,8 +124,9 @@ def plot_confusion_matrix(path, matrix, class_names, title="Confusion matrix"):
     norm = PowerNorm(0.5, vmin=0, vmax=max(int(matrix.max()), 1))
     im = ax.imshow(matrix, cmap="Blues", norm=norm)
     ticks = np.arange(k)
-    ax.set_xticks(ticks, class_names, rotation=40, ha="right", rotation_mode="anchor")
-    ax.set_yticks(ticks, class_names)
+    names = [shown(n) for n in class_names]
+    ax.set_xticks(ticks, names, rotation=40, ha="right", rotation_mode="anchor", parse_math=False)
+    ax.set_yticks(ticks, names, parse_math=False)
     ax.set_xlabel("Predicted class", fontsize=11)
     ax.set_ylabel("True class", fontsize=11)
     ax.set_title(title, fontsize=12)
@@ -221,7 +229,7 @@ def image_grid(path, images, labels, class_names, predictions=None, confidences=
     rows = math.ceil(n / cols)
     cell_h = 2.0 if predictions is not None else 1.8
     fig = _figure(max(1.75 * cols, 5.0), cell_h * rows + 0.6)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(title, fontsize=12, parse_math=False)
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_xticks([])
@@ -236,15 +244,15 @@ def image_grid(path, images, labels, class_names, predictions=None, confidences=
 
 def _caption(ax, label, class_names, predictions, confidences, i):
     """The class name under image i, or its prediction, confidence and true class (red frame when wrong)."""
-    true = class_names[int(label)]
+    true = shown(class_names[int(label)])
     if predictions is None:
-        ax.set_xlabel(true, fontsize=9)
+        ax.set_xlabel(true, fontsize=9, parse_math=False)
         return
-    pred = class_names[int(predictions[i])]
+    pred = shown(class_names[int(predictions[i])])
     conf = "" if confidences is None else f" ({100 * float(confidences[i]):.0f}%)"
     wrong = int(predictions[i]) != int(label)
     colour = WRONG if wrong else RIGHT
-    ax.set_xlabel(f"{pred}{conf}\ntrue: {true}", fontsize=8.5, color=colour)
+    ax.set_xlabel(f"{pred}{conf}\ntrue: {true}", fontsize=8.5, color=colour, parse_math=False)
     if wrong:
         for spine in ax.spines.values():
             spine.set_color(WRONG)
@@ -264,7 +272,7 @@ def training_plots(out_dir, history, model, kernels, test_images, test_labels, c
     predictions = predict_logits(model, kernels, test_images).argmax(axis=1)
     matrix = confusion_matrix(test_labels, predictions, model.num_classes)
     curves_png, confusion_png = TRAINING_PLOTS
-    with plot_folder(out_dir, TRAINING_PLOTS):
+    with plot_dir(out_dir, TRAINING_PLOTS):
         curves = plot_learning_curves(os.path.join(out_dir, curves_png), history)
         confusion = plot_confusion_matrix(os.path.join(out_dir, confusion_png), matrix, class_names,
                                           accuracy_title(matrix))

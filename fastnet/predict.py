@@ -178,7 +178,10 @@ def top_classes(probs, names, k):
 def main(argv=None):
     """Classify each IMAGE with MODEL and print its most probable classes (or a JSON list)."""
     args = build_parser().parse_args(argv)
-    model, _, names, _ = checkpoint.load(args.model)
+    model, settings, names, _ = checkpoint.load(args.model)
+    if settings.get("input_dtype", "uint8") != "uint8":  # recorded by files of today (evaluate.check_inputs)
+        raise InputError(f"{printable(args.model)} was trained on {printable(settings['input_dtype'])} features, "
+                         "not on 0-255 pixels: fastnet.predict classifies images; use it in Python (fastnet.load)")
     side = math.isqrt(model.sizes[0])
     if side * side != model.sizes[0]:
         raise InputError(f"{args.model} takes {model.sizes[0]} inputs, not a square image")

@@ -8,7 +8,7 @@ import numpy as np
 
 from kernels import ACTIVATIONS, parameter_count
 
-from .data.idx import available_memory
+from . import memory
 from .errors import InputError
 from .model import MLP, hidden_layers, parse_layers
 from .optim import OPTIMIZERS
@@ -35,6 +35,7 @@ def new_state(s, sizes, train_images, scaling=None):
     """
     rng = np.random.default_rng(s["seed"])
     scale, shift = input_scaling(train_images, scaling or ("standardize" if s["standardize"] else "pixels"))
+    check_input_range(train_images, scale, shift, s["dtype"])
     model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift,
                         activations=hidden_layers(sizes, s.get("activation", "relu")))
     return TrainState(model, new_optimizer(s, model), rng)
@@ -95,14 +96,42 @@ def pixel_moments(images, chunk=2048):
     return mean, np.maximum(sd, SD_FLOOR)
 
 
+# Features larger than this in magnitude, or (not 0) smaller than its inverse, have their moments
+# measured in units of a power of two near their largest value: beyond it a float32 network cannot
+# take them raw, rounding noise of a constant one's mean, left after centring, would be larger than
+# 1, and below its inverse a variance underflows toward 0.
+HUGE_FEATURE = 2.0**64
+
+
 def feature_moments(X, chunk=4096):
     """Per-feature mean and deviation of real-valued rows X (N, D), in float64, two passes.
 
     No floor: features have their own units, so none fits all. A feature whose variance is within
     the rounding error of computing it (a constant feature, or one that differs only by rounding)
     gets deviation 1: it is centred, not blown up. The bound is scikit-learn StandardScaler's:
-    var <= N·eps·var + (N·mean·eps)^2.
+    var <= N·eps·var + (N·mean·eps)^2. A feature beyond HUGE_FEATURE, or whose sums overflow float64,
+    (or below its inverse) is measured again in units of a power of two u near its largest value, which
+    scale it exactly (the same moments, without overflow or underflow); if constant, it gets deviation
+    u, so that its rounding noise after centring is below 1.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, var = _moments(X, chunk)
+        peak = np.maximum(X.max(axis=0), -X.min(axis=0)).astype(np.float64)
+    exponent = np.zeros(X.shape[1], np.int64)
+    huge = ~(np.isfinite(mean) & np.isfinite(var)) | (peak > HUGE_FEATURE) | ((peak < 1 / HUGE_FEATURE) & (peak > 0))
+    if huge.any():  # all columns, so that each is summed in the order of the plain pass (a copy, rare)
+        exponent[huge] = np.frexp(peak[huge])[1]
+        scaled_mean, scaled_var = _moments(np.ldexp(X.astype(np.float64), -exponent), chunk)
+        mean[huge], var[huge] = scaled_mean[huge], scaled_var[huge]
+    n = len(X)
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2  # the same test in any power-of-two unit
+    with np.errstate(over="ignore"):  # a deviation near the largest float64 may round to inf: check_input_range
+        return np.ldexp(mean, exponent), np.ldexp(np.where(constant, 1.0, np.sqrt(var)), exponent)
+
+
+def _moments(X, chunk):
+    """Per-feature mean and (population) variance of rows X in float64, without a float64 copy of X."""
     n = len(X)
     mean = np.zeros(X.shape[1])
     for start in range(0, n, chunk):  # float64 sums without a float64 copy of the set
@@ -111,10 +140,33 @@ def feature_moments(X, chunk=4096):
     var = np.zeros(X.shape[1])
     for start in range(0, n, chunk):
         var += ((X[start : start + chunk] - mean) ** 2).sum(axis=0)
-    var /= n
-    eps = np.finfo(np.float64).eps
-    constant = var <= n * eps * var + (n * mean * eps) ** 2
-    return mean, np.where(constant, 1.0, np.sqrt(var))
+    return mean, var / n
+
+
+def check_input_range(X, scale, shift, dtype):
+    """InputError when real-valued rows X, scaled as x * scale + shift, do not fit a network of dtype:
+    a scale that rounds below its smallest normal number (to 0) or a scale or shift that overflows in
+    dtype, or inputs beyond the square root of its largest number (past it, products and sums
+    overflow as the network trains). uint8 pixels fit; None (no rows: a caller that scales none) too."""
+    if X is None or X.dtype == np.uint8 or not len(X):
+        return
+    dtype = np.dtype(dtype)
+    limit = np.sqrt(np.finfo(dtype).max)
+    scale = np.broadcast_to(np.asarray(scale, np.float64), X.shape[1:])
+    shift = np.broadcast_to(np.asarray(shift, np.float64), X.shape[1:])
+    with np.errstate(over="ignore", invalid="ignore"):
+        stored_scale, stored_shift = scale.astype(dtype), shift.astype(dtype)
+        high, low = X.max(axis=0).astype(np.float64), X.min(axis=0).astype(np.float64)
+        inputs = np.maximum(np.abs(high * scale + shift), np.abs(low * scale + shift))  # x·scale+shift is linear
+    tiny = np.finfo(dtype).tiny  # below it a scale has lost its precision (subnormal) or is 0 (an infinite deviation)
+    lost = ~np.isfinite(stored_scale) | ~np.isfinite(stored_shift) | (np.abs(stored_scale) < tiny)
+    bad = np.flatnonzero(lost | ~(inputs <= limit))
+    if len(bad):
+        j = int(bad[0])
+        peak = max(abs(high[j]), abs(low[j]))
+        raise InputError(f"feature {j} of the training rows (values up to {peak:.3g} in magnitude) does not fit a "
+                         f"{dtype} network: its scaling or its inputs overflow or vanish in {dtype} (inputs must "
+                         f"stay within {limit:.3g}); rescale it (or standardise it), or use float64")
 
 
 def _is_int(x, least):
@@ -199,21 +251,48 @@ def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, st
                    on_epoch, on_batch, stop, parts, share, train_accuracy=train_accuracy)
 
 
-def peak_bytes(sizes, batch_size, dtype, data_bytes):
-    """A generous estimate of a training run's peak memory: the data twice (loaded, then the training
-    rows gathered), parameters with gradients and two optimiser moments, the step's and evaluation's
-    activation buffers, and the reference backend's float64 temporaries of a batch."""
+def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, backend="numba", optimizer="adam",
+               pixels=True, api=False):
+    """A generous estimate of the bytes a training run still allocates: the largest of its phases,
+    after data_bytes (the copies still to be made: the training rows that split gathers).
+
+    - the input scaling's moments, in blocks of rows (uint8 pixels as int32, other rows in float64);
+    - the He initialisation: the parameters, two float64 draws of the largest weight matrix;
+    - training: parameters, gradients and Adam's moments, the step's workspace (kernels.mlp_workspace:
+      batch rows of every layer, a partial product per thread but the first), and the largest of a
+      step's temporaries (the compiled step has none; the numpy backend's float64 batch, layer
+      products and Adam's expressions), an evaluation of eval_rows rows (their logits, a workspace
+      of at most 2,048 of them) and, for fastnet.fit and the estimator (api), the compilation's
+      copy of the network and its optimiser.
+    eval_rows is the most rows evaluated at once, or scaled: the larger of the training and test sets.
+    Checked against the peak that tracemalloc measures in tests/test_memory.py."""
     item = np.dtype(dtype).itemsize
     params = parameter_count(sizes)
-    width = sum(sizes)
-    rows = batch_size
-    return (2 * data_bytes + 4 * params * item + 3 * rows * width * item + 2048 * width * item
-            + 4 * rows * max(sizes) * 8)
+    widest = max(a * b for a, b in zip(sizes, sizes[1:]))  # the largest weight matrix
+    inputs, width, top, classes = sizes[0], sum(sizes[1:]), max(sizes), sizes[-1]
+    rows, evals = batch_size, min(eval_rows, 2048)
+    moments = 2 if optimizer == "adam" else 0
+    scaling = min(eval_rows, 2048) * inputs * 8 if pixels else min(eval_rows, 4096) * inputs * 16
+    init = params * item + 2 * 8 * widest
+    state = (2 + moments) * params * item
+    workspace = rows * (inputs + 2 * width) * item + 8 * rows + (max(threads, 1) - 1) * rows * sizes[1] * item
+    evaluation = eval_rows * classes * item + evals * (inputs + 2 * width) * item
+    step = 0
+    if backend == "numpy":  # the reference allocates as NumPy expressions do, one phase at a time
+        passes = rows * (inputs + width) * item + max(3 * 8 * rows * inputs,
+                                                      3 * rows * top * item + 4 * 8 * rows * classes + widest * item)
+        step = max(passes, (moments + 3) * params * item + 2 * 8 * widest)
+        evaluation += evals * (inputs + top) * item + max(3 * 8 * evals * inputs, 3 * evals * top * item,
+                                                          3 * 8 * eval_rows * classes)
+    copy = (2 + moments) * params * item if api else 0
+    return data_bytes + max(scaling, init, state + workspace + max(step, evaluation, copy))
 
 
-def check_memory(sizes, batch_size, dtype, data_bytes):
-    """InputError, before any work, when the run would need more memory than is available."""
-    need, have = peak_bytes(sizes, batch_size, dtype, data_bytes), available_memory()
+def check_memory(sizes, batch_size, dtype, data_bytes, name=lambda key: f"--{key.replace('_', '-')}", **run):
+    """InputError, before any work, when the run would need more memory than this process may still
+    allocate (fastnet.memory.available: free memory, ulimit -v, a container's cgroup limit).
+    run: peak_bytes's description of the run; name(key) names a setting in the message."""
+    need, have = peak_bytes(sizes, batch_size, dtype, data_bytes, **run), memory.available()
     if have is not None and need > have:
-        raise InputError(f"this run needs about {need / 2**30:.1f} GiB of memory but {have / 2**30:.1f} GiB "
-                         "are available; use smaller --layers or --batch-size, or float32")
+        raise InputError(f"this run needs about {memory.describe(need)} of memory but {memory.describe(have)} are "
+                         f"available; use smaller {name('layers')} or {name('batch_size')}, or {name('dtype')} float32")

@@ -21,7 +21,7 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
 from kernels import ACTIVATIONS, layer_views
 
 from . import formats, recipe
-from .api import Model, encode_known, settings
+from .api import Model, check_memory, encode_known, python_errors, settings
 
 SOLVERS = {"adam": "adam", "sgd": "gd"}  # scikit-learn's name -> fastnet's optimiser
 
@@ -111,7 +111,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     verbose : bool, default=False
         Print the loss after each epoch.
     warm_start : bool, default=False
-        ``fit`` continues from the fitted network (same classes), with a fresh optimiser.
+        ``fit`` continues from the fitted network (same classes), with a fresh optimiser. As with
+        scikit-learn's MLPClassifier, the fitted network is continued as it is: ``hidden_layer_sizes``,
+        ``dtype`` and ``standardize`` changed by ``set_params`` since it was made do not apply to it
+        (scikit-learn keeps the fitted coefficients too); they apply at the next ``fit`` without
+        warm_start, which makes a new network.
     early_stopping : bool, default=False
         Hold out validation_fraction of the samples (stratified); stop when their accuracy stalls
         and keep the network of the best epoch.
@@ -283,7 +287,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         s = self._settings(batch, seed, X.shape[1], incremental)
         if first:
             sizes = tuple(int(v) for v in s["layers"].split(","))
-            state = recipe.new_state(s, sizes, train[0], "standardize" if self.standardize else "none")
+            s["input_dtype"] = X.dtype.name  # what its inputs are (model files record it; fastnet.fit)
+            check_memory(s, sizes, train[0], 0)
+            with python_errors():  # features too large for dtype: a ValueError (recipe.check_input_range)
+                state = recipe.new_state(s, sizes, train[0], "standardize" if self.standardize else "none")
             self.model_ = Model(state, s, self.classes_, threads=self.threads)
             self.t_ = 0
             self.loss_curve_ = []

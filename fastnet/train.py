@@ -6,6 +6,7 @@ splits, memory); once training has started, the model is saved before anything e
 
 import argparse
 import json
+import os
 import resource
 import shlex
 import sys
@@ -29,12 +30,12 @@ from .cli import (
     validation_split,
 )
 from .errors import InputError
-from .evaluate import fingerprint
+from .evaluate import check_inputs, fingerprint, output_labels, trained_on_arrays
 from .files import atomic_write
 from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
-from .recipe import PRESETS, check, check_memory, new_state, run_training, split
+from .recipe import PRESETS, check, check_memory, held_out, new_state, run_training, split
 from .threads import CoreShare, numba_threads, set_threads
 from .training import warm_up
 
@@ -120,14 +121,18 @@ def check_settings(s, where="--"):
 def resume_state(s, given):
     """Load the checkpoint named by --resume. It keeps its recipe: a flag that contradicts it is an
     error. --backend and --threads default to the checkpoint's, so the resumed run is exact; output
-    paths and --data-dir come from the flags. Without --save, the run keeps saving to the checkpoint."""
-    state, saved, names = checkpoint.load_state(s["resume"], OPTIMIZERS)
+    paths and --data-dir come from the flags. Without --save, the run keeps saving to the checkpoint.
+    Returns (state, class names, classes): the labels its outputs stand for (None: 0..K-1)."""
+    state, saved, names, classes = checkpoint.load_resumable(s["resume"], OPTIMIZERS)
     saved = {"activation": "relu", "alpha": 0.0, **saved}  # what checkpoints from before these settings used
     for key in RECIPE:
         if key in given and key in saved and s[key] != saved[key]:
             raise InputError(f"--{key.replace('_', '-')} {s[key]} contradicts {s['resume']}, which was trained "
                              f"with {saved[key]}; a resumed run keeps its recipe (drop the flag)")
+    trained_on_arrays(s["resume"], saved, *(s[k] if k in given else None for k in ("data_dir", "dataset")))
     s.update({k: saved[k] for k in RECIPE if k in saved})
+    if "input_dtype" in saved:  # what its inputs were: the data must be of the same kind (check_inputs)
+        s["input_dtype"] = saved["input_dtype"]
     s.update({k: saved[k] for k in RUN if k not in given and saved.get(k) is not None})
     if s["data_dir"] is None and isinstance(saved.get("data_dir"), str):
         s["data_dir"] = saved["data_dir"]
@@ -135,7 +140,7 @@ def resume_state(s, given):
     check_settings(s, f"{s['resume']}: the checkpoint's ")
     if state.epoch >= s["epochs"]:
         raise InputError(f"{s['resume']} already has {state.epoch} epochs; ask for more with --epochs")
-    return state, names
+    return state, names, classes
 
 
 def resume_command(s):
@@ -157,37 +162,47 @@ def epoch_line(state, epochs, n_train):
 
 def prepare(s, given):
     """Everything before the first step: backend, threads, checkpoint, both data splits, the split
-    into training and validation rows, the model, and the memory check. Returns the run's pieces."""
+    into training and validation rows, the model, and the memory check. Returns the run's pieces;
+    `classes` is a resumed file's (its labels are mapped to its outputs as evaluate maps them), else None."""
     kernels = get_backend(s["backend"])
-    state = names = None
+    state = names = saved_classes = None
     if s["resume"]:
-        state, names = resume_state(s, given)
+        state, names, saved_classes = resume_state(s, given)
         kernels = get_backend(s["backend"])
+    if s["data_dir"] is not None:  # stored with the model: evaluate finds it from any directory
+        s["data_dir"] = os.path.abspath(s["data_dir"])
     check_outputs(s)
     s["threads"], s["threads_note"] = set_threads(s["threads"], kernels.BLAS_THREADS, s["backend"])
     train_split = formats.load_split(s["dataset"], "train", s["data_dir"])
     test_split = formats.load_split(s["dataset"], "test", s["data_dir"])
-    images, labels, classes = train_split.images, train_split.labels, train_split.num_classes
+    images, classes = train_split.images, train_split.num_classes
     if state is None:
+        labels = train_split.labels
         sizes = parse_layers(s["layers"])
         if "layers" not in given:  # the default's hidden layers, between the data's inputs and classes
             sizes = (images.shape[1], *sizes[1:-1], classes)
         check_fits(sizes, images, labels, "the training set", "--layers", classes)
     else:
+        check_inputs(s, images, "the training set", s["resume"])
+        labels = output_labels(saved_classes, train_split, "the training set", s["resume"])
         sizes = state.model.sizes
-        check_fits(sizes, images, labels, "the training set", f"{s['resume']}'s layers", classes)
-    test = test_split.images, test_split.labels
+        check_fits(sizes, images, labels, "the training set", f"{s['resume']}'s layers",
+                   classes if saved_classes is None else None)
+    test = test_split.images, output_labels(saved_classes, test_split, "the test set", s["resume"])
     check_fits(sizes, *test, "the test set", "the model")
-    s["test_fingerprint"] = fingerprint(*test)
+    s["test_fingerprint"] = fingerprint(test_split.images, test_split.labels)
+    s["input_dtype"] = images.dtype.name
     s["layers"] = ",".join(map(str, sizes))
-    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], images.nbytes + test[0].nbytes)
+    copies = images.nbytes if held_out(len(labels), s["val_split"]) else 0  # split gathers the rows
+    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], copies, eval_rows=max(len(labels), len(test[1])),
+                 threads=s["threads"], backend=s["backend"], optimizer=s["optimizer"], pixels=images.dtype == np.uint8)
     train_rows, val = split(images, labels, s["val_split"], s["seed"])
     if s["resume"]:
         checkpoint.check_position(state, len(train_rows[1]), s["batch_size"], s["resume"])
     if state is None:
         state = new_state(s, sizes, train_rows[0])
         names = list(train_split.class_names)
-    return kernels, state, names, train_rows, val, test
+    return kernels, state, names, saved_classes, train_rows, val, test
 
 
 def main(argv=None):
@@ -195,11 +210,11 @@ def main(argv=None):
     given = given_flags(argv)
     s = settings_from(args)
     with CoreShare(numba_threads) as share:  # registered first: runs already going make room early
-        kernels, state, names, train_rows, val, test = prepare(s, given)
+        kernels, state, names, classes, train_rows, val, test = prepare(s, given)
         # BLAS's own split of a product changes its rounding, so only Numba's threads are shared:
         # the numpy backend keeps the BLAS threads it was given.
         share.start(s["threads"] if kernels.BLAS_THREADS == 1 else 1)
-        return train_and_report(s, kernels, state, names, train_rows, val, test, share)
+        return train_and_report(s, kernels, state, names, train_rows, val, test, share, classes)
 
 
 def threads_line(s, share):
@@ -210,8 +225,9 @@ def threads_line(s, share):
     return line
 
 
-def train_and_report(s, kernels, state, names, train_rows, val, test, share):
-    """Train (announcing the run, saving as asked, stopping cleanly on a signal), then report."""
+def train_and_report(s, kernels, state, names, train_rows, val, test, share, classes=None):
+    """Train (announcing the run, saving as asked, stopping cleanly on a signal), then report.
+    classes: the labels the outputs stand for, kept in the saved file (None: 0..K-1)."""
     say = (lambda *a: None) if s["quiet"] else print
     source = s["dataset"] if formats.kind(s["data_dir"]) == "idx" else s["data_dir"]
     say(f"fastnet: {source} {len(train_rows[1])} train / {len(val[1])} val, layers {s['layers']}, "
@@ -219,7 +235,7 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share):
         f"{s['optimizer']} lr {s['lr']:g} {s['schedule']}, batch {s['batch_size']}")
 
     def save(what):
-        checkpoint.save(s["save"], state, s, names)
+        checkpoint.save(s["save"], state, s, names, classes)
         return f"; {what} saved to {s['save']}"
 
     bar = ProgressBar(len(train_rows[1]))

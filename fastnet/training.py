@@ -15,9 +15,17 @@ from .model import MLP, Workspace, evaluate
 from .optim import OPTIMIZERS, learning_rate
 
 
+# The most step losses a History keeps: a longer run keeps every other one of them, then every fourth,
+# ..., so that a model file stays bounded however long the run (the first step's, which sets the
+# divergence limit, is always kept).
+MAX_STEP_LOSSES = 1 << 20
+
+
 @dataclass
 class History:
-    """What each finished epoch measured; lists grow by one per epoch."""
+    """What each finished epoch measured; lists grow by one per epoch. step_loss holds the loss of
+    steps 0, step_stride, 2·step_stride, ... of the `steps` run so far: every step's until there are
+    more than MAX_STEP_LOSSES (record_steps)."""
 
     epoch_seconds: list = field(default_factory=list)
     eval_seconds: list = field(default_factory=list)
@@ -26,6 +34,21 @@ class History:
     val_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
     step_loss: list = field(default_factory=list)
+    steps: int = 0
+    step_stride: int = 1
+
+
+def record_steps(history, losses):
+    """Add the losses of the next len(losses) steps to history.step_loss: those of steps that are a
+    multiple of step_stride; when there are more than MAX_STEP_LOSSES, every other one is dropped and
+    the stride doubles. What is kept depends only on the steps' losses, so a resumed run keeps what
+    the straight run keeps."""
+    start = -history.steps % history.step_stride
+    history.step_loss.extend(losses[start :: history.step_stride])
+    history.steps += len(losses)
+    while len(history.step_loss) > MAX_STEP_LOSSES:
+        history.step_loss = history.step_loss[::2]
+        history.step_stride *= 2
 
 
 @dataclass
@@ -110,7 +133,7 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
         elif seconds > 2 * CHUNK_SECONDS:
             chunk = max(chunk // 2, 1)
     losses = np.array(state.partial_losses)
-    state.history.step_loss.extend(state.partial_losses)
+    record_steps(state.history, state.partial_losses)
     state.batch, state.partial_losses = 0, []
     sizes = np.full(len(losses), batch_size)
     sizes[-1] = n - batch_size * (len(losses) - 1)
@@ -192,11 +215,15 @@ def warm_up(backend, dtype, optimizer="adam", images=np.uint8, labels=np.uint8):
     before it starts. A kernel that fails to compile becomes one line telling the user how to carry on.
     """
     seconds = getattr(backend, "compile_seconds", lambda: 0)()  # optional: only compiled backends have it
+    #  (with remember_compile_seconds, which keeps what a compile took for the next announcement)
     if seconds > 1:
         print(f"compiling kernels for this machine, once: about {seconds:.0f} s", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     try:
         with np.errstate(all="ignore"):  # random inputs; numbers are not checked here, only that kernels run
             _exercise(backend, dtype, optimizer, images, labels)
+        if seconds > 1:
+            backend.remember_compile_seconds(time.perf_counter() - started)
     except Exception as exc:
         if backend.__name__ == BACKENDS[REFERENCE]:
             raise

@@ -9,7 +9,7 @@ BACKENDS. The kernels know nothing of models beyond the network description belo
 A network is described to the kernels by two int64 arrays: sizes (L+1,) = (D0, ..., K), and
 activations (L,), layer l's activation as a code of ACTIVATIONS. The last layer's is identity:
 its output (the logits) goes into softmax-cross-entropy. Parameters live in one flat buffer
-(layer_views). The kernels that compute a training loss (mlp_gradients, mlp_adam_step[s]) take alpha,
+(layer_views). The kernels that compute a training loss (mlp_gradients, mlp_train_steps) take alpha,
 an L2 penalty of the weights, in scikit-learn's convention (kernels.reference.mlp_gradients).
 `JIT_OPTIONS` is the one place where Numba compiler options are set.
 """
@@ -41,7 +41,7 @@ KERNEL_NAMES = (
     "linear_backward",
     "mlp_gradients",
     "mlp_adam_step",
-    "mlp_adam_steps",
+    "mlp_train_steps",
     "mlp_logits",
     "adam_update",
     "sgd_update",
@@ -58,6 +58,16 @@ BACKEND_ATTRIBUTES = {
 # New activations go at the end: model files store names, but codes must not move under cached code.
 ACTIVATIONS = ("identity", "relu", "tanh", "logistic")
 IDENTITY, RELU, TANH, LOGISTIC = 0, 1, 2, 3
+
+
+# Optimiser name <-> code, as activations: the update a training step applies to each band of the
+# parameters (mlp_train_steps), chosen inside the compiled step by its code. Each has its update
+# rule in every backend (sgd_update, adam_update), the state it keeps per parameter (saved in model
+# files) and its hyper-parameters, in the order mlp_train_steps takes them. New ones go at the end.
+OPTIMIZERS = ("gd", "adam")
+GD, ADAM = 0, 1
+OPTIMIZER_STATE = {"gd": (), "adam": ("m", "v")}
+OPTIMIZER_HYPER = {"gd": (), "adam": ("beta1", "beta2", "eps")}
 
 
 def activation_codes(names):

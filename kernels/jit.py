@@ -1,45 +1,63 @@
 """Numba twins of kernels.reference: same names, same signatures, same results within rounding.
 
 Each public function is a thin wrapper that casts constants to the data's dtype (Numba would
-promote float32 x Python float to float64) and calls a private @njit core that takes its outputs
-first and only loops. Matrix products stay on NumPy's BLAS: hand-written loops are several times
-slower than BLAS here. What the JIT adds is fusion: bias and activation in one pass over the
-product, max/exp/normalise/loss/gradient of the output layer in one pass, one Adam pass over the
-whole network's flat buffers, and whole-network kernels (mlp_gradients, mlp_logits) that run a
-batch in one compiled call, each layer's activation dispatched on its code (kernels.ACTIVATIONS).
+promote float32 x Python float to float64) and calls a private compiled core that takes its outputs
+first and only loops. Matrix products stay on NumPy's BLAS (kernels.blas): hand-written loops are
+several times slower than BLAS here. What the JIT adds is fusion: bias and activation in one pass
+over the product, max/exp/normalise/loss/gradient of the output layer in one pass, the optimiser's
+update of each band of parameters right after its gradients, and whole-network kernels that run
+many training steps (mlp_train_steps) or a batch's logits (mlp_logits) in one compiled call.
 
-Threading: the whole-network kernels cut a batch into parts and run the parts on Numba's threads,
-each calling BLAS single-threaded (kernels.blas): a training step multiplies the first layer in
-pieces of its inputs, runs the rest of the forward and backward pass on rows of the batch, then the
-weight gradients and optimiser updates on bands of the flat buffers (_mlp). BLAS's own threads must then be
-limited to one (BLAS_THREADS), or they spin against Numba's (measured: an epoch 0.25 -> 0.35 s).
-A training loop hands over many steps at once (mlp_adam_steps): one compiled call runs them all.
+The training step (_mlp): its arguments come in four named tuples, Network (sizes, activation
+codes, params, grads), Batches (images, labels, their scaling, the order and the steps' starts),
+Scratch (the workspace, the layout of its blocks, the per-part results) and Update (the
+optimiser's code, its state, the per-step constants). Each step is three passes, each a parallel
+loop over the parts of the batch on Numba's threads (their docstrings read in this order):
+_first_layer_piece (the first layer cut by its inputs), _forward_rows and _backward_rows (the rest
+of the forward pass, the loss and the deltas, by rows of the batch), _weight_gradients (dW, db and
+the update, by bands of the parameters). The update is chosen by its code (kernels.OPTIMIZERS),
+as activations are. step_pass runs one pass as one call, for bench.profile_step. BLAS's own threads
+must be limited to one (BLAS_THREADS), or they spin against Numba's (an epoch 0.25 -> 0.35 s).
+
+Compile time: each pass kernel, and _pass above them, is compiled once on its own and called
+through a fixed symbol (kernels.linking), instead of being compiled again inside every caller;
+kernels that only compiled code calls have no Python wrapper. docs/performance.md, "Compile time".
 
 Shapes: N rows in the batch, D inputs of a layer, H outputs of a layer, K classes, P parameters.
 """
 
 import itertools
+import json
 import math
+import os
+import time
 from collections import namedtuple
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from . import ACTIVATIONS, FASTMATH, JIT_OPTIONS, LOGISTIC, RELU, TANH, activation_names, parameter_count
+from . import (ACTIVATIONS, ADAM, FASTMATH, GD, JIT_OPTIONS, LOGISTIC, OPTIMIZER_HYPER, OPTIMIZER_STATE, OPTIMIZERS,
+               RELU, TANH, activation_names, parameter_count)
 from .blas import gemm
+from .linking import apart, internal, light
 
-_jit = njit(**JIT_OPTIONS)
-_jit_fast = njit(fastmath=FASTMATH, **JIT_OPTIONS)
+
+def _njit(**options):
+    """njit with these options, the kernel's cache loading lightly (kernels.linking.LightCache)."""
+    return lambda fn: light(njit(**options)(fn))
+
+
+_jit = _njit(**JIT_OPTIONS)
+_jit_fast = _njit(fastmath=FASTMATH, **JIT_OPTIONS)
+# Kernels that only compiled code calls: no Python wrapper (kernels.linking.internal)
+_internal = internal(JIT_OPTIONS)
+_internal_fast = internal(dict(JIT_OPTIONS, fastmath=FASTMATH))
 # Only prange loops run in parallel: np.zeros or a slice assignment would otherwise become parallel
 # loops of their own, each compiled apart, for arrays of a few elements.
 _PRANGE_ONLY = {"prange": True, "numpy": False, "reduction": False, "setitem": False, "stencil": False,
                 "comprehension": False, "inplace_binop": False, "fusion": False}
-_jit_parallel = njit(parallel=_PRANGE_ONLY, **JIT_OPTIONS)
-
-# Seconds that compiling the kernels of a training run takes when Numba's cache is empty, measured
-# on this project's 2-core Xeon (docs/performance.md); announced before it starts.
-COMPILE_SECONDS = 14  # 12.9 s (1 thread) and 13.4 s (2 threads) in the bench.compare run of 2026-11-29, 23:38 UTC
+_jit_parallel = _njit(parallel=_PRANGE_ONLY, **JIT_OPTIONS)
 
 BLAS_THREADS = 1  # BLAS runs inside each of Numba's threads, one thread each
 
@@ -74,7 +92,7 @@ def gather_rows(images, index, scale, shift, out):
     return out
 
 
-@_jit
+@_internal
 def _chunk(P, c, chunks):
     """[lo, hi) of chunk c when P elements are cut into `chunks` ranges starting on multiples of 16
     elements (64-byte cache lines apart in float32), so no two threads write one cache line."""
@@ -87,7 +105,7 @@ def _chunk(P, c, chunks):
 # the test of a loop-invariant code out of the loop). Twins of kernels.reference's
 # ACTIVATION_FUNCTIONS: _forward is f(z), _backward is g·f'(z) written through the output a = f(z).
 # tanh and logistic work in float64 as the reference does (float32 data too), rounded once when stored.
-@_jit
+@_internal
 def _forward(code, z):
     if code == RELU:
         return max(z, 0)
@@ -99,7 +117,7 @@ def _forward(code, z):
     return z  # IDENTITY
 
 
-@_jit
+@_internal
 def _backward(code, g, a):
     if code == RELU:
         # a select, not a branch around a store, so the loop vectorises (4.2 -> 1.1 ms an epoch);
@@ -154,7 +172,7 @@ def activation_backward(dA, A, out, activation):
     return out
 
 
-@_jit_fast
+@_internal_fast
 def _softmax_row(out, z):
     """out = softmax(z) for one row; returns log sum exp(z - max z). exp is stored, then scaled."""
     m = z[0]
@@ -262,19 +280,31 @@ def linear_backward(dZ, X, W, dW, db, dX, activation):
         _times_derivative(dX, X, ACTIVATIONS.index(activation))
 
 
-@_jit
-def _valid_rows(index, labels, y, images, classes):
-    """Check index and labels[index], copying the labels into y: False if any is out of range."""
-    for i in range(index.shape[0]):
-        if index[i] < 0 or index[i] >= images.shape[0]:
-            return False
-    for i in range(index.shape[0]):
-        label = labels[index[i]]
-        if label < 0 or label >= classes:
-            return False
-        y[i] = label
-    return True
+# ----------------------------------------------------------------------------- the training step
+# What the step kernels take, grouped as llm.c groups its tensors. Python builds them once per call
+# (_step_tuples); every kernel of the step takes them whole and reads what it needs.
+Network = namedtuple("Network", "sizes activations params grads")
+#   sizes (L+1,) = (D0, ..., K) and activations (L,) codes (kernels); params, grads (P,) flat buffers
+Batches = namedtuple("Batches", "images labels scale shift order starts")
+#   step s trains on rows order[starts[s]:starts[s + 1]] of images (M, D0), each row mapped to
+#   inputs by x·scale + shift (D0,) on the way in; labels (M,) their classes
+Scratch = namedtuple("Scratch", "X acts deltas y partials logits at results parts pieces")
+#   kernels.MLPWork's buffers: X (rows·D0) the gathered inputs, acts and deltas (rows·(D1+...+DL)) a
+#   block per layer, y (rows,) the batch's labels, partials the first layer's pieces 1..; logits:
+#   where a LOGITS pass writes (a step's go to the last block of acts); at: _layout's offsets;
+#   results (parts, 3): each part's RESULT_* columns; parts: the parts a batch is cut into; pieces:
+#   the pieces of the first layer's product (0: gathered and multiplied by rows instead)
+Update = namedtuple("Update", "code m v steps beta1 beta2 one_minus_beta1 one_minus_beta2 eps zero tiny")
+#   the optimiser (its code: kernels.OPTIMIZERS, or NO_UPDATE), its state (Adam's moments; empty
+#   arrays for gradient descent), steps (K, 5): each step's STEP_* columns, and the constants of
+#   AdamConstants that every step shares, in the params' dtype (no tuple inside: a parallel loop
+#   cannot take a tuple within a tuple)
 
+STEP_LR, STEP_M_SCALE, STEP_V_SCALE, STEP_INV_N, STEP_DECAY = range(5)  # columns of Update.steps:
+#   the learning rate, Adam's bias corrections 1/(1 - beta^t), 1/n and the L2 term's alpha/n
+RESULT_LOSS, RESULT_FINITE, RESULT_PENALTY = range(3)  # columns of Scratch.results: a part's summed
+#   loss (rows), 0 when a parameter of its band is not finite (bands), its band's Σ W² (bands)
+NO_UPDATE = -1  # Update.code of a step that only computes gradients (mlp_gradients)
 
 # Where layer l's pieces start in the flat buffers (element offsets): the columns of the (L, 4)
 # table _layout returns. In a block of rows, row r starts r·(its width) further on.
@@ -286,46 +316,64 @@ OUT_AT = 3  # acts: A_l (rows, D_l+1), the layer's output (the last layer's: the
 #             deltas: dZ_l (rows, D_l+1), the loss's gradient w.r.t. the layer's pre-activation
 
 
-@_jit
 def _layout(sizes, rows):
     """The (L, 4) offsets above, for the network of `sizes` and a workspace of `rows` rows."""
-    at = np.empty((sizes.shape[0] - 1, 4), np.int64)
-    p = 0  # params and grads: W0, b0, W1, b1, ...
-    a = 0  # acts and deltas: one block of `rows` rows per layer
-    for l in range(sizes.shape[0] - 1):
-        d_in, d_out = sizes[l], sizes[l + 1]
-        at[l, W_AT] = p
-        at[l, B_AT] = p + d_in * d_out
-        at[l, IN_AT] = 0 if l == 0 else a - rows * d_in
-        at[l, OUT_AT] = a
+    at = np.empty((len(sizes) - 1, 4), np.int64)
+    p = a = 0  # params and grads: W0, b0, W1, b1, ...; acts and deltas: a block of `rows` rows a layer
+    for l, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
+        at[l] = p, p + d_in * d_out, 0 if l == 0 else a - rows * d_in, a
         p += d_in * d_out + d_out
         a += rows * d_out
     return at
 
 
-@_jit
-def _first_layer_piece(w, pieces, n, X, acts, partials, images, index, scale, shift, sizes, params, at):
-    """Piece w of `pieces` of the first layer's product X·W0 over all n rows of the batch: the inputs
-    c0..c1 (a share of the D0 inputs, cut on 64-byte boundaries) gathered into those columns of X,
-    times rows c0..c1 of W0. Piece 0 goes to the first layer's output block, piece w > 0 to block
-    w - 1 of partials; _add_pieces sums them. at: _layout's offsets.
+@_internal
+def _batch(s, data):
+    """Step s's rows: the index into images."""
+    return data.order[data.starts[s] : data.starts[s + 1]]
+
+
+@_internal
+def _valid_rows(s, net, data, work):
+    """Check step s's rows and their labels, copying the labels into work.y: False if any is out of range."""
+    index, classes = _batch(s, data), net.sizes[-1]
+    for i in range(index.shape[0]):
+        if index[i] < 0 or index[i] >= data.images.shape[0]:
+            return False
+    for i in range(index.shape[0]):
+        label = data.labels[index[i]]
+        if label < 0 or label >= classes:
+            return False
+        work.y[i] = label
+    return True
+
+
+# The passes of a step. Each is one part w of a parallel loop over the parts of step s's batch, and
+# each takes (w, s, net, data, work, update): compiled once on its own (kernels.linking).
+@_internal
+def _first_layer_piece(w, s, net, data, work, update):
+    """FIRST_LAYER, piece w: the inputs c0..c1 of every row (a share of the D0 inputs, cut on 64-byte
+    boundaries) gathered into those columns of X, times rows c0..c1 of W0. Piece 0 goes to the first
+    layer's output block, piece w > 0 to block w - 1 of partials; the rows pass sums them.
 
     Cut this way, each thread gathers and multiplies the same inputs and the same rows of W0 (with
     their Adam moments) that its band of _weight_gradients reads and updates: those stay in its core's
     cache from step to step, where a cut by rows of the batch sends all of W0 and half of X from core
     to core.
     """
-    d_in, d_out, rows = sizes[0], sizes[1], X.shape[0] // sizes[0]
-    c0, c1 = _chunk(d_in, w, pieces)
-    out, out_at = (acts, at[0, OUT_AT]) if w == 0 else (partials, (w - 1) * rows * d_out)
+    index, sizes, at = _batch(s, data), net.sizes, work.at
+    n, d_in, d_out, rows = index.shape[0], sizes[0], sizes[1], work.X.shape[0] // sizes[0]
+    c0, c1 = _chunk(d_in, w, work.pieces)
+    out, out_at = (work.acts, at[0, OUT_AT]) if w == 0 else (work.partials, (w - 1) * rows * d_out)
     if c1 > c0:
-        _gather(X[: n * d_in].reshape(n, d_in), images, index, scale, shift, c0, c1)
-        gemm(False, False, n, d_out, c1 - c0, X, c0, d_in, params, at[0, W_AT] + c0 * d_out, d_out, out, out_at, d_out)
+        _gather(work.X[: n * d_in].reshape(n, d_in), data.images, index, data.scale, data.shift, c0, c1)
+        gemm(False, False, n, d_out, c1 - c0, work.X, c0, d_in, net.params, at[0, W_AT] + c0 * d_out, d_out, out,
+             out_at, d_out)
     else:
         out[out_at : out_at + n * d_out] = 0
 
 
-@_jit
+@_internal
 def _add_pieces(Z, partials, pieces, rows, lo):
     """Z (m, H) += pieces 1.. of the first layer's product (rows lo..lo+m of each), in piece order."""
     m, H = Z.shape
@@ -337,52 +385,55 @@ def _add_pieces(Z, partials, pieces, rows, lo):
                 Z[i, j] += P[i, j]
 
 
-@_jit
-def _forward_rows(lo, hi, logits, X, acts, partials, pieces, images, index, scale, shift, sizes, activations, params,
-                  at):
-    """Rows lo..hi of the batch through every layer (BLAS, then a bias/activation pass) into acts;
-    the last layer writes logits (n·K) instead. pieces 0: the rows are gathered into X and the first
-    layer multiplied here; pieces > 0: _first_layer_piece wrote its product in that many pieces,
-    summed here. at: _layout's offsets."""
-    m, L, rows = hi - lo, sizes.shape[0] - 1, X.shape[0] // sizes[0]
-    if pieces == 0:
-        _gather(X[lo * sizes[0] : hi * sizes[0]].reshape(m, sizes[0]), images, index[lo:hi], scale, shift,
-                np.int64(0), sizes[0])  # not a literal 0: that would compile _gather once more
+@_internal
+def _forward_rows(w, s, net, data, work, update):
+    """ROWS and LOGITS, part w: its rows lo..hi of the batch through every layer (BLAS, then a
+    bias/activation pass) into acts; the last layer writes work.logits. With no pieces the rows are
+    gathered into X and the first layer multiplied here; otherwise its pieces are summed here."""
+    index, sizes, at, X, acts = _batch(s, data), net.sizes, work.at, work.X, work.acts
+    n, L, rows = index.shape[0], sizes.shape[0] - 1, X.shape[0] // sizes[0]
+    lo, hi = n * w // work.parts, n * (w + 1) // work.parts
+    m = hi - lo
+    if work.pieces == 0:
+        _gather(X[lo * sizes[0] : hi * sizes[0]].reshape(m, sizes[0]), data.images, index[lo:hi], data.scale,
+                data.shift, np.int64(0), sizes[0])  # not a literal 0: that would compile _gather once more
     for l in range(L):
         d_in, d_out = sizes[l], sizes[l + 1]
         inputs = X if l == 0 else acts
-        b = params[at[l, B_AT] : at[l, B_AT] + d_out]
-        dest, out = (logits, lo * d_out) if l == L - 1 else (acts, at[l, OUT_AT] + lo * d_out)
+        b = net.params[at[l, B_AT] : at[l, B_AT] + d_out]
+        dest, out = (work.logits, lo * d_out) if l == L - 1 else (acts, at[l, OUT_AT] + lo * d_out)
         Z = dest[out : out + m * d_out].reshape(m, d_out)
-        if l == 0 and pieces > 0:
-            _add_pieces(Z, partials, pieces, rows, lo)
+        if l == 0 and work.pieces > 0:
+            _add_pieces(Z, work.partials, work.pieces, rows, lo)
         else:
-            gemm(False, False, m, d_out, d_in, inputs, at[l, IN_AT] + lo * d_in, d_in, params, at[l, W_AT], d_out,
+            gemm(False, False, m, d_out, d_in, inputs, at[l, IN_AT] + lo * d_in, d_in, net.params, at[l, W_AT], d_out,
                  dest, out, d_out)
-        _bias_activation(Z, b, activations[l])
+        _bias_activation(Z, b, net.activations[l])
 
 
-@_jit
-def _backward_rows(lo, hi, acts, deltas, y, sizes, activations, params, inv_n, at):
-    """Rows lo..hi: fused softmax-cross-entropy, then each layer's delta down to the first hidden
-    layer (dZ·Wᵀ on BLAS, then the derivative of the layer below's activation). Returns the rows'
-    summed loss. at: _layout's offsets."""
-    m, L, classes = hi - lo, sizes.shape[0] - 1, sizes[-1]
-    out = at[L - 1, OUT_AT]  # the logits' block
+@_internal
+def _backward_rows(w, s, net, data, work, update):
+    """ROWS, part w: its rows' fused softmax-cross-entropy, then each layer's delta down to the first
+    hidden layer (dZ·Wᵀ on BLAS, then the derivative of the layer below's activation). Returns the
+    rows' summed loss."""
+    sizes, at, acts, deltas = net.sizes, work.at, work.acts, work.deltas
+    n, L, classes = data.starts[s + 1] - data.starts[s], sizes.shape[0] - 1, sizes[-1]
+    lo, hi = n * w // work.parts, n * (w + 1) // work.parts
+    m, out = hi - lo, at[L - 1, OUT_AT]  # the logits' block
     Z = acts[out + lo * classes : out + hi * classes].reshape(m, classes)
     dZ = deltas[out + lo * classes : out + hi * classes].reshape(m, classes)
-    loss = _softmax_cross_entropy(dZ, Z, y[lo:hi], inv_n) * m
+    loss = _softmax_cross_entropy(dZ, Z, work.y[lo:hi], update.steps[s, STEP_INV_N]) * m
     for l in range(L - 1, 0, -1):
         d_in, d_out = sizes[l], sizes[l + 1]
         below = at[l, IN_AT]
-        gemm(False, True, m, d_in, d_out, deltas, at[l, OUT_AT] + lo * d_out, d_out, params, at[l, W_AT], d_out,
+        gemm(False, True, m, d_in, d_out, deltas, at[l, OUT_AT] + lo * d_out, d_out, net.params, at[l, W_AT], d_out,
              deltas, below + lo * d_in, d_in)
         _times_derivative(deltas[below + lo * d_in : below + hi * d_in].reshape(m, d_in),
-                          acts[below + lo * d_in : below + hi * d_in].reshape(m, d_in), activations[l - 1])
+                          acts[below + lo * d_in : below + hi * d_in].reshape(m, d_in), net.activations[l - 1])
     return loss
 
 
-@_jit_fast  # reassociation lets the sum of squares vectorise; for a given band it is always the same sum
+@_internal_fast  # reassociation lets the sum of squares vectorise; for a given band it is always the same sum
 def _add_l2(g, p, decay):
     """g += decay·p in place, returning Σ p² (float64): the L2 penalty's gradient and sum on one band of a W."""
     total = 0.0
@@ -393,18 +444,33 @@ def _add_l2(g, p, decay):
     return total
 
 
-@_jit
-def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at, decay):
-    """Share w of `parts` of every dW = Aᵀ·dZ + decay·W and db = Σ dZ over all n rows of the batch;
-    with `update`, an Adam step (constants `adam`) on that share right away, while its gradients are
-    in cache. Returns (False when an updated parameter is not finite, Σ W² over the share's weights,
-    0 when decay is 0). at: _layout's offsets.
+@_internal
+def _update(code, p, g, m, v, c):
+    """The optimiser of `code` on one band: p, and its state m, v, from the gradient g; constants c
+    (AdamConstants of the step). True when every updated parameter is finite."""
+    if code == ADAM:
+        return _adam(p, g, m, v, c)
+    if code == GD:
+        return _sgd(p, g, c.lr, c.zero)
+    return True
+
+
+@_internal
+def _weight_gradients(w, s, net, data, work, update):
+    """BANDS, share w: every dW = Aᵀ·dZ + decay·W and db = Σ dZ over all n rows of the batch, then
+    the update (Update.code) of that share right away, while its gradients are in cache. Returns
+    (False when an updated parameter is not finite, Σ W² over the share's weights, 0 when decay is 0).
 
     Each share is a band of rows of each W (and of entries of each b), so no two threads write the
     same gradient and none has to be summed: each entry is one whole-batch dot product on BLAS.
     The L2 term (decay = alpha/N) is added to the band of dW right after BLAS wrote it, while it is
     in cache, and the band's Σ W² read in the same loop; with decay 0 nothing is added at all.
     """
+    sizes, at, params, grads, parts = net.sizes, work.at, net.params, net.grads, work.parts
+    n, c = data.starts[s + 1] - data.starts[s], update.steps[s]
+    decay, u = c[STEP_DECAY], update
+    step = AdamConstants(c[STEP_LR], u.beta1, u.beta2, u.one_minus_beta1, u.one_minus_beta2, c[STEP_M_SCALE],
+                         c[STEP_V_SCALE], u.eps, u.zero, u.tiny)
     finite, penalty = True, 0.0
     for l in range(sizes.shape[0] - 1):
         d_in, d_out = sizes[l], sizes[l + 1]
@@ -412,94 +478,123 @@ def _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, 
         # the share's rows of W; for W0 the inputs of _first_layer_piece w, so they stay on one core
         r0, r1 = _chunk(d_in, w, parts) if l == 0 else (d_in * w // parts, d_in * (w + 1) // parts)
         if r1 > r0:
-            inputs = X if l == 0 else acts
-            gemm(True, False, r1 - r0, d_out, n, inputs, at[l, IN_AT] + r0, d_in, deltas, out, d_out,
+            inputs = work.X if l == 0 else work.acts
+            gemm(True, False, r1 - r0, d_out, n, inputs, at[l, IN_AT] + r0, d_in, work.deltas, out, d_out,
                  grads, W + r0 * d_out, d_out)
             if decay != 0:
                 lo, hi = W + r0 * d_out, W + r1 * d_out
                 penalty += _add_l2(grads[lo:hi], params[lo:hi], decay)
         c0, c1 = d_out * w // parts, d_out * (w + 1) // parts  # the share's entries of b
-        _column_sums(grads[bias + c0 : bias + c1], deltas[out : out + n * d_out].reshape(n, d_out)[:, c0:c1])
-        if update:
-            for lo, hi in ((W + r0 * d_out, W + r1 * d_out), (bias + c0, bias + c1)):
-                finite &= _adam(params[lo:hi], grads[lo:hi], m[lo:hi], v[lo:hi], adam)
+        _column_sums(grads[bias + c0 : bias + c1], work.deltas[out : out + n * d_out].reshape(n, d_out)[:, c0:c1])
+        for lo, hi in ((W + r0 * d_out, W + r1 * d_out), (bias + c0, bias + c1)):
+            finite &= _update(update.code, params[lo:hi], grads[lo:hi], update.m[lo:hi], update.v[lo:hi], step)
     return finite, penalty
 
 
-# The kinds of pass _mlp runs, each a parallel loop over the parts of a batch.
+_first_layer_piece_apart, _forward_rows_apart, _backward_rows_apart, _weight_gradients_apart = (
+    apart(k) for k in (_first_layer_piece, _forward_rows, _backward_rows, _weight_gradients))
+
+# The kinds of pass _mlp runs, each a parallel loop over the parts of a batch: a training step is
+# FIRST_LAYER, ROWS, BANDS (_STEP); logits are one LOGITS pass, every layer by rows.
 FIRST_LAYER, ROWS, BANDS, LOGITS = 0, 1, 2, 3
 
 
-@_jit
-def _pass(kind, w, parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index, scale, shift, sizes,
-          activations, params, inv_n, m, v, adam, update, decay, at, results):
-    """Part w of one pass of kind FIRST_LAYER, ROWS, BANDS or LOGITS; results[w] gets its (loss, finite, Σ W²)."""
+@_internal
+def _pass(kind, w, s, net, data, work, update):
+    """Part w of one pass of kind FIRST_LAYER, ROWS, BANDS or LOGITS of step s; its results into
+    work.results[w]."""
     if kind == FIRST_LAYER:
-        if w < pieces:
-            _first_layer_piece(w, pieces, n, X, acts, partials, images, index, scale, shift, sizes, params, at)
+        if w < work.pieces:
+            _first_layer_piece_apart(w, s, net, data, work, update)
     elif kind == BANDS:
-        ok, penalty = _weight_gradients(w, parts, n, grads, X, acts, deltas, sizes, params, m, v, adam, update, at,
-                                        decay)
-        results[w, 1], results[w, 2] = ok, penalty
+        ok, penalty = _weight_gradients_apart(w, s, net, data, work, update)
+        work.results[w, RESULT_FINITE], work.results[w, RESULT_PENALTY] = ok, penalty
     else:
-        lo, hi = n * w // parts, n * (w + 1) // parts
-        if hi > lo:
-            _forward_rows(lo, hi, logits, X, acts, partials, pieces, images, index, scale, shift, sizes, activations,
-                          params, at)
+        n = data.starts[s + 1] - data.starts[s]
+        if n * (w + 1) // work.parts > n * w // work.parts:
+            _forward_rows_apart(w, s, net, data, work, update)
             if kind == ROWS:
-                results[w, 0] = _backward_rows(lo, hi, acts, deltas, y, sizes, activations, params, inv_n, at)
+                work.results[w, RESULT_LOSS] = _backward_rows_apart(w, s, net, data, work, update)
+
+
+_pass_apart = apart(_pass)
 
 
 @_jit_parallel
-def _mlp(passes, parts, grads, X, acts, deltas, y, partials, logits, images, order, starts, labels, scale, shift, sizes,
-         activations, params, m, v, adam, consts, update, alpha, limit, losses):
-    """Steps s = 0, 1, ... on the batches images[order[starts[s]:starts[s + 1]]]: each step the passes
-    in order, each pass a parallel loop over the parts. consts[s] holds step s's (lr, m_scale,
-    v_scale, 1/n, alpha/n) in the params' dtype (_step_constants); adam the Adam constants all steps
-    share. losses[s] gets step s's loss with its L2 penalty (float64). Stops after a step whose loss
-    is not finite or above limit, or that leaves a parameter not finite. Returns (steps taken, rows
-    valid, parameters finite); a step with an invalid row or label is not taken.
-    logits: where LOGITS writes (one step); a training step's go to the last layer's block of acts.
+def _mlp(passes, net, data, work, update, alpha, limit, losses):
+    """Steps s = 0, 1, ... on the batches of `data`, each the passes in order, each pass a parallel
+    loop over the parts of the batch:
 
-    One parallel loop runs every pass, and training steps and logits share this one compiled
-    function: Numba compiles each parallel loop apart, with all that it calls (docs/performance.md).
-    Many steps in one call save Python's share of a step (a tenth of an epoch at 1 thread).
+    FIRST_LAYER  gathers each piece's share of the input columns into X and multiplies it by the
+                 same rows of W0, into A0's block (piece 0) or partials (pieces 1..)
+    ROWS         each part's rows: the pieces summed, bias and activation, the later layers into
+                 acts, softmax-cross-entropy into deltas' last block, dZ of every layer down to the
+                 first into deltas; the rows' loss into results
+    BANDS        each part's band of rows of every W and entries of every b: dW = Aᵀ·dZ (+ L2),
+                 db, and the optimiser's update of the band (params, m, v); Σ W² into results
+    LOGITS       each part's rows through every layer into work.logits (no step: logits only)
+
+    losses[s] gets step s's loss with its L2 penalty (float64). Stops after a step whose loss is not
+    finite or above limit, or that leaves a parameter not finite. Returns (steps taken, rows valid,
+    parameters finite); a step with an invalid row or label is not taken. One parallel loop runs
+    every pass; its callees are compiled once each (kernels.linking).
     """
-    rows, L = X.shape[0] // sizes[0], sizes.shape[0] - 1
-    at = _layout(sizes, rows)
     training = passes[0] != LOGITS
-    if training:
-        logits = acts[at[L - 1, OUT_AT] :]
-    # a training step's first layer comes in pieces (bench.profile_step runs its passes one call each)
-    pieces = min(parts, 1 + partials.shape[0] // (rows * sizes[1])) if training else 0
-    results = np.empty((parts, 3))  # per part: loss, finite, Σ W² of its band (summed in part order below)
-    for s in range(starts.shape[0] - 1):
-        index = order[starts[s] : starts[s + 1]]
-        n = index.shape[0]
-        if training and not _valid_rows(index, labels, y, images, sizes[L]):
+    results = work.results
+    for s in range(data.starts.shape[0] - 1):
+        n = data.starts[s + 1] - data.starts[s]
+        if training and not _valid_rows(s, net, data, work):
             return s, False, True
-        c = consts[s]
-        step = AdamConstants(c[0], adam.beta1, adam.beta2, adam.one_minus_beta1, adam.one_minus_beta2, c[1], c[2],
-                             adam.eps, adam.zero, adam.tiny)
-        results[:, 0], results[:, 1], results[:, 2] = 0.0, 1.0, 0.0
+        results[:, RESULT_LOSS], results[:, RESULT_FINITE], results[:, RESULT_PENALTY] = 0.0, 1.0, 0.0
         for kind in passes:
-            count = pieces if kind == FIRST_LAYER else parts  # a name: prange of an inline if is not made parallel
+            count = work.pieces if kind == FIRST_LAYER else work.parts  # a name: prange of an inline if is serial
             for w in prange(count):  # w is unsigned inside the parallel loop: cast, or _pass compiles twice
-                _pass(kind, np.int64(w), parts, pieces, n, grads, X, acts, deltas, y, partials, logits, images, index,
-                      scale, shift, sizes, activations, params, c[3], m, v, step, update, c[4], at, results)
+                _pass_apart(kind, np.int64(w), s, net, data, work, update)
         total, penalty, finite = 0.0, 0.0, True
-        for w in range(parts):
-            total, finite, penalty = total + results[w, 0], finite and results[w, 1] != 0, penalty + results[w, 2]
+        for w in range(work.parts):
+            total, penalty = total + results[w, RESULT_LOSS], penalty + results[w, RESULT_PENALTY]
+            finite = finite and results[w, RESULT_FINITE] != 0
         loss = total / n + 0.5 * alpha * penalty / n
         losses[s] = loss
         if not (finite and math.isfinite(loss) and loss <= limit):
             return s + 1, True, finite
-    return starts.shape[0] - 1, True, True
+    return data.starts.shape[0] - 1, True, True
 
 
-_STEP = np.array([FIRST_LAYER, ROWS, BANDS], np.int64)  # a training step: the first layer cut along its inputs,
-#   then the rest of the forward pass, loss and deltas by rows, then the weight gradients (and Adam) by bands
-_FORWARD = np.array([LOGITS], np.int64)  # logits only: every layer by rows
+_STEP = np.array([FIRST_LAYER, ROWS, BANDS], np.int64)
+_FORWARD = np.array([LOGITS], np.int64)
+_INT = numba.types.int64
+
+
+def _link(net, data, work, update):
+    """Compile (or load) the step's callees for these arguments' types and register their symbols,
+    before _mlp runs: a cached _mlp names them without compiling them (kernels.linking)."""
+    types = tuple(numba.typeof(x) for x in (net, data, work, update))
+    if types not in _LINKED:
+        for kernel in (_first_layer_piece_apart, _forward_rows_apart, _backward_rows_apart, _weight_gradients_apart):
+            kernel.link((_INT, _INT, *types))
+        _pass_apart.link((_INT, _INT, _INT, *types))
+        _LINKED.add(types)
+
+
+_LINKED = set()
+_LAYOUTS = {}  # (sizes, rows) -> _layout's table: a run asks for the same few again and again
+
+
+def _scratch(work, sizes, parts, training, logits=None):
+    """The Scratch of a step (training) or of logits into `logits`, from kernels.MLPWork `work`."""
+    X, acts, deltas, y = work[:4]
+    rows = X.shape[0] // sizes[0]
+    key = (tuple(sizes), rows)
+    at = _LAYOUTS.get(key)
+    if at is None:
+        at = _LAYOUTS.setdefault(key, _layout(sizes, rows))
+    partials = _partials(work)
+    if training:
+        logits = acts[at[-1, OUT_AT] :]
+    # a training step's first layer comes in pieces (step_pass runs a step's passes one call each)
+    pieces = min(parts, 1 + partials.shape[0] // (rows * sizes[1])) if training else 0
+    return Scratch(X, acts, deltas, y, partials, logits, at, np.empty((parts, 3)), parts, pieces)
 
 
 def _check_network(images, index, scale, shift, sizes, activations, params, work):
@@ -540,18 +635,19 @@ def _parts(work):
 _CHECKED = [()]  # the arguments _steps last checked: a training loop passes the same ones every step
 
 
-def _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam, consts,
-           update, alpha, limit):
+def _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, update, alpha, limit,
+           passes=_STEP):
     """Checks, then _mlp's training steps on order and starts from _batches; returns (losses of the
     steps taken, parameters finite).
 
     The checks of everything but order and starts are skipped when every argument is the very object
     checked last time (arrays cannot change shape or dtype in place): they cost more than a step's Python.
     """
-    same = (images, labels, scale, shift, sizes, activations, params, grads, m, v, *work[:4], _partials(work))
+    same = (images, labels, scale, shift, sizes, activations, params, grads, update.m, update.v, *work[:4],
+            _partials(work))
     if len(same) != len(_CHECKED[0]) or any(a is not b for a, b in zip(same, _CHECKED[0])):
         _check_network(images, order[:0], scale, shift, sizes, activations, params, work)  # batch sizes: below
-        for name, a in (("grads", grads), ("m", m), ("v", v)):
+        for name, a in (("grads", grads), *((n, a) for n, a in (("m", update.m), ("v", update.v)) if a.size)):
             if a.shape != params.shape or not a.flags.c_contiguous or a.dtype != params.dtype:
                 raise ValueError(f"{name} must be a contiguous buffer like params, {params.shape} {params.dtype}")
         if len(labels) != len(images):
@@ -565,9 +661,10 @@ def _steps(images, order, starts, labels, scale, shift, sizes, activations, para
         if not 0 <= labels[rows].min() <= labels[rows].max() < sizes[-1]:
             raise ValueError(f"a label is not below the {sizes[-1]} classes")
     losses = np.empty(len(starts) - 1)
-    done, valid, finite = _mlp(_STEP, _parts(work), grads, *work[:4], _partials(work), work[1], images, order, starts,
-                               labels, scale, shift, sizes, activations, params, m, v, adam, consts, update,
-                               float(alpha), float(limit), losses)
+    net, data = Network(sizes, activations, params, grads), Batches(images, labels, scale, shift, order, starts)
+    work = _scratch(work, sizes, _parts(work), True)
+    _link(net, data, work, update)
+    done, valid, finite = _mlp(passes, net, data, work, update, float(alpha), float(limit), losses)
     if not valid:
         index = order[starts[done] : starts[done + 1]]
         if index.min() < 0 or index.max() >= len(images):
@@ -591,52 +688,80 @@ def _batches(order, starts, rows):
 
 
 def _step_constants(dtype, step, lrs, beta1, beta2, counts, alpha):
-    """(K, 5) of dtype: the (lr, m_scale, v_scale, 1/n, alpha/n) of K steps, the first numbered `step`
-    (from 1), n rows each (counts). Computed in float64 as _adam_constants does, then rounded."""
+    """(K, 5) of dtype: the STEP_* columns (lr, m_scale, v_scale, 1/n, alpha/n) of K steps, the first
+    numbered `step` (from 1), n rows each (counts). Computed in float64 as _adam_constants does, then rounded."""
     return np.array([(lr, 1 / (1 - beta1**s), 1 / (1 - beta2**s), 1.0 / n, alpha / n)
                      for s, lr, n in zip(range(step, step + len(counts)), lrs, counts)], dtype)
 
 
+def _update_of(optimizer, state, hyper, step, lrs, counts, dtype, alpha):
+    """The Update of `optimizer` (a name of kernels.OPTIMIZERS, or None: gradients only) for steps
+    numbered step, step + 1, ... with learning rates lrs, after checking state and hyper."""
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    names = OPTIMIZER_STATE.get(optimizer, ())
+    if len(state) != len(names) or len(hyper) != len(OPTIMIZER_HYPER.get(optimizer, ())):
+        raise ValueError(f"{optimizer or 'no update'} takes state {names} and hyper-parameters "
+                         f"{OPTIMIZER_HYPER.get(optimizer, ())}, got {len(state)} and {len(hyper)}")
+    if len(lrs) != len(counts):
+        raise ValueError(f"{len(counts)} steps need as many learning rates, got {len(lrs)}")
+    beta1, beta2, eps = hyper if optimizer == "adam" else (0.0, 0.0, 1.0)
+    empty = np.zeros(0, dtype)
+    m, v = state if optimizer == "adam" else (empty, empty)
+    code = NO_UPDATE if optimizer is None else OPTIMIZERS.index(optimizer)
+    shared = _adam_constants(dtype, 1, 0.0, beta1, beta2, eps)  # lr, m_scale, v_scale: each step's own, in steps
+    return Update(code, m, v, _step_constants(dtype, step, lrs, beta1, beta2, counts, alpha), shared.beta1,
+                  shared.beta2, shared.one_minus_beta1, shared.one_minus_beta2, shared.eps, shared.zero, shared.tiny)
+
+
 def mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha=0.0):
     """Loss of the batch images[index] with its L2 penalty, and its gradient into grads (P,), in one
-    compiled call.
-
-    On Numba's threads, twice: the batch's rows cut in parts (gather with scaling, forward, fused
-    softmax-cross-entropy, the deltas), then the parameters cut in bands (each thread's band of
-    dW = Aᵀ·dZ + alpha·W/N over the whole batch with its Σ W², and of db). images (M, D0) are pixels
-    of any dtype, labels (M,) their classes, work is kernels.mlp_workspace(sizes, rows, dtype).
-    """
+    compiled call: _mlp's step without an update. images (M, D0) are pixels of any dtype, labels
+    (M,) their classes, work is kernels.mlp_workspace(sizes, rows, dtype)."""
     index, starts, counts = _batches(index, [0, len(index)], len(work[3]))
-    consts = _step_constants(params.dtype, 1, [0.0], 0.0, 0.0, counts, alpha)
-    unused = _adam_constants(params.dtype, 1, 0.0, 0.0, 0.0, 1.0)  # no update: not read, nor m, v
-    losses, _ = _steps(images, index, starts, labels, scale, shift, sizes, activations, params, grads, work, grads,
-                       grads, unused, consts, False, alpha, math.inf)
+    update = _update_of(None, (), (), 1, [0.0], counts, params.dtype, alpha)
+    losses, _ = _steps(images, index, starts, labels, scale, shift, sizes, activations, params, grads, work, update,
+                       alpha, math.inf)
     return float(losses[0])
 
 
-def mlp_adam_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, m, v, step, lrs,
-                   beta1, beta2, eps, work, alpha=0.0, limit=math.inf):
-    """mlp_adam_step on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ..., in one
-    compiled call: step k is Adam's step number step + k with learning rate lrs[k]. Stops after a
-    step whose loss is not finite or above limit, or that leaves a parameter not finite. Returns
-    (the steps' losses, float64, one per step taken; p finite)."""
+def mlp_train_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, optimizer, state,
+                    hyper, step, lrs, work, alpha=0.0, limit=math.inf):
+    """Training steps on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ..., in one
+    compiled call (_mlp): step k is the optimiser's step number step + k, with learning rate lrs[k].
+    Each thread updates its band of the parameters as soon as the band's gradients (with their L2
+    term) are computed, while they are in its cache. Stops after a step whose loss is not finite or
+    above limit, or that leaves a parameter not finite. Returns (the steps' losses, float64, one
+    per step taken; p finite)."""
     order, starts, counts = _batches(order, starts, len(work[3]))
-    if len(lrs) != len(counts):
-        raise ValueError(f"{len(counts)} steps need as many learning rates, got {len(lrs)}")
-    consts = _step_constants(params.dtype, step, lrs, beta1, beta2, counts, alpha)
-    adam = _adam_constants(params.dtype, 1, 0.0, beta1, beta2, eps)  # lr, m_scale, v_scale: per step, in consts
-    return _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, m, v, adam,
-                  consts, True, alpha, limit)
+    update = _update_of(optimizer, state, hyper, step, lrs, counts, params.dtype, alpha)
+    return _steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, work, update,
+                  alpha, limit)
 
 
 def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v, step, lr, beta1,
                   beta2, eps, work, alpha=0.0):
-    """mlp_gradients then adam_update, fused: each thread updates its band of the parameters as soon
-    as the band's gradients (with their L2 term) are computed, while they are in its cache. Returns
-    (loss, p finite)."""
-    losses, finite = mlp_adam_steps(images, index, [0, len(index)], labels, scale, shift, sizes, activations, params,
-                                    grads, m, v, step, [lr], beta1, beta2, eps, work, alpha)
+    """One Adam step of mlp_train_steps on the batch images[index]. Returns (loss, p finite)."""
+    losses, finite = mlp_train_steps(images, index, [0, len(index)], labels, scale, shift, sizes, activations, params,
+                                     grads, "adam", (m, v), (beta1, beta2, eps), step, [lr], work, alpha)
     return float(losses[0]), finite
+
+
+STEP_PASSES = {"first layer": FIRST_LAYER, "rows": ROWS, "bands": BANDS}
+
+
+def step_pass(name, images, index, labels, scale, shift, sizes, activations, params, grads, optimizer, state, hyper,
+              step, lr, work, alpha=0.0):
+    """One pass of a training step (STEP_PASSES: "first layer", "rows", "bands"), as one compiled call:
+    the three in that order do exactly what mlp_train_steps' step does, bit for bit. For profiling
+    (bench.profile_step times each apart); optimizer None leaves out the update of the bands pass.
+    Returns the step's loss so far (its rows' part, after "rows")."""
+    index, starts, counts = _batches(index, [0, len(index)], len(work[3]))
+    update = _update_of(optimizer, state, hyper, step, [lr], counts, params.dtype, alpha)
+    passes = np.array([STEP_PASSES[name]], np.int64)
+    losses, _ = _steps(images, index, starts, labels, scale, shift, sizes, activations, params, grads, work, update,
+                       alpha, math.inf, passes)
+    return float(losses[0])
 
 
 def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):
@@ -647,12 +772,13 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
         raise ValueError(f"out must be C-contiguous ({len(index)}, {sizes[-1]}) of the params' dtype")
     if len(index) and (index.min() < 0 or index.max() >= len(images)):
         raise ValueError("index points outside images")
-    unused = _adam_constants(params.dtype, 1, 0.0, 0.0, 0.0, 1.0)  # no update: not read
-    X, acts, deltas, y = work[:4]
     # what a step takes and logits do not read, of the types a step passes: both share one compiled kernel
-    _mlp(_FORWARD, _parts(work), params[:0], X, acts, deltas, y, acts[:0], out.reshape(-1), images, index,
-         np.array([0, len(index)], np.int64), _NO_LABELS, scale, shift, sizes, np.asarray(activations, np.int64),
-         params, params[:0], params[:0], unused, np.zeros((1, 5), params.dtype), False, 0.0, 0.0, np.empty(1))
+    net = Network(sizes, np.asarray(activations, np.int64), params, params[:0])
+    data = Batches(images, _NO_LABELS, scale, shift, index, np.array([0, len(index)], np.int64))
+    work = _scratch(work, sizes, _parts(work), False, out.reshape(-1))
+    update = _update_of(None, (), (), 1, [0.0], [max(len(index), 1)], params.dtype, 0.0)
+    _link(net, data, work, update)
+    _mlp(_FORWARD, net, data, work, update, 0.0, 0.0, np.empty(1))
     return out
 
 
@@ -676,7 +802,7 @@ def _adam_constants(dtype, step, lr, beta1, beta2, eps):
                          np.finfo(dtype).tiny)
 
 
-@_jit_fast  # reassociation lets the poison sum vectorise (8x here); no nnan/ninf keeps NaN alive
+@_internal_fast  # reassociation lets the poison sum vectorise (8x here); no nnan/ninf keeps NaN alive
 def _adam(p, g, m, v, c):
     poison = c.zero  # stays 0 unless some p is inf or NaN (inf * 0 = NaN)
     for i in range(p.shape[0]):
@@ -708,7 +834,7 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
     return bool(_adam_chunks(numba.get_num_threads(), p, g, m, v, constants))
 
 
-@_jit_fast
+@_internal_fast
 def _sgd(p, g, lr, zero):
     poison = zero
     for i in range(p.shape[0]):
@@ -746,10 +872,58 @@ def all_finite(x):
     return bool(_all_finite(x.ravel(), x.dtype.type(0)))
 
 
+# ----------------------------------------------------------------------------- compile time
+# Announced before a compile (fastnet.training.warm_up): what the last compile of a training run's
+# kernels took on this machine, remembered beside Numba's cache; before any, an estimate from how
+# fast this machine runs _probe, a fixed piece of Python: COMPILE_PER_PROBE compile seconds per
+# probe second, the ratio measured in docs/performance.md ("Compile time").
+COMPILE_PER_PROBE = 160
+_RECORD = "fastnet-compile-seconds.json"
+
+
+def _probe():
+    """Seconds this machine takes for a fixed piece of single-threaded Python (~30 ms here)."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(300_000):
+        total += i * i % 7
+    return time.perf_counter() - t0
+
+
+def _record_path():
+    """Where the last compile time is remembered: Numba's cache folder of _mlp; None without one."""
+    try:
+        return os.path.join(_mlp._cache._cache_path, _RECORD)
+    except AttributeError:  # NUMBA_DISABLE_JIT, no cache, or a Numba without these internals
+        return None
+
+
 def compile_seconds():
     """About how long the first training step will compile here: 0 when Numba's on-disk cache
-    already holds the compiled step (its index is present and current for this source file)."""
+    already holds the compiled step (its index is present and current for this source file), or
+    the kernels shipped prebuilt fit this machine (kernels.linking.KernelCache)."""
     try:
-        return 0 if _mlp._cache._cache_file._load_index() else COMPILE_SECONDS
+        if _mlp._cache.holds_any(_mlp.targetctx.codegen()):  # this machine's cache, or kernels shipped prebuilt
+            return 0
     except Exception:  # NUMBA_DISABLE_JIT (a plain function) or no cache locator: nothing to announce
         return 0
+    try:
+        with open(_record_path()) as f:
+            return float(json.load(f)["seconds"])
+    except (OSError, TypeError, ValueError, KeyError):
+        return COMPILE_PER_PROBE * min(_probe() for _ in range(3))
+
+
+def remember_compile_seconds(seconds):
+    """Keep what a compile took beside the cache, for the next announcement; quietly skipped where
+    the cache folder is not writable."""
+    path = _record_path()
+    if path is None:
+        return
+    try:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"seconds": round(float(seconds), 1), "numba": numba.__version__}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass

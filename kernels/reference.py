@@ -204,27 +204,32 @@ def mlp_adam_step(images, index, labels, scale, shift, sizes, activations, param
                   beta2, eps, work, alpha=0.0):
     """One Adam training step on the batch: mlp_gradients (with its L2 penalty alpha), then adam_update.
     Returns (loss, p finite)."""
-    loss = mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha)
-    return loss, adam_update(params, grads, m, v, step, lr, beta1, beta2, eps)
+    losses, finite = mlp_train_steps(images, index, [0, len(index)], labels, scale, shift, sizes, activations, params,
+                                     grads, "adam", (m, v), (beta1, beta2, eps), step, [lr], work, alpha)
+    return float(losses[0]), finite
 
 
-def mlp_adam_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, m, v, step, lrs,
-                   beta1, beta2, eps, work, alpha=0.0, limit=math.inf):
-    """mlp_adam_step on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ...: step k is
-    Adam's step number step + k, with learning rate lrs[k]. Stops after a step whose loss is not
-    finite or above limit, or that leaves a parameter not finite. Returns (the steps' losses, float64,
-    one per step taken; p finite). A training loop runs many steps a call: the JIT twin runs them
-    all in one compiled call, without Python between steps."""
+def mlp_train_steps(images, order, starts, labels, scale, shift, sizes, activations, params, grads, optimizer, state,
+                    hyper, step, lrs, work, alpha=0.0, limit=math.inf):
+    """Training steps on the batches images[order[starts[k]:starts[k + 1]]], k = 0, 1, ...: mlp_gradients
+    (with its L2 penalty alpha), then the update of `optimizer` (kernels.OPTIMIZERS) with its state
+    (kernels.OPTIMIZER_STATE: Adam's m, v; nothing for gd) and hyper-parameters (OPTIMIZER_HYPER:
+    Adam's beta1, beta2, eps), as optimiser step number step + k with learning rate lrs[k]. Stops
+    after a step whose loss is not finite or above limit, or that leaves a parameter not finite.
+    Returns (the steps' losses, float64, one per step taken; p finite). A training loop runs many
+    steps a call: the JIT twin runs them all in one compiled call, without Python between steps."""
     bounds = np.asarray(starts).tolist()
     if len(bounds) < 2 or bounds[0] < 0 or bounds[-1] > len(order) or min(np.diff(bounds)) < 1:
         raise ValueError(f"starts must be 2 or more increasing offsets into the {len(order)} rows of order")
     if len(lrs) != len(bounds) - 1:
         raise ValueError(f"{len(bounds) - 1} steps need as many learning rates, got {len(lrs)}")
+    if optimizer not in UPDATES:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(UPDATES)}")
     losses, finite = [], True
     for k, lr in enumerate(lrs):
         index = order[starts[k] : starts[k + 1]]
-        loss, finite = mlp_adam_step(images, index, labels, scale, shift, sizes, activations, params, grads, m, v,
-                                     step + k, lr, beta1, beta2, eps, work, alpha)
+        loss = mlp_gradients(images, index, labels, scale, shift, sizes, activations, params, grads, work, alpha)
+        finite = UPDATES[optimizer](params, grads, state, step + k, lr, hyper)
         losses.append(loss)
         if not (finite and math.isfinite(loss) and loss <= limit):
             break
@@ -276,3 +281,10 @@ def sgd_update(p, g, lr):
 def all_finite(x):
     """True when no element of x is NaN or infinite."""
     return bool(np.isfinite(x).all())
+
+
+# The update rules of kernels.OPTIMIZERS, as mlp_train_steps calls them: (p, g, state, step, lr, hyper).
+UPDATES = {
+    "gd": lambda p, g, state, step, lr, hyper: sgd_update(p, g, lr),
+    "adam": lambda p, g, state, step, lr, hyper: adam_update(p, g, *state, step, lr, *hyper),
+}

@@ -403,3 +403,142 @@ def test_docstring_examples_run(module):
         pytest.importorskip("sklearn")
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_network_larger_than_the_memory_left_is_refused_before_allocating(monkeypatch):
+    """A 100,000-unit hidden layer with 64 MB left: MemoryError in the API's words at once, not a
+    MemoryError partway through allocating (nothing near its size is allocated)."""
+    import tracemalloc
+
+    from fastnet import memory
+
+    X, y = blobs(100, 40)
+    monkeypatch.setattr(memory, "available", lambda: 64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match="of memory but 64 MiB are available; use smaller hidden_layer_sizes"):
+            fastnet.fit(X, y, hidden_layer_sizes=(100_000,), **FAST)
+        assert tracemalloc.get_traced_memory()[1] < 4 << 20
+    finally:
+        tracemalloc.stop()
+    assert fastnet.fit(X, y, hidden_layer_sizes=(16,), epochs=1, **FAST).score(X, y) > 0
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_big_endian_rows_fit_and_predict_as_native_ones(dtype):
+    X, y = blobs()
+    native = fastnet.fit(X.astype(dtype[1:]), y, epochs=2, **FAST)
+    big = fastnet.fit(X.astype(dtype), y, epochs=2, **FAST)
+    np.testing.assert_array_equal(big.network.params, native.network.params)
+    np.testing.assert_array_equal(native.predict_proba(X.astype(dtype)), native.predict_proba(X.astype(dtype[1:])))
+
+
+# ---------------------------------------------------------------- issue 21: A1-A3
+
+
+def test_integer_labels_beyond_int64_are_stored_exactly_or_refused_in_the_apis_words(tmp_path):
+    """Python ints up to 2**64 - 1 are kept exactly (uint64); beyond 64 bits Model.save raises a
+    ValueError saying so. Before, an OverflowError."""
+    X, y = blobs(classes=2)
+    big = np.array([2**63 + 5, 2**64 - 1], dtype=object)
+    model = fastnet.fit(X, big[y], epochs=1, **FAST)
+    model.save(tmp_path / "u64.npz")
+    assert fastnet.load(tmp_path / "u64.npz").classes_.tolist() == [2**63 + 5, 2**64 - 1]
+    huge = fastnet.fit(X, np.array([-1, 2**70], dtype=object)[y], epochs=1, **FAST)
+    with pytest.raises(ValueError, match="beyond 64 bits"):
+        huge.save(tmp_path / "huge.npz")
+    assert not (tmp_path / "huge.npz").exists()
+
+
+def test_internal_errors_do_not_leak(tmp_path):
+    """A backend set by hand, a bytes path, a path of another type: ValueError / TypeError in the API's
+    words (before: fastnet's InputError, an AttributeError, 'empty path')."""
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=1, **FAST)
+    os.chdir(tmp_path)
+    model.save(b"m.npz")
+    loaded = fastnet.load(b"m.npz")
+    assert (loaded.predict(X) == model.predict(X)).all()
+    for bad in (3, None):
+        with pytest.raises(TypeError, match="path must be a file path"):
+            fastnet.load(bad)
+        with pytest.raises(TypeError, match="path must be a file path"):
+            model.save(bad)
+    model.backend = "cuda"
+    for call in (model.predict, model.predict_proba):
+        with pytest.raises(ValueError, match="backend must be one of"):
+            call(X)
+    model.backend = "numpy"
+    assert model.score(X, y) > 0.5
+
+
+def test_score_refuses_labels_of_another_kind_than_the_classes():
+    """Text labels scored against a model of number classes (or the other way) raise ValueError, as
+    scikit-learn's accuracy does; before, 0.0."""
+    X, y = blobs()
+    numbers = fastnet.fit(X, y, epochs=1, **FAST)
+    text = fastnet.fit(X, np.array(["a", "b", "c"])[y], epochs=1, **FAST)
+    with pytest.raises(ValueError, match="text labels"):
+        numbers.score(X, y.astype(str))
+    with pytest.raises(ValueError, match="number labels"):
+        text.score(X, y)
+    assert numbers.score(X, y.astype(np.float32)) == numbers.score(X, y)
+    assert text.score(X, np.array(["a", "b", "c"], dtype=object)[y]) == text.score(X, np.array(["a", "b", "c"])[y])
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e300])
+def test_huge_finite_features_are_standardised_in_float64(factor):
+    """X * 1e200 or 1e300 with a constant feature, in float64: the moments are measured in units of a
+    power of two (no overflow), so the network is scaled as it is for X; the constant feature is
+    centred to about 0. Before: 'training diverged' (1e200), or at chance with the variance taken as
+    overflowed (1e300)."""
+    X, y = blobs()
+    X = np.c_[X, np.full(len(X), 3.0)]
+    plain = fastnet.fit(X, y, epochs=3, dtype="float64", **FAST)
+    model = fastnet.fit(X * factor, y, epochs=3, dtype="float64", **FAST)
+    scale, shift = model.network.input_scale, model.network.input_shift
+    np.testing.assert_allclose(scale[:-1] * factor, plain.network.input_scale[:-1], rtol=1e-12)
+    np.testing.assert_allclose(shift[:-1], plain.network.input_shift[:-1], rtol=1e-9)
+    assert abs(3.0 * factor * scale[-1] + shift[-1]) < 1e-6  # the constant feature: centred to about 0
+    np.testing.assert_allclose(model.network.params, plain.network.params, atol=1e-8)
+    assert abs(model.score(X * factor, y) - plain.score(X, y)) <= 1 / len(y)
+
+
+def test_moments_of_ordinary_features_are_unchanged():
+    """The overflow path is taken only where the plain float64 moments overflow: ordinary features
+    give the very same bits as the two-pass sums (recipe.feature_moments' plain formula)."""
+    X = np.random.default_rng(4).normal(size=(500, 6)) * [1, 1e-3, 1e3, 1e150, 7, 1]
+    X[:, 5] = 2.5
+    mean, sd = recipe.feature_moments(X)
+    plain_mean = X.sum(axis=0) / len(X)
+    np.testing.assert_array_equal(mean, plain_mean)
+    np.testing.assert_array_equal(sd[:5], np.sqrt(((X - plain_mean) ** 2).sum(axis=0) / len(X))[:5])
+    assert sd[5] == 1.0
+
+
+def test_features_too_large_for_the_networks_dtype_are_refused_by_name():
+    """float32 cannot hold the scaling of features near 1e200, and unstandardised inputs beyond the
+    square root of the dtype's range overflow as they train: a ValueError naming the feature and its
+    size, not 'training diverged ... try a smaller lr'."""
+    X, y = blobs()
+    X[:, 2] *= 1e200
+    with pytest.raises(ValueError, match=r"feature 2 .*e\+200 in magnitude.*float32"):
+        fastnet.fit(X, y, epochs=1, **FAST)
+    with pytest.raises(ValueError, match=r"feature 2 .*float64"):
+        fastnet.fit(X, y, epochs=1, dtype="float64", standardize=False, **FAST)
+    assert fastnet.fit(X, y, epochs=1, dtype="float64", **FAST).score(X, y) > 0.5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_finite_row_far_beyond_the_training_rows_predicts_without_nan(dtype):
+    """predict_proba of a row of 1e308 (finite) saturates its inputs instead of overflowing to NaN;
+    ordinary rows are predicted exactly as before."""
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=2, dtype=dtype, **FAST)
+    before = model.predict_proba(X)
+    rows = np.vstack([X[:3], np.full((1, X.shape[1]), 1e308), np.full((1, X.shape[1]), -1e308),
+                      np.r_[1e308, np.zeros(X.shape[1] - 1)][None]])
+    proba = model.predict_proba(rows)
+    assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1)
+    np.testing.assert_array_equal(proba[:3], before[:3])
+    assert model.predict(rows).shape == (6,)

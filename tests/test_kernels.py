@@ -563,10 +563,11 @@ def determinism_case(name, dtype):
                                    smooth.activation_codes, q, ws.grads, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers,
                                    1e-3), q, m, v, ws.grads])(
             Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
-        "mlp_adam_steps": lambda backend: (lambda ws, q, m, v: [  # three steps, the last one partial
-            *backend.mlp_adam_steps(images, order, [0, N, 2 * N, 2 * N + 3], y_all, net.input_scale, net.input_shift,
-                                    ws.sizes, smooth.activation_codes, q, ws.grads, m, v, 3, [1e-3, 2e-3, 5e-4], 0.9,
-                                    0.999, 1e-8, ws.buffers, 1e-3), q, m, v, ws.grads])(
+        "mlp_train_steps": lambda backend: (lambda ws, q, m, v: [  # three Adam steps, the last one partial
+            *backend.mlp_train_steps(images, order, [0, N, 2 * N, 2 * N + 3], y_all, net.input_scale, net.input_shift,
+                                     ws.sizes, smooth.activation_codes, q, ws.grads, "adam", (m, v),
+                                     (0.9, 0.999, 1e-8), 3, [1e-3, 2e-3, 5e-4], ws.buffers, 1e-3), q, m, v,
+            ws.grads])(
             Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
         "mlp_logits": lambda backend: (lambda ws, out: [
             backend.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes, codes, net.params, out,
@@ -856,7 +857,7 @@ def check_fused_adam_step(backend, dtype, sizes, n, rows, threads, alpha=0.0, ac
 
 
 # ---------------------------------------------------------------------------------------------
-# Many steps in one call (mlp_adam_steps), as training runs them
+# Many steps in one call (mlp_train_steps), as training runs them
 
 # (sizes, activations, images, rows a batch, threads): an epoch of batches of `rows`, the last one
 # partial; 1-row batches; mixed activations (with alpha); more parts than Numba may run here.
@@ -866,24 +867,33 @@ STEP_RUNS = pytest.mark.parametrize("sizes, activations, n, rows, threads", [
 ], ids=["N37by8", "N37by8_t2", "rows1", "mixed_t3"])
 
 
-def run_steps(backend, model, images, labels, order, starts, lrs, rows, threads, alpha, chunked, limit=np.inf):
-    """Adam from zero moments over the batches order[starts[k]:starts[k + 1]] with a fresh workspace
-    of `rows` rows on `threads` threads: all in one mlp_adam_steps call (chunked), or one
-    mlp_adam_step a batch, stopping where mlp_adam_steps would. (losses, finite, params, m, v, grads)."""
+def run_steps(backend, model, images, labels, order, starts, lrs, rows, threads, alpha, chunked, limit=np.inf,
+              optimizer="adam"):
+    """`optimizer` (Adam from zero moments) over the batches order[starts[k]:starts[k + 1]] with a
+    fresh workspace of `rows` rows on `threads` threads: all in one mlp_train_steps call (chunked),
+    or a step a batch through the single-step kernels (Adam: mlp_adam_step; GD: mlp_gradients, then
+    sgd_update), stopping where mlp_train_steps would. (losses, finite, params, m, v, grads)."""
     params, m, v = model.params.copy(), np.zeros_like(model.params), np.zeros_like(model.params)
     ws = Workspace(model.sizes, rows, model.dtype)
-    args = (labels, model.input_scale, model.input_shift, ws.sizes, model.activation_codes, params, ws.grads, m, v)
+    net = (model.input_scale, model.input_shift, ws.sizes, model.activation_codes, params, ws.grads)
+    adam = optimizer == "adam"
     saved = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         if chunked:
-            losses, finite = backend.mlp_adam_steps(images, order, starts, *args, 1, lrs, 0.8, 0.99, 1e-8, ws.buffers,
-                                                    alpha, limit)
+            state, hyper = ((m, v), (0.8, 0.99, 1e-8)) if adam else ((), ())
+            losses, finite = backend.mlp_train_steps(images, order, starts, labels, *net, optimizer, state, hyper, 1,
+                                                     lrs, ws.buffers, alpha, limit)
         else:
             losses, finite = [], True
             for k, lr in enumerate(lrs):
-                loss, finite = backend.mlp_adam_step(images, order[starts[k] : starts[k + 1]], *args, k + 1, lr, 0.8,
-                                                     0.99, 1e-8, ws.buffers, alpha)
+                index = order[starts[k] : starts[k + 1]]
+                if adam:
+                    loss, finite = backend.mlp_adam_step(images, index, labels, *net, m, v, k + 1, lr, 0.8, 0.99,
+                                                         1e-8, ws.buffers, alpha)
+                else:
+                    loss = backend.mlp_gradients(images, index, labels, *net, ws.buffers, alpha)
+                    finite = backend.sgd_update(params, ws.grads, lr)
                 losses.append(loss)
                 if not (finite and np.isfinite(loss) and loss <= limit):
                     break
@@ -899,20 +909,22 @@ def step_batches(n, rows, steps=None):
     return order, starts if steps is None else starts[: steps + 1]
 
 
+@pytest.mark.parametrize("optimizer", kernels.OPTIMIZERS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @STEP_RUNS
-def test_adam_steps_in_one_call_give_the_bits_of_one_step_a_call(backend, dtype, sizes, activations, n, rows,
-                                                                threads):
-    """An epoch of steps in one mlp_adam_steps call, each with its own learning rate (a warm-up),
-    equals mlp_adam_step called once a batch, bit for bit: the losses, parameters, moments and the
-    last step's gradients. mlp_adam_step itself is checked against the float64 reference above."""
+def test_steps_in_one_call_give_the_bits_of_one_step_a_call(backend, dtype, sizes, activations, n, rows, threads,
+                                                           optimizer):
+    """An epoch of steps in one mlp_train_steps call, each with its own learning rate (a warm-up),
+    equals the single-step kernels called once a batch, bit for bit: the losses, parameters, moments
+    and the last step's gradients. Adam's: mlp_adam_step, checked against the float64 reference above;
+    gradient descent's: mlp_gradients, then sgd_update, the road it took before it ran fused."""
     model, _ = network_pair(sizes, dtype, activations=activations)
     images, labels = network_batch(n, sizes=sizes)
     order, starts = step_batches(n, rows)
     lrs = [1e-2 * (k + 1) / len(starts) for k in range(len(starts) - 1)]
     alpha = 0.5 if activations else 0.0
-    chunked, single = (run_steps(backend, model, images, labels, order, starts, lrs, rows, threads, alpha, c)
-                       for c in (True, False))
+    chunked, single = (run_steps(backend, model, images, labels, order, starts, lrs, rows, threads, alpha, c,
+                                 optimizer=optimizer) for c in (True, False))
     assert len(chunked[0]) == len(starts) - 1 and chunked[1] is True
     for got, want in zip(chunked, single):
         assert np.array_equal(got, want)
@@ -970,8 +982,9 @@ def test_adam_steps_refuse_a_bad_later_batch_before_taking_any_step(problem):
     params, m, v = model.params.copy(), np.zeros_like(model.params), np.zeros_like(model.params)
     ws = Workspace(model.sizes, 8, model.dtype)
     with pytest.raises(ValueError):
-        jit.mlp_adam_steps(images, order, starts, labels, model.input_scale, model.input_shift, ws.sizes,
-                           model.activation_codes, params, ws.grads, m, v, 1, lrs, 0.9, 0.999, 1e-8, ws.buffers)
+        jit.mlp_train_steps(images, order, starts, labels, model.input_scale, model.input_shift, ws.sizes,
+                            model.activation_codes, params, ws.grads, "adam", (m, v), (0.9, 0.999, 1e-8), 1, lrs,
+                            ws.buffers)
     assert np.array_equal(params, model.params) and not m.any() and not v.any()
 
 
@@ -1033,30 +1046,35 @@ def test_a_step_cut_in_parts_without_room_for_first_layer_pieces_multiplies_it_w
 
 
 @pytest.mark.skipif(NO_JIT, reason="the passes are one compiled call only with the JIT")
+@pytest.mark.parametrize("optimizer", [*kernels.OPTIMIZERS, None])
 @pytest.mark.parametrize("parts", [1, 2, 3])
-def test_a_steps_passes_run_one_call_each_give_the_whole_steps_bits(parts):
+def test_a_steps_passes_run_one_call_each_give_the_whole_steps_bits(parts, optimizer):
     """bench.profile_step times the three passes of a step (first layer, rows, bands) as separate
-    calls of jit._mlp: they must do exactly the work of the whole step, bit for bit."""
+    calls (jit.step_pass): they must do exactly the work of the whole step, bit for bit; with no
+    optimizer, the step's gradients (mlp_gradients)."""
     model, _ = network_pair(SIZES_NET, np.float32)
     images, labels = network_batch(37)
     index = np.random.default_rng(0).permutation(37)
-    sizes, codes = np.asarray(model.sizes, np.int64), model.activation_codes
-    adam = jit._adam_constants(np.float32, 3, 1e-3, 0.9, 0.999, 1e-8)
-    one_step, consts = np.array([0, 37]), jit._step_constants(np.float32, 3, [1e-3], 0.9, 0.999, [37], 0.0)
+    net = (model.input_scale, model.input_shift, np.asarray(model.sizes, np.int64), model.activation_codes)
     results = []
     for apart in (False, True):
         ws, m, v = Workspace(model.sizes, 64, model.dtype, parts=parts), *np.full((2, model.params.size), 1e-3,
                                                                                    np.float32)
         params = model.params.copy()
-        passes = [[jit.FIRST_LAYER], [jit.ROWS], [jit.BANDS]] if apart else [list(jit._STEP)]
-        for kinds in passes:
-            jit._mlp(np.array(kinds, np.int64), parts, ws.grads, *ws.buffers[:4], ws.buffers.partials,
-                     ws.buffers.activations, images, index, one_step, labels, model.input_scale, model.input_shift,
-                     sizes, codes, params, m, v, adam, consts, True, 0.0, np.inf, np.empty(1))
+        state, hyper = ((m, v), (0.9, 0.999, 1e-8)) if optimizer == "adam" else ((), ())
+        if not apart and optimizer is None:
+            jit.mlp_gradients(images, index, labels, *net, params, ws.grads, ws.buffers)
+        elif not apart:
+            jit.mlp_train_steps(images, index, [0, 37], labels, *net, params, ws.grads, optimizer, state, hyper, 3,
+                                [1e-3], ws.buffers)
+        else:
+            for name in jit.STEP_PASSES:
+                jit.step_pass(name, images, index, labels, *net, params, ws.grads, optimizer, state, hyper, 3, 1e-3,
+                              ws.buffers)
         results.append((params, ws.grads, m, v))
     for whole, apart in zip(*results):
         assert np.array_equal(whole, apart)
-    assert not np.array_equal(results[0][0], model.params)  # the step did update
+    assert np.array_equal(results[0][0], model.params) == (optimizer is None)  # the step updated, if it should
 
 
 def loss_curve(backend, dtype, steps=20, batch=32):

@@ -473,3 +473,168 @@ def test_loading_works_and_validates_under_python_O(good_file, tmp_path):
     assert out["optimize"] == 1
     assert out["good"] == [list(SIZES), NAMES]
     assert out["bad"] == ["InputError"] * len(bad)
+
+
+# --- what fastnet writes, it reads (issue 21: M1, M2) --------------------------------------------
+
+
+def test_a_long_runs_history_is_stored_as_float_members_and_reads_back_exactly(tmp_path):
+    """The history of 100,000 epochs lives in float64 members of its own, not in the progress JSON
+    (which stays small however long the run), and the reader's bound of each is what the epoch count
+    needs: it reads back exactly. Before, every step's loss was JSON text in `progress`: a run of
+    about 3.3 million steps wrote a file that the reader's fixed bound of 256 MiB refused."""
+    state = make_state()
+    epochs = 100_000
+    rng = np.random.default_rng(1)
+    h = state.history
+    for key in ("epoch_seconds", "eval_seconds", "train_loss", "val_loss"):
+        setattr(h, key, rng.random(epochs).tolist())
+    h.train_accuracy, h.val_accuracy = rng.random(epochs).tolist(), [float("nan")] * epochs
+    h.step_loss, h.steps, state.epoch = rng.random(3 * epochs).tolist(), 3 * epochs, epochs
+    path = tmp_path / "long.npz"
+    checkpoint.save(str(path), state, SETTINGS, NAMES)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.getinfo("progress.npy").file_size < 8192
+    arrays = arrays_of(path)
+    assert arrays["history_train_loss"].dtype == np.float64 and arrays["history_step_loss"].shape == (3 * epochs,)
+    loaded, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert loaded.history.train_loss == h.train_loss and loaded.history.step_loss == h.step_loss
+    assert np.isnan(loaded.history.val_accuracy).all() and loaded.epoch == epochs
+    assert loaded.partial_losses == state.partial_losses and loaded.batch == state.batch
+
+
+def test_a_history_member_longer_than_its_epochs_is_refused_before_it_is_read(good_file, tmp_path):
+    """Each history member is read within what its epoch count needs: a file whose train_loss holds
+    a million entries for 2 epochs is one InputError, its data never read."""
+    bad = rewrite(good_file, tmp_path / "long.npz", history_train_loss=np.zeros(10**6))
+    with pytest.raises(InputError, match="history_train_loss"):
+        checkpoint.load(str(bad))
+    bad = rewrite(good_file, tmp_path / "text.npz", history_val_loss=np.array(["1.0"]))
+    checkpoint.load(str(bad))  # a usable model, not a resumable one
+    with pytest.raises(InputError, match="history_val_loss"):
+        checkpoint.load_state(str(bad), OPTIMIZERS)
+
+
+def test_the_step_history_is_bounded_and_a_resumed_run_keeps_what_the_straight_one_keeps(tmp_path, monkeypatch):
+    """With room for 16 step losses, a run of 3 epochs of 10 steps keeps every step's loss, then every
+    2nd (the first always), its file loads, and a run stopped and resumed mid-way keeps the very same
+    losses as the straight run."""
+    monkeypatch.setattr(training, "MAX_STEP_LOSSES", 16, raising=False)
+    monkeypatch.setattr(checkpoint, "MAX_STEP_LOSSES", 16, raising=False)
+    data = np.random.default_rng(5)
+    images = data.integers(0, 256, (80, SIZES[0]), dtype=np.uint8)
+    labels = data.integers(0, SIZES[-1], 80).astype(np.uint8)
+
+    def run(stop=None, state=None):
+        if state is None:
+            rng = np.random.default_rng(0)
+            model = MLP.he_init(SIZES, rng, np.float64, input_scale=1 / 255)
+            state = TrainState(model, OPTIMIZERS["adam"](model.params.size, model.dtype), rng)
+        training.fit(state, ref, (images, labels), (images[:0], labels[:0]), 3, 8, 1e-2, stop=stop, max_chunk=1)
+        return state
+
+    straight = run()
+    h = straight.history
+    assert (h.steps, h.step_stride, len(h.step_loss)) == (30, 2, 15)
+    steps = iter(range(1, 10**9))
+    half = run(stop=lambda: next(steps) == 13)
+    path = tmp_path / "half.npz"
+    checkpoint.save(str(path), half, SETTINGS, NAMES)
+    resumed = run(state=checkpoint.load_state(str(path), OPTIMIZERS)[0])
+    assert resumed.history.step_loss == h.step_loss and resumed.history.step_stride == 2
+    np.testing.assert_array_equal(resumed.model.params, straight.model.params)
+
+
+def test_training_records_one_loss_a_step_below_the_bound():
+    """record_steps: below MAX_STEP_LOSSES every step's loss is kept in order (stride 1); above, the
+    stride doubles and only multiples of it stay, the first step's always among them."""
+    h = training.History()
+    training.record_steps(h, [1.0, 2.0, 3.0])
+    training.record_steps(h, [4.0])
+    assert (h.step_loss, h.steps, h.step_stride) == ([1.0, 2.0, 3.0, 4.0], 4, 1)
+    h = training.History(step_loss=list(map(float, range(training.MAX_STEP_LOSSES))),
+                         steps=training.MAX_STEP_LOSSES)
+    training.record_steps(h, [-1.0, -2.0, -3.0])
+    assert h.step_stride == 2 and len(h.step_loss) == training.MAX_STEP_LOSSES // 2 + 2
+    assert h.step_loss[:3] == [0.0, 2.0, 4.0] and h.step_loss[-2:] == [-1.0, -3.0]
+
+
+def test_a_model_with_more_inputs_than_the_old_fixed_bound_loads(tmp_path):
+    """8.4 million float64 inputs: the input scaling (67 MB) was refused by a fixed 64 MiB bound; the
+    bound now follows the stored layer sizes."""
+    sizes = (8_400_000, 1, 2)
+    model = MLP(sizes, np.float64, 0.5, 0.25)
+    state = TrainState(model, OPTIMIZERS["gd"](model.params.size, model.dtype), np.random.default_rng(0))
+    path = tmp_path / "wide.npz"
+    checkpoint.save(str(path), state, SETTINGS, ["a", "b"])
+    del model, state
+    loaded, _, _, _ = checkpoint.load(str(path))
+    assert loaded.sizes == sizes and loaded.input_scale[-1] == 0.5
+
+
+def test_layer_sizes_are_bounded_by_what_a_file_holds():
+    """--layers of more than MAX_LAYERS sizes is refused when it is given, not written and then refused."""
+    from fastnet.model import MAX_LAYERS, parse_layers
+
+    assert len(parse_layers(",".join(["1"] * MAX_LAYERS))) == MAX_LAYERS
+    with pytest.raises(InputError, match="at most"):
+        parse_layers(",".join(["1"] * (MAX_LAYERS + 1)))
+    assert checkpoint.SMALL_MEMBERS["sizes"] >= 8 * MAX_LAYERS + checkpoint.NPY_HEADER
+
+
+def test_class_names_longer_than_a_file_holds_are_refused_when_writing(tmp_path):
+    state = make_state()
+    with pytest.raises(InputError, match="longer than"):
+        checkpoint.save(str(tmp_path / "m.npz"), state, SETTINGS, ["a", "b", "x" * (checkpoint.MAX_NAME + 1)])
+    assert not (tmp_path / "m.npz").exists()
+    checkpoint.save(str(tmp_path / "m.npz"), state, SETTINGS, ["a", "b", "x" * checkpoint.MAX_NAME])
+    assert checkpoint.load(str(tmp_path / "m.npz"))[2][2] == "x" * checkpoint.MAX_NAME
+
+
+HUGE_INTEGER = "1" + "0" * 5000  # past Python's 4300-digit limit of int(text)
+
+
+@pytest.mark.parametrize("member", ["settings", "progress"])
+def test_a_json_integer_of_5000_digits_is_one_line_error(good_file, tmp_path, member):
+    text = str(arrays_of(good_file)[member])
+    bad = rewrite(good_file, tmp_path / "huge.npz", **{member: np.array(text[:-1] + f', "n": {HUGE_INTEGER}}}')})
+    with pytest.raises(InputError) as info:
+        checkpoint.load_state(str(bad), OPTIMIZERS)
+    assert "not valid JSON" in str(info.value) and "\n" not in str(info.value)
+    import fastnet
+
+    with pytest.raises(ValueError, match="not valid JSON"):
+        fastnet.load(bad)
+    line = assert_one_line_exit_2(resume(bad, tmp_path))
+    assert "not valid JSON" in line
+
+
+def test_a_json_integer_of_5000_digits_through_evaluate_and_predict(good_file, tmp_path):
+    text = str(arrays_of(good_file)["settings"])
+    bad = rewrite(good_file, tmp_path / "huge.npz", settings=np.array(text[:-1] + f', "n": {HUGE_INTEGER}}}'))
+    for command in (["fastnet.evaluate", str(bad), "--backend", "numpy"], ["fastnet.predict", str(bad), "x.png"]):
+        proc = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert "not valid JSON" in assert_one_line_exit_2(proc)
+
+
+# --- the data directory and the classes a file keeps (issue 21: M4, M6) ----------------------------
+
+
+def test_a_relative_data_dir_is_stored_absolute(tmp_path, tmp_cache):
+    """train --data-dir data (relative) records the absolute directory, so evaluate run from another
+    directory finds it; before, it said the data 'is gone'."""
+    idx_data(tmp_path / "data16", 4)
+    done = subprocess.run([sys.executable, "-m", "fastnet.train", "--data-dir", "data16", "--layers", "16,8,3",
+                           "--epochs", "1", "--backend", "numpy", "--threads", "1", "--quiet", "--save", "m.npz"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    settings = checkpoint.load(str(tmp_path / "m.npz"))[1]
+    assert settings["data_dir"] == str(tmp_path / "data16")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-m", "fastnet.evaluate", str(tmp_path / "m.npz"), "--backend", "numpy"],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and "test accuracy" in done.stdout, done.stderr

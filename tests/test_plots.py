@@ -154,7 +154,7 @@ def test_a_failed_plot_into_an_existing_folder_keeps_what_was_there(mpl, tmp_pat
 def test_ctrl_c_while_plotting_removes_the_new_folder(tmp_path):
     out = tmp_path / "plots"
     with pytest.raises(KeyboardInterrupt):
-        with plots.plot_folder(str(out), ("a.png",)):
+        with plots.plot_dir(str(out), ("a.png",)):
             (out / "a.png").write_bytes(b"png")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
@@ -164,7 +164,21 @@ def test_a_folder_that_gained_other_files_is_left(tmp_path):
     """Only this call's pictures are removed: a file something else put in the new folder stays."""
     out = tmp_path / "plots"
     with pytest.raises(OSError):
-        with plots.plot_folder(str(out), ("a.png",)):
+        with plots.plot_dir(str(out), ("a.png",)):
             (out / "other.txt").write_text("not ours")
             raise OSError("disk full")
     assert [p.name for p in out.iterdir()] == ["other.txt"]
+
+
+def test_long_class_names_are_cut_in_pictures_and_drawn_as_text(tmp_path, recwarn):
+    """A model file may hold class names of 1024 characters: a picture shows 40 of them, without a
+    layout warning (before, 'constrained_layout not applied' on stderr); mathtext is drawn as text."""
+    pytest.importorskip("matplotlib")
+    names = [f"{i}".ljust(1024, "x") for i in range(15)] + ["$\\foo$"]
+    assert plots.shown(names[0]) == names[0][:39] + "…" and plots.shown("$\\foo$") == "$\\foo$"
+    matrix = np.arange(256).reshape(16, 16)
+    plots.plot_confusion_matrix(tmp_path / "c.png", matrix, names)
+    images = np.random.default_rng(0).integers(0, 256, (16, 64))
+    plots.image_grid(tmp_path / "g.png", images, np.arange(16), names, np.arange(16)[::-1])
+    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+    assert not [w for w in recwarn if "layout" in str(w.message)]

@@ -162,6 +162,27 @@ def test_warm_start_continues_the_network(digits):
         clf.fit(X[y < 5], y[y < 5])
 
 
+def test_warm_start_after_set_params_continues_the_fitted_network_as_scikit_learn_does(digits):
+    """Decided (issue 21): hidden_layer_sizes, dtype and standardize changed by set_params do not apply
+    to a warm-started fit, which continues the fitted network as it is; scikit-learn's MLPClassifier
+    keeps its fitted coefficients too (checked beside it here for the sizes). A fit without warm_start
+    then makes the network they describe."""
+    X, _, y, _ = digits
+    theirs = SkMLP((5,), max_iter=2, warm_start=True, random_state=0).fit(X, y)
+    theirs.set_params(hidden_layer_sizes=(7,))
+    assert [c.shape for c in theirs.fit(X, y).coefs_] == [(64, 5), (5, 10)]
+    clf = small(hidden_layer_sizes=(5,), max_iter=2, warm_start=True).fit(X, y)
+    scale = clf.model_.network.input_scale.copy()
+    for change in (dict(hidden_layer_sizes=(7,)), dict(hidden_layer_sizes=(5, 5)), dict(dtype="float64"),
+                   dict(standardize=False)):
+        clf.set_params(**change).fit(X, y)
+        assert [c.shape for c in clf.coefs_] == [(64, 5), (5, 10)] and clf.model_.network.dtype == np.float32
+        np.testing.assert_array_equal(clf.model_.network.input_scale, scale)
+    clf.set_params(warm_start=False).fit(X, y)  # the last of each: (5, 5), float64, not standardised
+    assert [c.shape for c in clf.coefs_] == [(64, 5), (5, 5), (5, 10)] and clf.model_.network.dtype == np.float64
+    assert (clf.model_.network.input_scale == 1).all()
+
+
 def test_solvers_batches_and_order(digits):
     X, X_test, y, y_test = digits
     assert small(solver="sgd", learning_rate_init=0.1).fit(X, y).score(X_test, y_test) > 0.9
@@ -324,3 +345,28 @@ def test_ctrl_c_in_the_first_epoch_leaves_the_initial_network(digits, monkeypatc
     assert cut.model_._state.optimizer.step == 0 and cut.model_._state.history.step_loss == []
     cut.partial_fit(X, y)  # from the initial network: the very epoch of a first partial_fit
     same_network(cut, small().partial_fit(X, y, classes=np.arange(10)))
+
+
+def test_a_network_larger_than_the_memory_left_is_refused_before_allocating(monkeypatch):
+    import tracemalloc
+
+    from fastnet import memory
+
+    X, y = load_digits(return_X_y=True)
+    monkeypatch.setattr(memory, "available", lambda: 64 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match="use smaller hidden_layer_sizes or batch_size"):
+            MLPClassifier(hidden_layer_sizes=(100_000,), threads=1).fit(X, y)
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_big_endian_rows_fit_and_predict_as_native_ones(dtype):
+    X, y = load_digits(return_X_y=True)
+    native = MLPClassifier(max_iter=2, random_state=0, threads=1).fit(X.astype(dtype[1:]), y)
+    big = MLPClassifier(max_iter=2, random_state=0, threads=1).fit(X.astype(dtype), y)
+    np.testing.assert_array_equal(big.model_.network.params, native.model_.network.params)
+    np.testing.assert_array_equal(native.predict_proba(X.astype(dtype)), native.predict_proba(X.astype(dtype[1:])))

@@ -4,7 +4,8 @@ Decompressing the train images takes ~0.4 s; loading their .npy copy and re-hash
 An entry is keyed by its source file's absolute path, size, mtime and ctime (a replaced file never
 hits) and named after its payload's SHA-256, which is checked on every load (a damaged entry is only
 a miss). The cache lives in $FASTNET_CACHE_DIR, else $XDG_CACHE_HOME/fastnet, else ~/.cache/fastnet;
-a cache that cannot be written is skipped silently.
+a cache that cannot be written is skipped silently. The copies of all data sets together are kept
+within MAX_BYTES: storing a new one drops the least recently used (a hit marks an entry used).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,8 @@ import numpy as np
 from ..errors import InputError
 from ..files import atomic_write
 from .idx import payload_sha256, read_idx_file
+
+MAX_BYTES = 256 << 20  # of decoded copies, all data sets together: four copies of Fashion-MNIST (55 MB each)
 
 
 def cache_dir() -> Path:
@@ -59,8 +63,33 @@ def store(path: Path, name: str, array: np.ndarray, digest: str) -> None:
         for entry in os.listdir(folder):  # drop copies of older versions of this source file
             if entry.startswith(prefix) and not entry.startswith(stem):
                 os.unlink(folder / entry)
+        mark_used(folder / f"{stem}{digest}.npy")
+        prune(folder / f"{stem}{digest}.npy")
     except (OSError, InputError):  # atomic_write reports a failed write as an InputError
         pass
+
+
+def prune(keep: Path) -> None:
+    """Drop the least recently used decoded copies (of every data set) until all of them together
+    hold at most MAX_BYTES, never `keep`, the copy just written. Each source path has its own copy,
+    so without this every copy of a data set ever read would stay."""
+    entries = []
+    for entry in cache_dir().glob("*/decoded/*.npy"):
+        try:
+            st = entry.stat()
+        except OSError:  # removed meanwhile
+            continue
+        entries.append((st.st_mtime_ns, st.st_size, entry))
+    total = sum(size for _, size, _ in entries)
+    for _, size, entry in sorted(entries):
+        if total <= MAX_BYTES:
+            break
+        if entry != keep:
+            try:
+                entry.unlink()
+                total -= size
+            except OSError:
+                pass
 
 
 def _names(path: Path, name: str):
@@ -101,4 +130,15 @@ def _load_cached(path: Path, name: str, rank):
         return None
     if array.dtype != np.uint8 or (rank is not None and array.ndim != rank) or payload_sha256(array) != digest:
         return None
+    try:
+        mark_used(entry)
+    except OSError:  # a cache we may not write
+        pass
     return array, digest
+
+
+def mark_used(entry: Path) -> None:
+    """Set entry's times to now, by the clock itself (a file's own times may be a few ms coarse):
+    prune drops the entries used longest ago first."""
+    now = time.time_ns()
+    os.utime(entry, ns=(now, now))

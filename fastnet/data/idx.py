@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .. import memory
 from ..errors import InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -86,15 +87,9 @@ def _open_chunks(f, path, raw_chunk):
 
 
 def available_memory():
-    """Bytes of memory the machine can still give (MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """Bytes this process may still allocate (fastnet.memory.available: the machine's free memory,
+    ulimit -v, a container's cgroup limit), or None where unknown."""
+    return memory.available()
 
 
 def payload_sha256(array: np.ndarray) -> str:

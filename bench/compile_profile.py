@@ -1,0 +1,151 @@
+"""python -m bench.compile_profile: where a cold compile of the training kernels goes, by stage and by function.
+
+Runs fastnet.training.warm_up (the kernels of a training run and of evaluation: what a first
+`python -m fastnet.train` compiles) in a fresh process with an empty Numba cache, and splits its
+wall time, each moment counted once, by what was running then:
+
+  stages     Numba typing (type inference), Numba lowering (Numba IR to LLVM IR), Numba's other
+             passes (bytecode analysis, rewrites, parfors), LLVM function passes, LLVM module passes
+             (optimisation after linking callees in), LLVM machine code (MCJIT), the cache write,
+             and the rest (Python around them)
+  functions  the kernel whose compile was innermost at that moment (Numba's "numba:compile"
+             events), with how many times it was compiled
+
+Stages are read from Numba's event API ("numba:run_pass") and from timers put around the LLVM
+calls of numba.core.codegen, in this process only (a profiling tool, not fastnet's runtime).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+
+STAGE_OF_PASS = {"nopython_type_inference": "Numba typing", "partial_type_inference": "Numba typing",
+                 "native_lowering": "Numba lowering", "native_parfor_lowering": "Numba lowering"}
+
+
+class Timeline:
+    """Attributes elapsed time to the innermost stage and the innermost function being compiled."""
+
+    def __init__(self):
+        self.stages, self.functions = [], []
+        self.by_stage, self.by_function, self.compiles = defaultdict(float), defaultdict(float), Counter()
+        self.last = time.perf_counter()
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.by_stage[self.stages[-1] if self.stages else "rest"] += now - self.last
+        self.by_function[self.functions[-1] if self.functions else "(outside a compile)"] += now - self.last
+        self.last = now
+
+    def push(self, stack, name):
+        self._tick()
+        stack.append(name)
+
+    def pop(self, stack):
+        self._tick()
+        stack.pop()
+
+    def timed(self, owner, method, stage):
+        """Wrap owner.method so that its time counts as `stage`."""
+        inner = getattr(owner, method)
+
+        def wrapper(*args, **kw):
+            self.push(self.stages, stage)
+            try:
+                return inner(*args, **kw)
+            finally:
+                self.pop(self.stages)
+
+        setattr(owner, method, wrapper)
+
+    def on_event(self, event):
+        """Numba's compile and pass events: functions and typing/lowering stages."""
+        if event.kind == "numba:compile":
+            name = getattr(event.data["dispatcher"], "__qualname__", str(event.data["dispatcher"]))
+            if event.is_start:
+                self.compiles[name] += 1
+                self.push(self.functions, name)
+            else:
+                self.pop(self.functions)
+        elif event.kind == "numba:run_pass":
+            name = event.data["name"].split(" [")[0]  # "native_lowering [_mlp]"
+            stage = STAGE_OF_PASS.get(name, "Numba, other passes")
+            if event.is_start:
+                self.push(self.stages, stage)
+            else:
+                self.pop(self.stages)
+
+
+def profile(dtype="float32", optimizer="adam"):
+    """{stage: s}, {function: (s, compiles)} and the total of one cold warm_up, in this process."""
+    import numpy as np
+    from numba.core import codegen, event
+
+    timeline = Timeline()
+    timeline.timed(codegen.CPUCodeLibrary, "_optimize_functions", "LLVM function passes")
+    timeline.timed(codegen.CPUCodeLibrary, "_optimize_final_module", "LLVM module passes")
+    timeline.timed(codegen.JITCodeLibrary, "_finalize_specific", "LLVM machine code")
+    timeline.timed(codegen.CPUCodeLibrary, "serialize_using_object_code", "cache write")
+
+    class Listener(event.Listener):
+        def on_start(self, e):
+            timeline.on_event(e)
+
+        def on_end(self, e):
+            timeline.on_event(e)
+
+    from kernels import jit
+    from fastnet.training import warm_up
+
+    listener = Listener()
+    for kind in ("numba:compile", "numba:run_pass"):
+        event.register(kind, listener)
+    t0 = timeline.last = time.perf_counter()
+    warm_up(jit, np.dtype(dtype), optimizer)
+    total = time.perf_counter() - t0
+    timeline._tick()
+    functions = {f: (s, timeline.compiles[f]) for f, s in timeline.by_function.items()}
+    return dict(timeline.by_stage), functions, total
+
+
+def report(stages, functions, total, out=sys.stdout):
+    print(f"cold compile of a training run's kernels: {total:.2f} s", file=out)
+    print("by stage:", file=out)
+    for name, s in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:24s} {s:6.2f} s  {100 * s / total:4.0f}%", file=out)
+    print("by function (innermost compile; times compiled):", file=out)
+    for name, (s, n) in sorted(functions.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {name:24s} {s:6.2f} s  {100 * s / total:4.0f}%  x{n}", file=out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.compile_profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--optimizer", choices=("adam", "gd"), default="adam")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)  # the measuring child
+    args = parser.parse_args(argv)
+    if args.inner:
+        stages, functions, total = profile(args.dtype, args.optimizer)
+        print(json.dumps({"stages": stages, "functions": functions, "total": total}))
+        return
+    with tempfile.TemporaryDirectory(prefix="fastnet-compile-") as cache:  # an empty cache: a cold compile
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        proc = subprocess.run([sys.executable, "-m", "bench.compile_profile", "--inner", "--dtype", args.dtype,
+                               "--optimizer", args.optimizer], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"the profile failed: {proc.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    report(result["stages"], result["functions"], result["total"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Kernels compiled once: compiled code calls them through a fixed symbol instead of a copy of their code.
+
+When one Numba function calls another, Numba links the callee's LLVM module into the caller's and
+optimises and generates machine code for the whole again; every level of a call chain re-does all
+the code below it (docs/performance.md, "Compile time"). Here a callee is compiled on its own, its
+machine code registered with LLVM under a name fixed by the function and its argument types
+(`fastnet_<name>_<hash>`), and callers hold only a call to that name, in Numba's own calling
+convention (exceptions propagate as from any Numba call). `kernels.blas` reaches OpenBLAS the same way.
+
+internal(fn): a Numba dispatcher with no CPython or cfunc wrapper, for kernels that only compiled
+code calls; from Python it raises TypeError (a wrapper-less kernel called from Python would
+otherwise crash the interpreter). apart(dispatcher): what compiled code calls instead of the
+dispatcher, and its `link(argtypes)`, which compiles (or loads from Numba's cache) the callee for
+those types and registers its symbol.
+
+The trap: a caller loaded from Numba's cache names a callee's symbol without compiling the callee,
+and MCJIT ends the process when a name is unresolved. So before a cached caller runs, its callees
+must be linked for the caller's types: the Python wrappers in kernels.jit do it (jit._link); when a
+callee's cache entry is missing or stale, linking compiles it. Under NUMBA_DISABLE_JIT both are the
+plain Python functions.
+"""
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+import sys
+
+import llvmlite.binding as llvm
+from numba import config
+from numba.core import cgutils
+from numba.core.caching import FunctionCache, IndexDataCacheFile
+from numba.core.registry import CPUDispatcher
+from numba.extending import intrinsic
+
+
+class InternalDispatcher(CPUDispatcher):
+    """A dispatcher whose compiled versions only compiled code calls: none is entered from Python."""
+
+    def add_overload(self, cres):
+        self.overloads[tuple(cres.signature.args)] = cres  # no entry point for Python calls (it has no wrapper)
+
+    def _compile_for_args(self, *args, **kws):
+        raise TypeError(f"{self.py_func.__name__} is a kernel for compiled callers only; call its public wrapper")
+
+
+class KernelCache(FunctionCache):
+    """Numba's on-disk cache of a kernel, loading lighter and falling back on kernels shipped prebuilt.
+
+    Numba's own load first refreshes the target context, importing every typing and lowering
+    registry of Numba (and SciPy's BLAS through numba.np.linalg): 0.2-0.6 s, the largest part of a
+    warm start, for code that is already compiled. A loaded kernel needs only Numba's runtime and,
+    for a parallel one, its thread pool; the first real compile refreshes the context itself
+    (numba.core.compiler.CompilerBase).
+
+    When the user's cache lacks a kernel, it is looked up among the files kernels.prebuild ships
+    in kernels/prebuilt/, compiled for a portable CPU baseline, under that baseline's key, if
+    prebuilt_usable(). Any mismatch is a miss, and Numba compiles as before. Where Numba lacks the
+    internals used here (another version), the load is Numba's own.
+    """
+
+    def load_overload(self, sig, target_context):
+        runtime = _internals(self)
+        if runtime is None:
+            return super().load_overload(sig, target_context)
+        for start in runtime:
+            start(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context) or self._load_prebuilt(sig, target_context)
+
+    def holds_any(self, codegen):
+        """True when a load may find some compiled version here: the user's cache, or one shipped."""
+        if self._cache_file._load_index():
+            return True
+        if not prebuilt_usable(codegen):
+            return False
+        shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
+        return bool(shipped._load_index())
+
+    def _load_prebuilt(self, sig, target_context):
+        codegen = target_context.codegen()
+        if not prebuilt_usable(codegen):
+            return None
+        key = self._index_key(sig, codegen)
+        key = (key[0], (codegen.magic_tuple()[0], PREBUILT_BASELINE, ""), *key[2:])
+        shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
+        data = shipped.load(key)
+        return None if data is None else self._impl.rebuild(target_context, data)
+
+
+def _internals(cache):
+    """What a light load starts (Numba's runtime, its thread pool), after checking that the Numba
+    internals KernelCache uses exist; None where one is missing (another Numba: load as Numba does)."""
+    try:
+        from numba.core.runtime import rtsys
+        from numba.np.ufunc.parallel import _launch_threads
+
+        cache._guard_against_spurious_io_errors, cache._index_key, cache._impl.rebuild  # noqa: B018
+        cache._cache_file._source_stamp, cache._cache_file._load_index  # noqa: B018
+    except (ImportError, AttributeError):
+        return None
+    return rtsys.initialize, lambda context: _launch_threads()
+
+
+PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prebuilt")  # kernels.prebuild writes it
+PREBUILT_BASELINE = "x86-64-v3"
+# What x86-64-v3 code may use (LLVM's feature names): a CPU lacking one of them gets no prebuilt kernel.
+BASELINE_FEATURES = frozenset(("avx", "avx2", "bmi", "bmi2", "cx16", "f16c", "fma", "lzcnt", "movbe", "popcnt",
+                               "sahf", "sse4.1", "sse4.2", "ssse3", "xsave"))
+
+
+@functools.cache
+def _manifest():
+    try:
+        with open(os.path.join(PREBUILT, "manifest.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def prebuilt_usable(codegen):
+    """True when the shipped kernels fit this process: built by this Numba and Python, for this BLAS
+    integer width (the gemm symbol's name), from this jit.py, on an x86-64 CPU with the baseline's
+    features, and NUMBA_CPU_NAME unset (whoever sets it wants code for that CPU)."""
+    from . import blas
+
+    made = _manifest()
+    if not made or os.environ.get("NUMBA_CPU_NAME") or os.environ.get("FASTNET_NO_PREBUILT"):
+        return False
+    import numba
+
+    if (made.get("numba"), made.get("python"), made.get("blas_int_bits")) != (
+            numba.__version__, list(sys.version_info[:2]), blas._bits):
+        return False
+    if not codegen.magic_tuple()[0].startswith("x86_64") or made.get("jit_sha256") != _jit_sha256():
+        return False
+    return BASELINE_FEATURES <= _host_features()
+
+
+@functools.cache
+def _jit_sha256():
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "jit.py"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@functools.cache
+def _host_features():
+    return frozenset(name for name, on in llvm.get_host_cpu_features().items() if on)
+
+
+def light(dispatcher):
+    """dispatcher, its on-disk cache (where it has one) a KernelCache."""
+    if type(getattr(dispatcher, "_cache", None)) is FunctionCache:
+        dispatcher._cache.__class__ = KernelCache
+    return dispatcher
+
+
+def internal(options, fn=None):
+    """Decorator: fn compiled with the njit `options` (kernels.JIT_OPTIONS and more), without wrappers."""
+    if fn is None:
+        return lambda f: internal(options, f)
+    if config.DISABLE_JIT:
+        return fn
+    options = dict(options)
+    cache = options.pop("cache", False)
+    targetoptions = dict(options, nopython=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+    dispatcher = InternalDispatcher(py_func=fn, locals={}, targetoptions=targetoptions)
+    if cache:
+        dispatcher.enable_caching()
+    return light(dispatcher)
+
+
+def symbol(name, argtypes):
+    """The fixed symbol of kernel `name` compiled for argtypes: the same in every process."""
+    return f"fastnet_{name}_{hashlib.sha256(str(tuple(argtypes)).encode()).hexdigest()[:20]}"
+
+
+def apart(dispatcher):
+    """What compiled code calls in place of `dispatcher`: a call through the symbol of its compiled
+    version for the call's argument types. `.link(argtypes)` makes that version and its symbol."""
+    if config.DISABLE_JIT:
+        dispatcher.link = lambda argtypes: None
+        return dispatcher
+    linked = {}
+    name = dispatcher.py_func.__name__
+
+    def link(argtypes):
+        """(symbol, return type) of the callee compiled for argtypes, registered with LLVM."""
+        argtypes = tuple(argtypes)
+        if argtypes not in linked:
+            dispatcher.compile(argtypes)
+            cres = dispatcher.overloads[argtypes]
+            sym = symbol(name, argtypes)
+            llvm.add_symbol(sym, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+            linked[argtypes] = sym, cres.signature.return_type
+        return linked[argtypes]
+
+    def typer(typingctx, *args):
+        sym, restype = link(args)
+        sig = restype(*args)
+
+        def codegen(context, builder, signature, llargs):
+            fnty = context.call_conv.get_function_type(sig.return_type, sig.args)
+            fn = cgutils.get_or_insert_function(builder.module, fnty, sym)
+            status, result = context.call_conv.call_function(builder, fn, sig.return_type, sig.args, llargs)
+            with cgutils.if_unlikely(builder, status.is_error):
+                context.call_conv.return_status_propagate(builder, status)
+            return result
+
+        return sig, codegen
+
+    # An intrinsic's typer needs named parameters (Numba cannot lower a *args call): the callee's.
+    params = ", ".join(inspect.signature(dispatcher.py_func).parameters)
+    scope = {"typer": typer}
+    exec(f"def {name}(typingctx, {params}):\n    return typer(typingctx, {params})", scope)
+    call = intrinsic(scope[name])
+    call.link, call.dispatcher = link, dispatcher
+    call.__doc__ = f"{name}, compiled apart (kernels.linking)"
+    return call
