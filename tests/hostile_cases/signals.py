@@ -283,7 +283,7 @@ def signals(case, sweep):
          signals=((signal.SIGHUP, "epoch 1/"),) + ((signal.SIGHUP, 0.002),) * 30, ignored=(signal.SIGHUP,),
          writes=("m.npz",), check=sweep.loads_as_model("m.npz", 2))
     # while the kernels compile (an empty Numba cache: slow, so only a few)
-    compile_env = {"NUMBA_CACHE_DIR": "{ws}/cache/numba"}
+    compile_env = {"NUMBA_CACHE_DIR": "{ws}/cache/numba", "FASTNET_NO_PREBUILT": "1"}  # nor kernels shipped prebuilt
     numba = [*[a if a != "numpy" else "numba" for a in loud], *forever]
     # (SIGWINCH, ignored by default, only marks the run's first line: the stops come 0.5 s into the compile)
     case("sig_sigint_while_compiling", "signals", [*numba, "--save", "m.npz"], 130, env=compile_env,
