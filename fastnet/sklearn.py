@@ -45,7 +45,7 @@ class _EpochEnd:
         self.params = state.model.params.copy()
         self.optimizer = {k: np.array(v, copy=True) for k, v in state.optimizer.state().items()}
         self.rng, self.epoch = state.rng.bit_generator.state, state.epoch
-        self.history = {k: len(v) for k, v in vars(state.history).items()}
+        self.history = _copied(state.history)
         self.kept = {k: getattr(estimator, k) for k in self.KEPT if hasattr(estimator, k)}
         self.grown = {k: len(getattr(estimator, k)) for k in self.GROWN if getattr(estimator, k, None) is not None}
         self.best = best
@@ -57,8 +57,7 @@ class _EpochEnd:
         state.optimizer.load_state(self.optimizer)
         state.rng.bit_generator.state = self.rng
         state.epoch, state.batch, state.partial_losses = self.epoch, 0, []
-        for k, n in self.history.items():
-            del getattr(state.history, k)[n:]
+        state.history = self.history
         for k in self.KEPT:
             if k in self.kept:
                 setattr(estimator, k, self.kept[k])
@@ -67,6 +66,12 @@ class _EpochEnd:
         for k, n in self.grown.items():
             del getattr(estimator, k)[n:]
         return self.best
+
+
+def _copied(history):
+    """A copy of a training.History whose lists are the copies' own (its step losses thinned as they
+    grow: not only appended to)."""
+    return type(history)(**{k: list(v) if isinstance(v, list) else v for k, v in vars(history).items()})
 
 
 class _InOrder(np.random.Generator):
