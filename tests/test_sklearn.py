@@ -370,3 +370,23 @@ def test_big_endian_rows_fit_and_predict_as_native_ones(dtype):
     big = MLPClassifier(max_iter=2, random_state=0, threads=1).fit(X.astype(dtype), y)
     np.testing.assert_array_equal(big.model_.network.params, native.model_.network.params)
     np.testing.assert_array_equal(native.predict_proba(X.astype(dtype)), native.predict_proba(X.astype(dtype[1:])))
+
+
+def test_ctrl_c_rolls_back_a_history_whose_step_losses_were_thinned(digits, monkeypatch):
+    """Past MAX_STEP_LOSSES the history drops every other step loss (training.record_steps): the
+    rollback restores it whole, not by cutting lists."""
+    from fastnet import training
+
+    monkeypatch.setattr(training, "MAX_STEP_LOSSES", 4)  # 7 steps an epoch: thinned within each epoch
+    X, _, y, _ = digits
+    inc = small().partial_fit(X, y, classes=np.arange(10))
+    with monkeypatch.context() as m:
+        ctrl_c_in_epoch(m, 1, steps=5)
+        with pytest.warns(UserWarning, match="Training interrupted by user"):
+            inc.partial_fit(X, y)
+    inc.partial_fit(X, y)
+    with pytest.warns(ConvergenceWarning):
+        whole = small(max_iter=2).fit(X, y)
+    same_network(inc, whole)
+    a, b = inc.model_._state.history, whole.model_._state.history
+    assert (a.step_loss, a.steps, a.step_stride) == (b.step_loss, b.steps, b.step_stride) and a.step_stride > 1
