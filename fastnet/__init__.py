@@ -34,7 +34,11 @@ def __dir__():
 def _stopped_while_starting(signum, frame):
     """Ctrl-C, SIGTERM or SIGHUP while a command still imports its modules: nothing is open or half
     written yet, so exit 130 with one line (not a KeyboardInterrupt traceback out of an import).
-    os.write: a signal may land while Python is inside sys.stderr's own buffer."""
+    The process is exiting: further signals are ignored (a second SystemExit raised while the
+    interpreter shuts down is an "Exception ignored" traceback). os.write: a signal may land while
+    Python is inside sys.stderr's own buffer."""
+    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(sig, _signal.SIG_IGN)
     try:
         _os.write(2, {_signal.SIGINT: b"interrupted\n", _signal.SIGTERM: b"terminated\n"}.get(signum, b"hung up\n"))
     except OSError:

@@ -423,8 +423,10 @@ def _check_progress(progress):
 
 def check_position(state, n_train, batch_size, path):
     """InputError unless a resumed state's place inside its epoch exists for this training set and
-    batch size: batch < steps per epoch (a checkpoint is read before the data, so this comes later)."""
+    batch size: batch <= steps per epoch (a checkpoint is read before the data, so this comes later).
+    batch == steps, which earlier versions wrote when a stop came right after an epoch's last step, resumes
+    by completing that epoch (training.train_epoch runs no step, then its bookkeeping)."""
     steps = -(-n_train // batch_size)
-    if state.batch >= steps:
+    if state.batch > steps:
         raise InputError(f"{path} cannot be resumed: it stopped after batch {state.batch} of an epoch, but an "
                          f"epoch of {n_train} training images in batches of {batch_size} has {steps}")

@@ -56,13 +56,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP outside a StopRequest: handled as Ctrl-C is (files cleaned up, exit 130)."""
 
 
-_STOPPING = {}  # while run() runs: "name" set once a StopRequest has granted a stop
+# While run() runs: "name" set once a StopRequest has granted a stop, "decided" once main has
+# returned or raised (the exit status is decided: a further signal would only add a second line).
+_STOPPING = {}
 
 
 def _interrupt(signum, frame):
     """run()'s handler of STOP_SIGNALS outside a StopRequest. After a StopRequest granted a stop
-    the command is ending at its safe point: a further signal would only add a second line."""
-    if _STOPPING.get("name"):
+    the command is ending at its safe point, and once main is over its status is decided: a
+    further signal is ignored."""
+    if _STOPPING.get("name") or _STOPPING.get("decided"):
         return
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(STOP_SIGNALS[signum])
 
@@ -71,7 +74,14 @@ def run(main, argv=None):
     """Call main(argv) and exit with its status. InputError and DivergenceError become one line on
     stderr and their status; Ctrl-C, SIGTERM and SIGHUP exit 130; standard output that cannot be
     written (a full disk, a closed pipe) is one line and status 2, never a traceback. Text that
-    the terminal's encoding cannot show is written as escapes."""
+    the terminal's encoding cannot show is written as escapes.
+
+    The signal handlers in place before are put back after, except fastnet's start-up handler
+    (`python -m fastnet.<command>`): there the process is exiting with its status decided, and the
+    stop signals are ignored from then on, so that a Ctrl-C held or repeated while the interpreter
+    shuts down (its atexit callbacks, Numba's threads) changes nothing and prints nothing."""
+    from . import _stopped_while_starting
+
     handlers = {}
     _STOPPING.clear()
     for sig in STOP_SIGNALS:
@@ -81,7 +91,7 @@ def run(main, argv=None):
         _run(main, argv)
     finally:
         for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if handler is _stopped_while_starting else handler)
 
 
 def _run(main, argv):
@@ -95,7 +105,10 @@ def _run(main, argv):
             pass
     stdout = sys.stdout = _Watched(sys.stdout)
     try:
-        code = main(argv)
+        try:
+            code = main(argv)
+        finally:
+            _STOPPING["decided"] = True
         sys.stdout.flush()
     except (InputError, DivergenceError) as exc:
         code = _fail(f"error: {exc}", exc.exit_code)
@@ -179,26 +192,54 @@ def check_outputs(s):
     """Before any work: every output path can be written, and no two outputs share a path.
 
     --save and --metrics-json must be (or become) regular files in existing, writable directories;
-    --plot a directory; none of them the same file as another or as the checkpoint being resumed.
+    --plot a directory (check_plot_folder); none of them the same file as another or as the
+    checkpoint being resumed.
     """
     files = {}
     for key in ("save", "metrics_json"):
         if s.get(key) is not None:
             files[key] = os.path.realpath(check_destination(s[key], f"--{key.replace('_', '-')}"))
     if s.get("plot") is not None:
-        folder = s["plot"]
-        if not folder or (os.path.exists(folder) and not os.path.isdir(folder)):
-            raise InputError(f"--plot: {folder!r} is not a directory")
-        parent = os.path.dirname(os.path.abspath(folder))
-        if not os.path.isdir(folder) and not os.path.isdir(parent):
-            raise InputError(f"--plot: directory {parent} does not exist")
-        from .plots import require_matplotlib
+        from .plots import TRAINING_PLOTS
 
-        require_matplotlib()
+        check_plot_folder(s["plot"], TRAINING_PLOTS, {f"--{k.replace('_', '-')}": v for k, v in files.items()})
     if "save" in files and files["save"] == files.get("metrics_json"):
         raise InputError(f"--save and --metrics-json name the same file {s['save']}; give each its own")
     if s.get("resume") and "metrics_json" in files and files["metrics_json"] == os.path.realpath(s["resume"]):
         raise InputError("--metrics-json would overwrite the checkpoint being resumed")
+
+
+def check_plot_folder(folder, names, others=None, parents=False):
+    """Before any work: --plot FOLDER is a directory, or can be made as one in an existing directory
+    (with parents: in the nearest existing one, its missing parents too), where the PNG files `names`
+    can be written: probed as --save is (fastnet.files.check_destination: /proc, a read-only mount,
+    an unwritable folder are refused), without making anything. others: {flag: real path} of the
+    command's other output files, none of which may be the folder or a plot.
+    """
+    if not folder or (os.path.lexists(folder) and not os.path.isdir(folder)):
+        raise InputError(f"--plot: {folder!r} is not a directory")
+    first = os.path.abspath(folder)  # the first folder to make, in parent
+    parent = os.path.dirname(first)
+    while parents and not os.path.lexists(parent) and parent != os.path.dirname(parent):
+        first, parent = parent, os.path.dirname(parent)
+    if not os.path.isdir(folder) and not os.path.isdir(parent):
+        raise InputError(f"--plot: {parent} is not a directory" if os.path.lexists(parent)
+                         else f"--plot: directory {parent} does not exist")
+    from .plots import require_matplotlib
+
+    require_matplotlib()
+    if os.path.isdir(folder):  # each plot can replace what is there; the folder is probed once
+        for i, name in enumerate(names):
+            check_destination(os.path.join(folder, name), "--plot", probe=i == 0)
+    else:  # the folder can be made: where it starts is probed
+        check_destination(first, "--plot")
+    real = os.path.realpath(folder)
+    for flag, path in (others or {}).items():
+        if path == real:
+            raise InputError(f"--plot and {flag} name the same path {folder}; give each its own")
+        for name in names:
+            if path == os.path.join(real, name):
+                raise InputError(f"--plot would overwrite {flag} {path} with its {name}; give each its own")
 
 
 def printable(text):
@@ -232,13 +273,15 @@ class StopRequest:
     safe point instead of killing it; a second one aborts at once (KeyboardInterrupt). A signal
     the process ignores (SIGHUP under nohup, SIGINT in a background job) stays ignored.
 
-    Calling the object tells whether a stop was asked for; `name` says which signal asked.
+    Calling the object tells whether a stop was asked for; `name` says which signal asked. While
+    `hold` is set, a second signal is only ignored (where an exception cannot be raised safely).
     """
 
     NAMES = STOP_SIGNALS
 
     def __init__(self):
         self.name = None
+        self.hold = False
         self.previous = {}
 
     def __enter__(self):
@@ -253,6 +296,8 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.name is not None:
+            if self.hold:
+                return
             raise KeyboardInterrupt
         self.name = _STOPPING["name"] = self.NAMES[signum]
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import checkpoint, data, formats, plots
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
-from .cli import ArgumentParser, printable, run
+from .cli import ArgumentParser, check_plot_folder, printable, run
 from .errors import InputError
 from .model import check_fits, predict_logits
 from .threads import set_threads
@@ -170,7 +170,7 @@ def main(argv=None):
     kernels = get_backend(args.backend)
     set_threads(None, kernels.BLAS_THREADS)
     if args.plot:
-        plots.require_matplotlib()
+        check_plot_folder(args.plot, PICTURES, parents=True)  # evaluate makes missing parents too
     model, settings, names, arrays = checkpoint.load(args.model)
     classes = checkpoint.classes(arrays, args.model, model.num_classes)
     trained_on_arrays(args.model, settings, args.data_dir, args.dataset)

@@ -32,6 +32,10 @@ def require_matplotlib():
         raise InputError(MISSING) from None
 
 
+# The files training_plots writes into its folder.
+TRAINING_PLOTS = ("learning_curves.png", "confusion_matrix.png")
+
+
 def make_dir(folder):
     """Create folder (and its parents) if missing; InputError when that is impossible."""
     try:
@@ -265,10 +269,11 @@ def accuracy_title(matrix, what="test set"):
 def training_plots(out_dir, history, model, kernels, test_images, test_labels, class_names):
     """Write learning_curves.png and confusion_matrix.png (test set) into out_dir; returns their paths."""
     require_matplotlib()
-    make_dir(out_dir)
-    curves = plot_learning_curves(os.path.join(out_dir, "learning_curves.png"), history)
     predictions = predict_logits(model, kernels, test_images).argmax(axis=1)
     matrix = confusion_matrix(test_labels, predictions, model.num_classes)
-    confusion = plot_confusion_matrix(os.path.join(out_dir, "confusion_matrix.png"), matrix,
-                                      class_names, accuracy_title(matrix))
+    curves_png, confusion_png = TRAINING_PLOTS
+    with plot_dir(out_dir, TRAINING_PLOTS):
+        curves = plot_learning_curves(os.path.join(out_dir, curves_png), history)
+        confusion = plot_confusion_matrix(os.path.join(out_dir, confusion_png), matrix, class_names,
+                                          accuracy_title(matrix))
     return [curves, confusion]

@@ -30,6 +30,50 @@ class _Converged(Exception):
     """Raised after an epoch to end training: the stopping rule was met."""
 
 
+class _EpochEnd:
+    """Everything training changes, as it was at the end of the last complete epoch (or the start):
+    the network, the optimiser, the data-order generator, the history, the estimator's bookkeeping
+    and early stopping's best network. An epoch cut short by Ctrl-C is rolled back to it, so the
+    estimator is as after that epoch: its loss_ is that epoch's, and partial_fit trains a whole
+    epoch from there (the steps of the cut epoch are not kept, unlike scikit-learn's own)."""
+
+    KEPT = ("n_iter_", "t_", "loss_", "best_loss_", "_no_improvement_count", "best_validation_score_")
+    GROWN = ("loss_curve_", "validation_scores_")
+
+    def __init__(self, estimator, best):
+        state = estimator.model_._state
+        self.params = state.model.params.copy()
+        self.optimizer = {k: np.array(v, copy=True) for k, v in state.optimizer.state().items()}
+        self.rng, self.epoch = state.rng.bit_generator.state, state.epoch
+        self.history = _copied(state.history)
+        self.kept = {k: getattr(estimator, k) for k in self.KEPT if hasattr(estimator, k)}
+        self.grown = {k: len(getattr(estimator, k)) for k in self.GROWN if getattr(estimator, k, None) is not None}
+        self.best = best
+
+    def restore(self, estimator):
+        """Put estimator back as it was; returns early stopping's best network then."""
+        state = estimator.model_._state
+        state.model.params[...] = self.params
+        state.optimizer.load_state(self.optimizer)
+        state.rng.bit_generator.state = self.rng
+        state.epoch, state.batch, state.partial_losses = self.epoch, 0, []
+        state.history = self.history
+        for k in self.KEPT:
+            if k in self.kept:
+                setattr(estimator, k, self.kept[k])
+            elif hasattr(estimator, k):
+                delattr(estimator, k)
+        for k, n in self.grown.items():
+            del getattr(estimator, k)[n:]
+        return self.best
+
+
+def _copied(history):
+    """A copy of a training.History whose lists are the copies' own (its step losses thinned as they
+    grow: not only appended to)."""
+    return type(history)(**{k: list(v) if isinstance(v, list) else v for k, v in vars(history).items()})
+
+
 class _InOrder(np.random.Generator):
     """A generator whose permutation(n) is 0..n-1, for shuffle=False: the training loop draws each
     epoch's order from the run's generator, so this one makes it take the rows in order."""
@@ -180,6 +224,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train on X (n_samples, n_features) and labels y (n_samples,) for up to max_iter epochs.
+        Ctrl-C ends training as in scikit-learn (a warning, and fit returns), the estimator as after
+        its last complete epoch (an epoch cut short is rolled back; partial_fit alike).
 
         Returns
         -------
@@ -268,15 +314,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _train(self, train, val, epochs, incremental):
-        """Run up to `epochs` epochs with scikit-learn's bookkeeping and stopping rule."""
+        """Run up to `epochs` epochs with scikit-learn's bookkeeping and stopping rule. Ctrl-C ends
+        training as scikit-learn's does (a warning, and fit returns), the epoch it cut short rolled
+        back (_EpochEnd)."""
         model = self.model_
         state = model._state
         state.rng = (_InOrder if not self.shuffle else np.random.Generator)(state.rng.bit_generator)
         self.n_iter_ = 0
         best = None
+        end = _EpochEnd(self, best)
 
         def on_epoch(st):
-            nonlocal best
+            nonlocal best, end
             self.n_iter_ += 1
             self.t_ += len(train[1])
             self.loss_ = float(st.history.train_loss[-1])
@@ -297,6 +346,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self._no_improvement_count = (self._no_improvement_count + 1
                                               if self.loss_ > self.best_loss_ - self.tol else 0)
                 self.best_loss_ = min(self.best_loss_, self.loss_)
+            end = _EpochEnd(self, best)  # this epoch is complete: a Ctrl-C from now on comes back here
             if self._no_improvement_count > self.n_iter_no_change:
                 what = "Validation score" if self.early_stopping and not incremental else "Training loss"
                 if self.verbose:
@@ -312,6 +362,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             model._train(train, val, state.epoch + epochs, on_epoch, lr_name="learning_rate_init")
         except _Converged:
             model.settings["epochs"] = state.epoch
+        except KeyboardInterrupt:
+            best = end.restore(self)
+            model.settings["epochs"] = state.epoch
+            warnings.warn("Training interrupted by user.")
         if best is not None:  # early stopping keeps the network of the best epoch
             model.network.params[...] = best
 

@@ -123,7 +123,9 @@ class CoreShare:
     Two signals, looked at after a step at most every `interval` seconds:
     - other fastnet runs: each registers itself in a per-user directory (a file named by its process
       id, removed at the end; files of processes that no longer exist are removed), and each takes
-      cores // runs;
+      cores // runs. The directory is used only when it is this user's own (_own_folder), and
+      every file in it is made and removed relative to it, never through a link: else one note on
+      stderr, and the run keeps its threads;
     - other busy processes: the kernel's count of running tasks (/proc/loadavg), averaged over the
       last samples, less this run's own threads.
     Results do not change with the number of threads: the batch is cut into a fixed number of parts
@@ -137,18 +139,31 @@ class CoreShare:
         self.apply, self.interval = apply, interval
         self.folder = folder or os.path.join(_runtime_dir(), f"fastnet-{os.getuid()}")
         self.path = os.path.join(self.folder, str(os.getpid()))
+        self.dir_fd = None  # the folder, opened once verified: every file operation is relative to it
         self.wanted = self.running = 1  # until start(): nothing to share
         self.checked = 0.0
         self.sampled = 0.0
         self.busy = 0.0  # moving average of running tasks that are not this run's threads
 
     def __enter__(self):
+        self.dir_fd, why = _own_folder(self.folder)
+        if self.dir_fd is None:
+            if why:
+                print(f"note: {self.folder} {why}: running without sharing the cores with other fastnet runs",
+                      file=sys.stderr)
+            self.path = None  # no shared directory of our own: run as asked
+            return self
+        name = str(os.getpid())
         try:
-            os.makedirs(self.folder, mode=0o700, exist_ok=True)
-            with open(self.path, "w"):
+            try:  # a stale entry of a dead process that had this id; unlink never follows a link
+                os.unlink(name, dir_fd=self.dir_fd)
+            except FileNotFoundError:
                 pass
+            os.close(os.open(name, _NEW_FILE, 0o600, dir_fd=self.dir_fd))
         except OSError:
-            self.path = None  # no shared directory: run as asked
+            self.path = None
+            os.close(self.dir_fd)
+            self.dir_fd = None
         return self
 
     def start(self, wanted):
@@ -158,19 +173,23 @@ class CoreShare:
         return self.poll()
 
     def __exit__(self, *exc):
-        if self.path is not None:
+        if self.dir_fd is not None:  # registered
             try:
-                os.unlink(self.path)
+                os.unlink(str(os.getpid()), dir_fd=self.dir_fd)
             except OSError:
                 pass
+            os.close(self.dir_fd)
+            self.dir_fd = None
         if self.running != self.wanted:
             self.apply(self.wanted)
 
     def others(self):
         """How many other fastnet runs are registered and alive."""
         count = 0
+        if self.dir_fd is None:
+            return 0
         try:
-            names = os.listdir(self.folder)
+            names = os.listdir(self.dir_fd)
         except OSError:
             return 0
         for name in names:
@@ -181,7 +200,7 @@ class CoreShare:
                 count += 1
             except ProcessLookupError:
                 try:
-                    os.unlink(os.path.join(self.folder, name))
+                    os.unlink(name, dir_fd=self.dir_fd)  # inside the verified folder, never through a link
                 except OSError:
                     pass
             except OSError:  # alive, but another user's
@@ -206,6 +225,36 @@ class CoreShare:
             self.apply(threads)
             self.running = threads
         return threads
+
+
+# A registry file: created new (never an existing file, never through a link), closed in child processes.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _own_folder(folder):
+    """(an open descriptor of folder, "") once it is verified to be this user's own: a directory, not
+    a link, owned by this user, that no one else may write to; made (mode 0700) when missing.
+    Else (None, why): why is empty when the folder cannot be made at all, and says what is wrong
+    with it when it is there but not safe. Another local user could make the shared runtime
+    directory's fastnet-<uid> first and plant links named by upcoming process ids: a file opened
+    through one would truncate whatever it points to."""
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None, ""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None, "is a link" if os.path.islink(folder) else "is not a directory"
+    info = os.fstat(fd)
+    why = ("belongs to another user" if info.st_uid != os.getuid()
+           else "may be written by other users" if info.st_mode & 0o022 else "")
+    if why:
+        os.close(fd)
+        return None, why
+    return fd, ""
 
 
 def _running_tasks():

@@ -256,11 +256,11 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share, cla
             save("checkpoint")
         bar.reset(f"epoch {st.epoch + 1}/{s['epochs']}")
 
-    t = time.perf_counter()
-    warm_up(kernels, state.model.dtype, s["optimizer"])
-    s["kernel_load_seconds"] = time.perf_counter() - t
-    s["startup_seconds"] = seconds_since_launch()
     with StopRequest() as stop:
+        if not compiled(s, kernels, state, stop):
+            kept = f"; {s['resume']} is as it was" if s["resume"] else "; nothing saved"
+            print(f"{stop.name} before the first step{kept}", file=sys.stderr)
+            return 130
         bar.reset(f"epoch {state.epoch + 1}/{s['epochs']}")
         try:
             done = run_training(state, kernels, train_rows, val, s, on_epoch, bar.update, stop, parts=s["threads"],
@@ -271,8 +271,8 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share, cla
         if not done:
             more = f". Resume with: {resume_command(s)}" if s["save"] else \
                    " (pass --save PATH to keep a resumable checkpoint)"
-            print(f"{stop.name} at epoch {state.epoch + 1}, step {state.batch}{saved or '; nothing saved'}{more}",
-                  file=sys.stderr)
+            where = f"at epoch {state.epoch + 1}, step {state.batch}" if state.batch else f"after epoch {state.epoch}"
+            print(f"{stop.name} {where}{saved or '; nothing saved'}{more}", file=sys.stderr)
             return 130
         if stop():
             print(f"{stop.name} after the last epoch{saved}; the test evaluation was skipped", file=sys.stderr)
@@ -282,6 +282,23 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share, cla
         print(f"{stop.name} during the report{saved}", file=sys.stderr)
         return 130
     return code
+
+
+def compiled(s, kernels, state, stop):
+    """Compile (or load) the kernels the run uses (training.warm_up) under the run's StopRequest;
+    False when a stop was asked meanwhile. No signal raises there, not even a second one (stop.hold):
+    Numba compiles through llvmlite's ctypes callbacks, which swallow an exception ("Exception ignored
+    on calling ctypes callback function") and go on, to train or to report a compile error. The
+    run stops once the compile is over (the time it announced), having written nothing."""
+    t = time.perf_counter()
+    stop.hold = True
+    try:
+        warm_up(kernels, state.model.dtype, s["optimizer"])
+    finally:
+        stop.hold = False
+    s["kernel_load_seconds"] = time.perf_counter() - t
+    s["startup_seconds"] = seconds_since_launch()
+    return not stop()
 
 
 def report(s, state, kernels, names, test, stop):

@@ -79,10 +79,12 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
 
     lr_at(step) gives the learning rate of optimiser step `step` (0-based). Returns the mean loss
     over the epoch's samples and the fraction of them predicted right, each step's rows by the
-    network as it was before that step (the running means Keras reports: no pass of their own). Raises DivergenceError as soon as the loss or a parameter is non-finite,
-    or the loss explodes past loss_limit of the run's first step loss. Steps run in chunks of up to
+    network as it was before that step (the running means Keras reports: no pass of their own).
+    Raises DivergenceError as soon as the loss or a parameter is non-finite, or the loss explodes
+    past loss_limit of the run's first step loss. Steps run in chunks of up to
     max_chunk (MAX_CHUNK above); on_batch(rows, loss) is called for each step after its chunk, and
-    stop() after each chunk: when it returns True the epoch ends early and None is returned.
+    stop() after each chunk but the epoch's last: when it returns True the epoch ends early and None
+    is returned (fit asks stop() between epochs: a stopped run is always at a step it can resume from).
     """
     model, opt = state.model, state.optimizer
     n = len(labels)
@@ -128,7 +130,8 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
             state.partial_correct.append(int(correct[j]))
             if on_batch is not None:
                 on_batch(int(starts[state.batch] - starts[state.batch - 1]), loss)
-        if stop is not None and stop():
+        # a stop asked as the epoch's last chunk ends is fit's to honour, once the epoch is complete
+        if state.batch < len(starts) - 1 and stop is not None and stop():
             return None
         if seconds < CHUNK_SECONDS / 2:  # grow while chunks are short (the first of a run also compiles)
             chunk *= 2
@@ -161,8 +164,9 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     threads may run now. max_chunk: the most steps run in one call (train_epoch). The history's
     train_loss and train_accuracy are the epoch's running means (train_epoch); train_pass: the
     accuracy from a pass over the training rows after each epoch instead (its time in eval_seconds).
-    Returns True
-    when all epochs ran, False when stop() cut the run short.
+    Returns True when all epochs ran, False when stop() cut the run short: inside an epoch
+    (state.batch > 0), or between two (state.batch == 0): stop() is asked after every chunk of steps
+    but the run's last.
     """
     images, labels = train
     steps_per_epoch = (len(labels) + batch_size - 1) // batch_size
@@ -197,6 +201,8 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
         h.eval_seconds.append(time.perf_counter() - t1)
         if on_epoch is not None:
             on_epoch(state)
+        if state.epoch < epochs and stop is not None and stop():  # between epochs: resumes at batch 0
+            return False
     return True
 
 

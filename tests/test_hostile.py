@@ -178,8 +178,8 @@ def test_a_signal_in_any_phase_keeps_the_model(tmp_path, env, tiny, phase, sig, 
     proc = signalled(env, tiny, phase, sig, "--epochs", "2" if phase == "step" else "1", "--save", path)
     assert_one_line_error(proc, 130, word, f"saved to {path}")
     state, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
-    if phase == "step":
-        assert (state.epoch, state.batch) == (0, 3) and "Resume with:" in proc.stderr
+    if phase == "step":  # the third step ends the first epoch: the run stops after it (issue 21 S1)
+        assert (state.epoch, state.batch) == (1, 0) and "Resume with:" in proc.stderr
     else:  # every epoch ran: the model is the finished one
         assert (state.epoch, state.batch) == (1, 0) and len(state.history.val_loss) == 1
     assert debris(tmp_path) == []
@@ -325,10 +325,22 @@ def test_a_tampered_checkpoint_is_one_error_before_resuming(name, model, tmp_pat
 
 def test_a_batch_past_the_end_of_an_epoch_is_refused_once_the_data_is_known(model, tmp_path, env, tiny):
     progress = progress_of(model)  # 280 training images in batches of 128: 3 steps an epoch
-    progress.update(batch=3, partial_losses=[1.0] * 3, epoch_rng=progress["rng"])
+    progress.update(batch=4, partial_losses=[1.0] * 4, epoch_rng=progress["rng"])
     bad = rewrite(model, tmp_path / "bad.npz", progress=np.array(json.dumps(progress)))
     proc = fastnet("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
-    assert_one_line_error(proc, 2, "batch 3", "has 3")
+    assert_one_line_error(proc, 2, "batch 4", "has 3")
+
+
+def test_a_checkpoint_stopped_after_an_epochs_last_batch_resumes(model, tmp_path, env, tiny):
+    """batch == steps: what a stop right after an epoch's last chunk used to write (issue 21 S1).
+    Resuming completes that epoch's bookkeeping, then trains on."""
+    progress = progress_of(model)
+    progress.update(batch=3, partial_losses=[1.0] * 3, epoch_rng=progress["rng"])
+    old = rewrite(model, tmp_path / "old.npz", progress=np.array(json.dumps(progress)))
+    proc = fastnet("fastnet.train", "--resume", old, "--epochs", "3", "--data-dir", tiny, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    state, _, _ = checkpoint.load_state(str(old), OPTIMIZERS)
+    assert (state.epoch, state.batch) == (3, 0) and state.history.step_loss[3:6] == [1.0] * 3
 
 
 @pytest.mark.parametrize("flag, value", [("--layers", "64,16,4"), ("--lr", "0.5"), ("--batch-size", "7")])

@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ import pytest
 import kernels.jit as jit
 import kernels.reference as ref
 from conftest import write_idx
-from fastnet import checkpoint, training
+from fastnet import checkpoint, cli, training
 from fastnet.model import MLP, Workspace
 from fastnet.optim import OPTIMIZERS, learning_rate
 from fastnet.training import TrainState
@@ -133,7 +134,8 @@ TRAIN = [sys.executable, "-m", "fastnet.train"]
 
 @pytest.fixture(scope="module")
 def interrupted(workdir):
-    """Start a 50-epoch run with --save, wait for its first epoch line, press Ctrl-C (SIGINT).
+    """Start a 50-epoch run with --save, wait for its first epoch line and a fifth of an epoch more
+    (a stop asked as an epoch ends stops there, at batch 0), press Ctrl-C (SIGINT).
 
     Checks what every interrupted run must give, and returns (data dir, env, checkpoint path, stderr).
     """
@@ -146,6 +148,7 @@ def interrupted(workdir):
     try:
         for line in proc.stdout:
             if line.startswith("epoch 1/50"):
+                time.sleep(0.2)
                 proc.send_signal(signal.SIGINT)
                 break
         _, err = proc.communicate(timeout=120)
@@ -209,6 +212,219 @@ def test_printed_resume_command_keeps_saving_to_the_same_file(interrupted, tmp_p
     assert state.epoch == 2
 
 
+def test_ctrl_c_in_one_step_epochs_resumes_to_the_straight_runs_bits(workdir, tmp_path):
+    """An epoch of one step: every Ctrl-C comes as an epoch ends (issue 21 S1: the checkpoint said
+    batch 1 of 1, which --resume refused). It stops after that epoch; the printed command resumes
+    to the very bits of a run never interrupted."""
+    root, data, env = workdir
+    args = ["--data-dir", str(data), "--layers", "64,32,4", "--backend", "numpy", "--threads", "1",
+            "--batch-size", "20000", "--val-split", "200", "--schedule", "constant"]  # the same rates whatever --epochs
+    path = tmp_path / "run.npz"
+    proc = subprocess.Popen([*TRAIN, *args, "--epochs", "1000000", "--save", str(path)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 3/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    state, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert state.batch == 0 and state.epoch >= 3 and f"after epoch {state.epoch};" in err, err
+    epochs = state.epoch + 2
+    resumed = subprocess.run(resume_command(err, epochs, tmp_path / "resumed.npz"), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = subprocess.run([*TRAIN, *args, "--epochs", str(epochs), "--save", str(tmp_path / "straight.npz")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert straight.returncode == 0, straight.stderr
+    a, _, _ = checkpoint.load_state(str(tmp_path / "resumed.npz"), OPTIMIZERS)
+    b, _, _ = checkpoint.load_state(str(tmp_path / "straight.npz"), OPTIMIZERS)
+    assert a.epoch == b.epoch == epochs and np.array_equal(a.model.params, b.model.params)
+    assert np.array_equal(a.optimizer.m, b.optimizer.m) and a.history.step_loss == b.history.step_loss
+
+
+def test_ctrl_c_while_the_kernels_compile_stops_the_run(workdir, tmp_path):
+    """Numba compiles through llvmlite's ctypes callbacks, which swallow an exception raised in them
+    (issue 21 S2: a Ctrl-C there was lost, the run trained and exited 0, or said the backend failed
+    to compile). An empty NUMBA_CACHE_DIR (and no prebuilt kernels) forces the compile; Ctrl-C while
+    it is announced: exit 130, one line, nothing written, once the compile is over."""
+    root, data, env = workdir
+    env = dict(env, NUMBA_CACHE_DIR=str(tmp_path / "numba"), FASTNET_NO_PREBUILT="1")  # nor kernels shipped prebuilt
+    path = tmp_path / "run.npz"
+    proc = subprocess.Popen([*TRAIN, "--data-dir", str(data), "--layers", "64,8,4", "--backend", "numba",
+                             "--threads", "1", "--epochs", "1000", "--save", str(path)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert first.startswith("compiling kernels"), first  # the signal came while the kernels compiled
+    assert proc.returncode == 130 and err.splitlines() == ["interrupted before the first step; nothing saved"], err
+    assert "epoch" not in out and not path.exists() and temporaries(tmp_path) == []
+
+
+# `python -m fastnet.train ARGS` whose kernel warm-up first runs Python inside a ctypes callback, as
+# Numba's compile does through llvmlite, and gets signals there (argv[1]: their number, argv[2]: how many).
+SIGNAL_IN_A_CALLBACK = """
+import ctypes, os, sys, time
+from fastnet import cli, train
+signum, count, real = int(sys.argv[1]), int(sys.argv[2]), train.warm_up
+@ctypes.CFUNCTYPE(None)
+def callback():  # an exception raised in here is printed ("Exception ignored ...") and dropped
+    for _ in range(count):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.1)  # the handler runs here, inside the callback
+def warm_up(*args, **kw):
+    callback()
+    return real(*args, **kw)
+train.warm_up = warm_up
+cli.run(train.main, sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize("signum, count", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 3)])
+def test_a_signal_inside_a_compile_callback_is_not_lost(workdir, tmp_path, signum, count):
+    """Issue 21 S2, deterministic: signals land in Python code called back from C during the warm-up.
+    Before, the KeyboardInterrupt died in the callback and the run trained on (exit 0). Now no signal
+    raises there, not even a second one: the run stops once the warm-up is over."""
+    root, data, env = workdir
+    path = tmp_path / "run.npz"
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_CALLBACK, str(int(signum)), str(count),
+                           "--data-dir", str(data),
+                           "--layers", "64,8,4", "--backend", "numpy", "--threads", "1", "--save", str(path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[signum]
+    assert proc.returncode == 130 and proc.stderr == f"{word} before the first step; nothing saved\n", proc.stderr
+    assert "epoch" not in proc.stdout and not path.exists() and temporaries(tmp_path) == []
+
+
+def test_a_compile_error_without_a_signal_is_still_one_error_line(workdir, tmp_path):
+    """The warm-up under the run's StopRequest changes nothing for a kernel that fails to compile."""
+    root, data, env = workdir
+    code = ("import sys\nfrom fastnet import cli, train, training\n"
+            "def broken(*args):\n    raise RuntimeError('LLVM ERROR: out of registers')\n"
+            "training._exercise = broken\ncli.run(train.main, sys.argv[1:])\n")
+    proc = subprocess.run([sys.executable, "-c", code, "--data-dir", str(data), "--layers", "64,8,4",
+                           "--backend", "numba", "--threads", "1", "--save", str(tmp_path / "run.npz")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("compiling kernels")]
+    assert lines == ["error: the numba backend failed to compile (RuntimeError: LLVM ERROR: out of registers); "
+                     "pass --backend numpy"], proc.stderr
+
+
+def burst_at_the_end(cmd, env, wait_for, signum=signal.SIGINT):
+    """Run cmd; once stdout shows `wait_for`, send signum every millisecond until the process has
+    exited (a Ctrl-C held, or pressed again and again, while a finished run exits). Returns
+    (exit status, stdout, stderr, signals sent)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, sent = [], 0
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if wait_for in line:
+                break
+        while proc.poll() is None:
+            try:
+                proc.send_signal(signum)
+                sent += 1
+            except ProcessLookupError:
+                break
+            time.sleep(0.001)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, "".join(out) + rest, err, sent
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signals_while_a_finished_run_exits_print_nothing_more(workdir, tmp_path, signum):
+    """Issue 21 S3: Ctrl-C repeated while a finished run exits printed "Exception ignored in atexit
+    callback ... SystemExit: 130" (fastnet's start-up handler was put back for the interpreter's
+    shutdown). Once the status is decided, further signals change nothing: the run ends 0 (the
+    burst came after the report) or 130 with one line (it came during the report), never a
+    traceback or a second line, never killed by the signal."""
+    root, data, env = workdir
+    small = root / "small"
+    if not small.exists():
+        small.mkdir()
+        for name in os.listdir(data):  # the first 2000 training images: a run of about a second
+            src = (data / name).read_bytes()
+            if name.startswith("train"):
+                count = 2000 * (64 if "images" in name else 1)
+                header = src[:4 + 4 * src[3]]
+                src = header[:4] + struct.pack(">I", 2000) + header[8:] + src[len(header):len(header) + count]
+            (small / name).write_bytes(src)
+    total = 0
+    for trial in range(6):
+        path = tmp_path / f"m{trial}.npz"
+        metrics = ["--metrics-json", str(tmp_path / f"m{trial}.json")] if trial % 2 else []  # the report: longer
+        code, out, err, sent = burst_at_the_end(
+            [*TRAIN, "--data-dir", str(small), "--layers", "64,8,4", "--backend", "numpy", "--threads", "1",
+             "--epochs", "1", "--quiet", "--save", str(path), *metrics], env, "test accuracy", signum)
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert code in (0, 130), (code, err)
+        assert err.count("\n") == (code == 130), err
+        assert checkpoint.load_state(str(path), OPTIMIZERS)[0].epoch == 1 and temporaries(tmp_path) == []
+        total += sent
+    assert total >= 6  # the bursts did land (a run may exit before the first signal of its burst)
+
+
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@pytest.fixture
+def stop_handlers():
+    """Puts the stop signals' handlers back as they were after the test."""
+    before = {sig: signal.getsignal(sig) for sig in STOPS}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("main, code", [(lambda argv: 0, 0), (lambda argv: 130, 130)])
+def test_a_command_exits_with_the_stop_signals_ignored(stop_handlers, main, code):
+    """`python -m fastnet.<command>`: once run() has its status, the interpreter shuts down with the
+    stop signals ignored, not with fastnet's start-up handler back in place (issue 21 S3: it raised
+    SystemExit(130) inside atexit callbacks)."""
+    import fastnet
+
+    for sig in STOPS:
+        signal.signal(sig, fastnet._stopped_while_starting)  # as `python -m` installs it
+    with pytest.raises(SystemExit) as info:
+        cli.run(main, [])
+    assert info.value.code == code
+    assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in STOPS)
+
+
+def test_an_in_process_caller_gets_its_handlers_back(stop_handlers):
+    with pytest.raises(SystemExit):
+        cli.run(lambda argv: 0, [])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_start_up_handler_ignores_the_signals_after_it(stop_handlers, capfd):
+    """The first signal while a command starts ends it with one line; the exit it starts is not
+    interrupted again (each further signal wrote another line and raised SystemExit again)."""
+    import fastnet
+
+    with pytest.raises(SystemExit) as info:
+        fastnet._stopped_while_starting(signal.SIGINT, None)
+    assert info.value.code == 130 and capfd.readouterr().err == "interrupted\n"
+    assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in STOPS)
+
+
 # --- resume == straight run, at library level -------------------------------------------------
 
 def _data(n=300, px=64, k=3):
@@ -261,6 +477,42 @@ def test_interrupt_save_load_continue_equals_straight_fit(tmp_path, K, dtype, op
     np.testing.assert_allclose(h.train_loss, g.train_loss, rtol=0, atol=atol)
     np.testing.assert_allclose(h.step_loss, g.step_loss, rtol=0, atol=atol)
     assert h.val_accuracy == g.val_accuracy and len(h.epoch_seconds) == 4
+
+
+@pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_a_stop_with_an_epochs_last_step_ends_between_epochs(tmp_path, K, dtype, calls):
+    """One step an epoch: every stop comes as an epoch ends (issue 21 S1). The run stops after that
+    epoch's bookkeeping, at batch 0 of the next, a place check_position accepts, and resumes to the
+    straight run's bits."""
+    train, val = _data()
+    one_step = dict(FIT, batch_size=len(train[1]))
+    straight = _fresh(dtype)
+    assert training.fit(straight, K, train, val, **one_step)
+    part = _fresh(dtype)
+    seen = []
+    assert not training.fit(part, K, train, val, **one_step, stop=_stop_after(calls),
+                            on_epoch=lambda st: seen.append(st.epoch))
+    assert (part.epoch, part.batch, part.partial_losses) == (calls, 0, []) and seen == list(range(1, calls + 1))
+    assert len(part.history.train_loss) == calls and part.optimizer.step == calls
+    checkpoint.check_position(part, len(train[1]), len(train[1]), "part.npz")
+    path = tmp_path / "part.npz"
+    checkpoint.save(str(path), part, {}, ["a", "b", "c"])
+    resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert training.fit(resumed, K, train, val, **one_step)
+    atol = 0.0 if K is jit else 1e-12
+    np.testing.assert_allclose(resumed.model.params, straight.model.params, rtol=0, atol=atol)
+    np.testing.assert_allclose(resumed.history.step_loss, straight.history.step_loss, rtol=0, atol=atol)
+
+
+def test_no_stop_is_asked_after_the_runs_last_step():
+    """A stop can only cut a run short: after the last epoch's last step fit has nothing left to stop."""
+    train, val = _data()
+    state = _fresh(np.float64)
+    asked = []
+    assert training.fit(state, ref, train, val, **dict(FIT, epochs=2), max_chunk=1,
+                        stop=lambda: asked.append(state.epoch * 8 + state.batch) or False)
+    assert asked == list(range(1, 16))
 
 
 @pytest.mark.parametrize("K, dtype, optimizer", [

@@ -119,6 +119,57 @@ def test_missing_matplotlib_is_one_input_error(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+# A failed --plot leaves nothing it made (issue 21, item 3)
+
+def _failing_confusion(monkeypatch):
+    def fail(*args, **kw):
+        raise InputError("plot: cannot draw")
+    monkeypatch.setattr(plots, "plot_confusion_matrix", fail)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_failed_training_plot_removes_the_folders_and_pictures_it_made(mpl, tmp_path, monkeypatch, nested):
+    _failing_confusion(monkeypatch)  # learning_curves.png is written, then the second picture fails
+    out = tmp_path / "new" / "plots" if nested else tmp_path / "plots"
+    model = MLP.he_init((784, 8, 10), np.random.default_rng(2))
+    with pytest.raises(InputError, match="cannot draw"):
+        plots.training_plots(str(out), history(), model, get_backend("numpy"), np.zeros((20, 784), np.uint8),
+                             np.zeros(20, np.uint8), NAMES)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_plot_into_an_existing_folder_keeps_what_was_there(mpl, tmp_path, monkeypatch):
+    _failing_confusion(monkeypatch)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    (tmp_path / "confusion_matrix.png").write_bytes(b"an older picture")
+    model = MLP.he_init((784, 8, 10), np.random.default_rng(2))
+    with pytest.raises(InputError):
+        plots.training_plots(str(tmp_path), history(), model, get_backend("numpy"), np.zeros((20, 784), np.uint8),
+                             np.zeros(20, np.uint8), NAMES)
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+    assert (tmp_path / "confusion_matrix.png").read_bytes() == b"an older picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion_matrix.png", "learning_curves.png", "notes.txt"]
+
+
+def test_ctrl_c_while_plotting_removes_the_new_folder(tmp_path):
+    out = tmp_path / "plots"
+    with pytest.raises(KeyboardInterrupt):
+        with plots.plot_dir(str(out), ("a.png",)):
+            (out / "a.png").write_bytes(b"png")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_gained_other_files_is_left(tmp_path):
+    """Only this call's pictures are removed: a file something else put in the new folder stays."""
+    out = tmp_path / "plots"
+    with pytest.raises(OSError):
+        with plots.plot_dir(str(out), ("a.png",)):
+            (out / "other.txt").write_text("not ours")
+            raise OSError("disk full")
+    assert [p.name for p in out.iterdir()] == ["other.txt"]
+
+
 def test_long_class_names_are_cut_in_pictures_and_drawn_as_text(tmp_path, recwarn):
     """A model file may hold class names of 1024 characters: a picture shows 40 of them, without a
     layout warning (before, 'constrained_layout not applied' on stderr); mathtext is drawn as text."""

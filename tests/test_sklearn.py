@@ -260,6 +260,93 @@ def test_the_fitted_network_is_a_fastnet_model_file_away(digits, tmp_path):
     np.testing.assert_array_equal(fastnet.load(tmp_path / "m.npz").predict(X_test), clf.predict(X_test))
 
 
+# ---------------------------------------------------------------- Ctrl-C inside fit and partial_fit (issue 21 S4)
+
+def ctrl_c_in_epoch(monkeypatch, epoch, steps=3):
+    """Ctrl-C in the `epoch`-th epoch trained from now on (1-based), after `steps` steps of it (the
+    network and Adam's moments already changed): KeyboardInterrupt raised where the training loop
+    asks whether to stop, after each step."""
+    from fastnet import training
+
+    real, epochs = training.train_epoch, [0]
+
+    def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None, max_chunk=64):
+        epochs[0] += 1
+        if epochs[0] != epoch:
+            return real(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk)
+        asked = iter(range(1, 10**6))
+
+        def ctrl_c():
+            if next(asked) == steps:
+                raise KeyboardInterrupt
+            return False
+        return real(state, backend, images, labels, batch_size, lr_at, ws, on_batch, ctrl_c, 1)
+
+    monkeypatch.setattr(training, "train_epoch", train_epoch)
+
+
+def same_network(a, b):
+    np.testing.assert_array_equal(a.model_.network.params, b.model_.network.params)
+    for key, value in a.model_._state.optimizer.state().items():
+        np.testing.assert_array_equal(value, b.model_._state.optimizer.state()[key])
+    np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+    assert a.loss_ == b.loss_ and a.t_ == b.t_
+
+
+def test_ctrl_c_in_partial_fit_rolls_the_epoch_back_and_the_next_call_trains_a_whole_one(digits, monkeypatch):
+    """The interrupted call warns, as scikit-learn's does, and leaves the estimator as after the
+    previous call; the next partial_fit trains a whole epoch, to the very bits of two calls never
+    interrupted, with its own loss_ (before: it finished the cut epoch, and loss_ mixed the two)."""
+    X, _, y, _ = digits
+    inc = small().partial_fit(X, y, classes=np.arange(10))
+    before = inc.model_.network.params.copy()
+    ctrl_c_in_epoch(monkeypatch, 1)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        assert inc.partial_fit(X, y) is inc
+    monkeypatch.undo()
+    np.testing.assert_array_equal(inc.model_.network.params, before)
+    state = inc.model_._state
+    assert (state.epoch, state.batch, state.partial_losses, state.optimizer.step) == (1, 0, [], 7)
+    assert inc.n_iter_ == 0 and inc.t_ == len(y) and inc.loss_ == inc.loss_curve_[-1]
+    assert len(state.history.train_loss) == len(state.history.step_loss) // 7 == 1
+    inc.partial_fit(X, y)
+    with pytest.warns(ConvergenceWarning):
+        whole = small(max_iter=2).fit(X, y)
+    same_network(inc, whole)
+    assert inc.n_iter_ == 1 and 0 < inc.loss_ < inc.loss_curve_[0]
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_ctrl_c_in_fit_keeps_the_last_complete_epoch(digits, monkeypatch, early_stopping):
+    """fit returns after a warning, its network and bookkeeping those of the epochs completed
+    (with early stopping: the best of them), as a fit of that many epochs gives."""
+    X, X_test, y, _ = digits
+    ctrl_c_in_epoch(monkeypatch, 3)
+    cut = small(max_iter=10, early_stopping=early_stopping)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        cut.fit(X, y)
+    monkeypatch.undo()
+    with pytest.warns(ConvergenceWarning):
+        two = small(max_iter=2, early_stopping=early_stopping).fit(X, y)
+    same_network(cut, two)
+    assert cut.n_iter_ == 2 and cut.model_.settings["epochs"] == 2 and len(cut.model_._state.history.train_loss) == 2
+    assert cut.validation_scores_ == two.validation_scores_
+    np.testing.assert_array_equal(cut.predict(X_test), two.predict(X_test))
+
+
+def test_ctrl_c_in_the_first_epoch_leaves_the_initial_network(digits, monkeypatch):
+    X, _, y, _ = digits
+    ctrl_c_in_epoch(monkeypatch, 1)
+    cut = small()
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        cut.fit(X, y)
+    monkeypatch.undo()
+    assert cut.n_iter_ == 0 and cut.loss_curve_ == [] and not hasattr(cut, "loss_")
+    assert cut.model_._state.optimizer.step == 0 and cut.model_._state.history.step_loss == []
+    cut.partial_fit(X, y)  # from the initial network: the very epoch of a first partial_fit
+    same_network(cut, small().partial_fit(X, y, classes=np.arange(10)))
+
+
 def test_a_network_larger_than_the_memory_left_is_refused_before_allocating(monkeypatch):
     import tracemalloc
 
@@ -283,3 +370,23 @@ def test_big_endian_rows_fit_and_predict_as_native_ones(dtype):
     big = MLPClassifier(max_iter=2, random_state=0, threads=1).fit(X.astype(dtype), y)
     np.testing.assert_array_equal(big.model_.network.params, native.model_.network.params)
     np.testing.assert_array_equal(native.predict_proba(X.astype(dtype)), native.predict_proba(X.astype(dtype[1:])))
+
+
+def test_ctrl_c_rolls_back_a_history_whose_step_losses_were_thinned(digits, monkeypatch):
+    """Past MAX_STEP_LOSSES the history drops every other step loss (training.record_steps): the
+    rollback restores it whole, not by cutting lists."""
+    from fastnet import training
+
+    monkeypatch.setattr(training, "MAX_STEP_LOSSES", 4)  # 7 steps an epoch: thinned within each epoch
+    X, _, y, _ = digits
+    inc = small().partial_fit(X, y, classes=np.arange(10))
+    with monkeypatch.context() as m:
+        ctrl_c_in_epoch(m, 1, steps=5)
+        with pytest.warns(UserWarning, match="Training interrupted by user"):
+            inc.partial_fit(X, y)
+    inc.partial_fit(X, y)
+    with pytest.warns(ConvergenceWarning):
+        whole = small(max_iter=2).fit(X, y)
+    same_network(inc, whole)
+    a, b = inc.model_._state.history, whole.model_._state.history
+    assert (a.step_loss, a.steps, a.step_stride) == (b.step_loss, b.steps, b.step_stride) and a.step_stride > 1

@@ -5,7 +5,9 @@ takes no more threads than the cores that are free for it)."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
@@ -161,3 +163,156 @@ def test_the_numpy_backend_trains_without_loading_numba(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]" and done.stderr == ""
+
+
+# The registry belongs to this user alone: never written through a link, nor in another user's folder
+
+def _victim(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    return victim
+
+
+def _refused(folder, capsys):
+    """Enter a CoreShare on folder: it must run as asked (no sharing), say why in one note line, and
+    have written nothing."""
+    applied, apply = recorder()
+    with threads.CoreShare(apply, folder=str(folder), interval=0) as share:
+        assert share.path is None and share.start(2) == 2 and share.others() == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"note: {folder} ") and "without sharing" in err, err
+    assert applied == []
+    return err
+
+
+def test_a_folder_of_another_user_is_not_used(tmp_path, quiet_machine, capsys):
+    folder = tmp_path / "fastnet-x"
+    folder.mkdir(mode=0o700)
+    victim = _victim(tmp_path)
+    (folder / str(os.getpid())).symlink_to(victim)
+    if os.geteuid() == 0:
+        os.chown(folder, 12345, 12345)  # made first by another user
+    else:  # no way to give a folder away: one that is another user's already
+        folder = Path("/")
+    assert "another user" in _refused(folder, capsys)
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o720, 0o702])
+def test_a_folder_others_may_write_to_is_not_used(tmp_path, quiet_machine, capsys, mode):
+    folder = tmp_path / "fastnet-x"
+    folder.mkdir()
+    folder.chmod(mode)
+    victim = _victim(tmp_path)
+    (folder / str(os.getpid())).symlink_to(victim)
+    (folder / "1").symlink_to(victim)  # a dead process's name: cleanup must not touch it either
+    assert "written by other users" in _refused(folder, capsys)
+    assert victim.read_text() == "precious\n" and (folder / "1").is_symlink()
+
+
+def test_a_symlinked_folder_is_not_used(tmp_path, quiet_machine, capsys):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (real / dead).write_text("someone's file named like a dead process\n")
+    link = tmp_path / "fastnet-x"
+    link.symlink_to(real)
+    assert "is a link" in _refused(link, capsys)
+    assert (real / dead).read_text() == "someone's file named like a dead process\n"
+    assert sorted(p.name for p in real.iterdir()) == [dead]
+
+
+def test_a_file_in_place_of_the_folder_is_not_used(tmp_path, quiet_machine, capsys):
+    folder = _victim(tmp_path)
+    assert "not a directory" in _refused(folder, capsys)
+    assert folder.read_text() == "precious\n"
+
+
+def test_a_link_planted_as_our_own_pid_is_replaced_not_followed(tmp_path, quiet_machine, capsys):
+    """In our own folder (only we or root could plant it; or a stale entry): the link is removed and
+    a file of our own made in its place; the file it pointed to is untouched."""
+    folder = tmp_path / "fastnet-x"
+    folder.mkdir(mode=0o700)
+    victim = _victim(tmp_path)
+    (folder / str(os.getpid())).symlink_to(victim)
+    applied, apply = recorder()
+    with threads.CoreShare(apply, folder=str(folder), interval=0) as share:
+        mine = folder / str(os.getpid())
+        assert share.path is not None and mine.is_file() and not mine.is_symlink()
+        assert mine.stat().st_mode & 0o777 == 0o600
+    assert not list(folder.iterdir()) and victim.read_text() == "precious\n"
+    assert capsys.readouterr().err == ""
+
+
+def test_cleanup_unlinks_inside_the_verified_folder_even_if_its_path_is_swapped(tmp_path, quiet_machine):
+    """Every operation is relative to the folder opened and verified on entering: a folder swapped
+    for a link afterwards (renamed away, a link put in its place) does not redirect the cleanup."""
+    folder = tmp_path / "fastnet-x"
+    folder.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (elsewhere / dead).write_text("not ours\n")
+    applied, apply = recorder()
+    with threads.CoreShare(apply, folder=str(folder), interval=0) as share:
+        share.start(2)
+        folder.rename(tmp_path / "moved")
+        folder.symlink_to(elsewhere)
+        assert share.others() == 0
+    assert (elsewhere / dead).read_text() == "not ours\n"
+    assert not list((tmp_path / "moved").iterdir())
+
+
+def test_a_new_folder_is_private(tmp_path, quiet_machine):
+    folder = tmp_path / "fastnet-x"
+    with threads.CoreShare(lambda n: None, folder=str(folder), interval=0) as share:
+        assert share.path is not None
+        assert folder.stat().st_mode & 0o777 == 0o700 and folder.stat().st_uid == os.getuid()
+
+
+# The whole command: `python -m fastnet.train` with its runtime directory prepared by "another user"
+PLANTED_RUN = """
+import os, sys
+from fastnet import cli, threads, train
+runtime, victim, how = sys.argv[1:4]
+threads._runtime_dir = lambda: runtime
+folder = os.path.join(runtime, f"fastnet-{os.getuid()}")
+os.symlink(victim, os.path.join(folder, str(os.getpid())))  # a link named by this very run's process id
+if how == "other-user":
+    os.chown(folder, 12345, 12345)
+cli.run(train.main, sys.argv[4:])
+"""
+
+
+@pytest.mark.parametrize("how", ["other-user", "mode-0777", "own-0700"])
+def test_a_planted_registry_never_truncates_a_file_and_the_run_trains(tmp_path, how):
+    if how == "other-user" and os.geteuid() != 0:
+        pytest.skip("giving a folder to another user needs root")
+    from conftest import write_idx
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 200), ("t10k", 40)):
+        write_idx(data / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)))
+        write_idx(data / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 3)
+    runtime = tmp_path / "shm"
+    folder = runtime / f"fastnet-{os.getuid()}"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777 if how == "mode-0777" else 0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1", FASTNET_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", PLANTED_RUN, str(runtime), str(victim), how, "--epochs", "1",
+                           "--quiet", "--layers", "16,8,3", "--backend", "numpy", "--data-dir", str(data)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("test accuracy"), done.stderr
+    assert victim.read_text() == "precious\n"
+    if how == "own-0700":  # our own folder: the link is replaced by our file, which is removed at the end
+        assert done.stderr == "" and not list(folder.iterdir())
+    else:
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"note: {folder} "), done.stderr

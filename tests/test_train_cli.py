@@ -230,3 +230,73 @@ def test_default_recipe_reaches_88_5_percent(tmp_path, seed):
     assert m["val_split"] > 0 and len(m["val_accuracy"]) == 5 and all(0 < a < 1 for a in m["val_accuracy"])
     assert all("val_acc" in l for l in proc.stdout.splitlines() if l.startswith("epoch "))
     assert m["test_accuracy"] >= 0.885, m["test_accuracy"]
+
+
+# --plot is checked before the first step, as --save and --metrics-json are (issue 21 O1)
+
+def _plot_case(tmp_path, name):
+    """(flags, folder the run must leave as it was) of a --plot that cannot be written."""
+    if name == "proc":
+        return ["--plot", "/proc/fastnet-plots"], None
+    if name == "proc_itself":
+        return ["--plot", "/proc"], None
+    if name == "read_only":
+        if os.geteuid() == 0:  # permission bits do not stop root: a folder of a read-only file system
+            return ["--plot", "/sys/fastnet-plots"], None
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o555)
+        return ["--plot", str(folder / "plots")], folder
+    if name == "same_as_save":
+        return ["--plot", str(tmp_path / "out"), "--save", str(tmp_path / "out")], None
+    if name == "same_as_metrics":
+        return ["--plot", str(tmp_path / "out"), "--metrics-json", str(tmp_path / "out")], None
+    if name == "save_inside_as_a_plot":
+        (tmp_path / "out").mkdir()
+        return ["--plot", str(tmp_path / "out"), "--save", str(tmp_path / "out" / "confusion_matrix.png")], None
+    if name == "a_plot_is_a_directory":
+        (tmp_path / "out" / "learning_curves.png").mkdir(parents=True)
+        return ["--plot", str(tmp_path / "out")], None
+    if name == "dangling_link":
+        (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+        return ["--plot", str(tmp_path / "out")], None
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["proc", "proc_itself", "read_only", "same_as_save", "same_as_metrics",
+                                  "save_inside_as_a_plot", "a_plot_is_a_directory", "dangling_link"])
+def test_an_unwritable_plot_folder_is_refused_before_training(tmp_path, tmp_cache, name):
+    pytest.importorskip("matplotlib")
+    data = small_data(tmp_path / "data")
+    flags, _ = _plot_case(tmp_path, name)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
+                   "--epochs", "1", *flags)
+    assert_one_line_error(proc, 2, "--plot")
+    assert proc.stdout == "", "refused before the first step"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing made"
+
+
+def test_evaluate_checks_its_plot_folder_before_evaluating(tmp_path, tmp_cache):
+    pytest.importorskip("matplotlib")
+    data = small_data(tmp_path / "data")
+    model = tmp_path / "m.npz"
+    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
+                   "--epochs", "1", "--quiet", "--save", str(model))
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "out" / "test_predictions.png").mkdir(parents=True)
+    proc = fastnet("fastnet.evaluate", str(model), "--data-dir", str(data), "--backend", "numpy",
+                   "--plot", "/proc/fastnet-plots")
+    assert_one_line_error(proc, 2, "--plot", "/proc")
+    proc = fastnet("fastnet.evaluate", str(model), "--data-dir", str(data), "--backend", "numpy",
+                   "--plot", str(tmp_path / "out"))
+    assert_one_line_error(proc, 2, "--plot", "test_predictions.png")
+    assert proc.stdout == ""
+
+
+def test_a_plot_folder_made_by_the_run_holds_its_pictures(tmp_path, tmp_cache):
+    pytest.importorskip("matplotlib")
+    data = small_data(tmp_path / "data")
+    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
+                   "--epochs", "1", "--quiet", "--plot", str(tmp_path / "plots"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["confusion_matrix.png", "learning_curves.png"]
