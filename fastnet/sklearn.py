@@ -56,7 +56,7 @@ class _EpochEnd:
         state.model.params[...] = self.params
         state.optimizer.load_state(self.optimizer)
         state.rng.bit_generator.state = self.rng
-        state.epoch, state.batch, state.partial_losses = self.epoch, 0, []
+        state.epoch, state.batch, state.partial_losses, state.partial_correct = self.epoch, 0, [], []
         state.history = self.history
         for k in self.KEPT:
             if k in self.kept:
