@@ -283,17 +283,22 @@ def whole(names, args, threads, init):
 
 
 def cold_start(threads, data_dir=None):
-    """Two one-epoch fastnet runs sharing a fresh NUMBA_CACHE_DIR: the first compiles, the second loads.
+    """One-epoch fastnet runs: with an empty Numba cache and the prebuilt kernels set aside (a
+    compile), with an empty cache (the prebuilt kernels: a first run after `make setup`), and again
+    with the cache as that left it (a later run).
 
     startup_seconds is the time before the first batch; kernel_load_seconds its part spent on
     compiling or loading the kernels.
     """
+    argv = CONTENDERS["fastnet"].argv(1, 128, 128, threads, None, data_dir)
+    runs = {}
+    with tempfile.TemporaryDirectory() as cache:
+        runs["compile"] = run_once(argv, dict(os.environ, NUMBA_CACHE_DIR=cache, FASTNET_NO_PREBUILT="1"))
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        argv = CONTENDERS["fastnet"].argv(1, 128, 128, threads, None, data_dir)
-        runs = [run_once(argv, env) for _ in range(2)]
+        runs["first run"], runs["warm cache"] = (run_once(argv, env) for _ in range(2))
     keys = ("startup_seconds", "kernel_load_seconds", "epoch_seconds", "total_seconds")
-    cold = {label: {k: m.get(k) for k in keys} for label, m in zip(("empty cache", "warm cache"), runs)}
+    cold = {label: {k: m.get(k) for k in keys} for label, m in runs.items()}
     print(f"fastnet cold start, {threads} thread{'s' * (threads > 1)} (time to the first batch):")
     for label, m in cold.items():
         print(f"  {label:11} {m['startup_seconds']:6.2f} s (kernels {m['kernel_load_seconds']:.2f} s), "

@@ -135,7 +135,7 @@ def main(argv=None):
         print(json.dumps({"stages": stages, "functions": functions, "total": total}))
         return
     with tempfile.TemporaryDirectory(prefix="fastnet-compile-") as cache:  # an empty cache: a cold compile
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTNET_NO_PREBUILT="1")  # a compile, not the shipped kernels
         proc = subprocess.run([sys.executable, "-m", "bench.compile_profile", "--inner", "--dtype", args.dtype,
                                "--optimizer", args.optimizer], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
