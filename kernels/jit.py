@@ -282,7 +282,7 @@ def linear_backward(dZ, X, W, dW, db, dX, activation):
 
 # ----------------------------------------------------------------------------- the training step
 # What the step kernels take, grouped as llm.c groups its tensors. Python builds them once per call
-# (_step_tuples); every kernel of the step takes them whole and reads what it needs.
+# (_steps, mlp_logits); every kernel of the step takes them whole and reads what it needs.
 Network = namedtuple("Network", "sizes activations params grads")
 #   sizes (L+1,) = (D0, ..., K) and activations (L,) codes (kernels); params, grads (P,) flat buffers
 Batches = namedtuple("Batches", "images labels scale shift order starts")
