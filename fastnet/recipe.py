@@ -212,6 +212,12 @@ def check(s, name):
         raise InputError(f"{name('threads')} must be an integer from 1 to {MAX_THREADS}, got {s['threads']!r}")
 
 
+def eval_rows_of(n_train, val_split, test_rows, train_pass=False):
+    """The most rows a run evaluates at once: its validation or test set, or with a pass over the
+    training rows after each epoch (training.fit's train_pass), those."""
+    return max(held_out(n_train, val_split), test_rows, n_train if train_pass else 0)
+
+
 def held_out(n, val_split):
     """How many of n training images to hold out for validation: a count as given, or a fraction of
     n, rounded, keeping at least one image on each side when the fraction is above 0."""
@@ -252,7 +258,7 @@ def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, st
 
 
 def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, backend="numba", optimizer="adam",
-               pixels=True, api=False):
+               pixels=True, api=False, scaled_rows=None):
     """A generous estimate of the bytes a training run still allocates: the largest of its phases,
     after data_bytes (the copies still to be made: the training rows that split gathers).
 
@@ -264,15 +270,17 @@ def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, 
       products and Adam's expressions), an evaluation of eval_rows rows (their logits, a workspace
       of at most 2,048 of them) and, for fastnet.fit and the estimator (api), the compilation's
       copy of the network and its optimiser.
-    eval_rows is the most rows evaluated at once, or scaled: the larger of the training and test sets.
-    Checked against the peak that tracemalloc measures in tests/test_memory.py."""
+    eval_rows is the most rows evaluated at once (eval_rows_of), scaled_rows the rows the input
+    scaling reads (the training set; default eval_rows). Checked against the peak that tracemalloc
+    measures in tests/test_memory.py."""
     item = np.dtype(dtype).itemsize
     params = parameter_count(sizes)
     widest = max(a * b for a, b in zip(sizes, sizes[1:]))  # the largest weight matrix
     inputs, width, top, classes = sizes[0], sum(sizes[1:]), max(sizes), sizes[-1]
     rows, evals = batch_size, min(eval_rows, 2048)
     moments = 2 if optimizer == "adam" else 0
-    scaling = min(eval_rows, 2048) * inputs * 8 if pixels else min(eval_rows, 4096) * inputs * 16
+    scaled = eval_rows if scaled_rows is None else scaled_rows
+    scaling = min(scaled, 2048) * inputs * 8 if pixels else min(scaled, 4096) * inputs * 16
     init = params * item + 2 * 8 * widest
     state = (2 + moments) * params * item
     workspace = rows * (inputs + 2 * width) * item + 8 * rows + (max(threads, 1) - 1) * rows * sizes[1] * item
@@ -285,7 +293,8 @@ def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, 
         evaluation += evals * (inputs + top) * item + max(3 * 8 * evals * inputs, 3 * evals * top * item,
                                                           3 * 8 * eval_rows * classes)
     copy = (2 + moments) * params * item if api else 0
-    return data_bytes + max(scaling, init, state + workspace + max(step, evaluation, copy))
+    small = 1 << 20  # a run's small buffers: each chunk's step constants and counts, the layout, Python's objects
+    return data_bytes + small + max(scaling, init, state + workspace + max(step, evaluation, copy))
 
 
 def check_memory(sizes, batch_size, dtype, data_bytes, name=lambda key: f"--{key.replace('_', '-')}", **run):

@@ -35,7 +35,7 @@ from .files import atomic_write
 from .model import check_fits, evaluate, parse_layers
 from .optim import OPTIMIZERS
 from .progress import ProgressBar
-from .recipe import PRESETS, check, check_memory, held_out, new_state, run_training, split
+from .recipe import PRESETS, check, check_memory, eval_rows_of, held_out, new_state, run_training, split
 from .threads import CoreShare, numba_threads, set_threads
 from .training import warm_up
 
@@ -199,7 +199,8 @@ def prepare(s, given):
     s["input_dtype"] = images.dtype.name
     s["layers"] = ",".join(map(str, sizes))
     copies = images.nbytes if held_out(len(labels), s["val_split"]) else 0  # split gathers the rows
-    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], copies, eval_rows=max(len(labels), len(test[1])),
+    check_memory(sizes, min(s["batch_size"], len(labels)), s["dtype"], copies, scaled_rows=len(labels),
+                 eval_rows=eval_rows_of(len(labels), s["val_split"], len(test[1]), s.get("train_pass", False)),
                  threads=s["threads"], backend=s["backend"], optimizer=s["optimizer"], pixels=images.dtype == np.uint8)
     train_rows, val = split(images, labels, s["val_split"], s["seed"])
     if s["resume"]:

@@ -133,8 +133,8 @@ def measured(sizes, n, batch, dtype, backend, rows_dtype, threads=1, val_split=0
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    estimate = recipe.peak_bytes(sizes, min(batch, n), dtype, X.nbytes, eval_rows=n, threads=threads,
-                                 backend=backend, pixels=rows_dtype == np.uint8)
+    estimate = recipe.peak_bytes(sizes, min(batch, n), dtype, X.nbytes, eval_rows=recipe.eval_rows_of(n, val_split, 100),
+                                 scaled_rows=n, threads=threads, backend=backend, pixels=rows_dtype == np.uint8)
     return peak, estimate
 
 
