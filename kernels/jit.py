@@ -40,7 +40,7 @@ from numba import njit, prange
 from . import (ACTIVATIONS, ADAM, FASTMATH, GD, JIT_OPTIONS, LOGISTIC, OPTIMIZER_HYPER, OPTIMIZER_STATE, OPTIMIZERS,
                RELU, TANH, activation_names, parameter_count)
 from .blas import gemm
-from .linking import apart, internal, light
+from .linking import apart, internal, light, twin_of
 
 
 def _njit(**options):
@@ -53,6 +53,18 @@ _jit_fast = _njit(fastmath=FASTMATH, **JIT_OPTIONS)
 # Kernels that only compiled code calls: no Python wrapper (kernels.linking.internal)
 _internal = internal(JIT_OPTIONS)
 _internal_fast = internal(dict(JIT_OPTIONS, fastmath=FASTMATH))
+
+
+def _python(kernel):
+    """The Python-callable twin of an internal kernel that Python code calls too (kernels.linking.twin):
+    made on first use, so that a training run, which calls only the compiled step, compiles none."""
+    twin = _TWINS.get(kernel)
+    if twin is None:
+        twin = _TWINS[kernel] = light(twin_of(kernel, JIT_OPTIONS))
+    return twin
+
+
+_TWINS = {}
 # Only prange loops run in parallel: np.zeros or a slice assignment would otherwise become parallel
 # loops of their own, each compiled apart, for arrays of a few elements.
 _PRANGE_ONLY = {"prange": True, "numpy": False, "reduction": False, "setitem": False, "stencil": False,
@@ -62,7 +74,7 @@ _jit_parallel = _njit(parallel=_PRANGE_ONLY, **JIT_OPTIONS)
 BLAS_THREADS = 1  # BLAS runs inside each of Numba's threads, one thread each
 
 
-@_jit
+@_internal
 def _gather(out, images, index, scale, shift, c0, c1):
     """out[i, c0:c1] = images[index[i], c0:c1] * scale[c0:c1] + shift[c0:c1] for every row i."""
     # Shuffled rows are scattered over the whole data set: first load one byte per cache line of
@@ -87,7 +99,7 @@ def gather_rows(images, index, scale, shift, out):
     scale and shift (D,) are used as given when they already have out's dtype (the model keeps
     them so); otherwise they are converted first, since Numba would promote the arithmetic.
     """
-    _gather(out, images, index, scale.astype(out.dtype, copy=False), shift.astype(out.dtype, copy=False), 0,
+    _python(_gather)(out, images, index, scale.astype(out.dtype, copy=False), shift.astype(out.dtype, copy=False), 0,
             out.shape[1])
     return out
 
@@ -132,7 +144,7 @@ def _backward(code, g, a):
     return g  # IDENTITY
 
 
-@_jit
+@_internal
 def _bias_activation(Z, b, code):
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
@@ -142,7 +154,7 @@ def _bias_activation(Z, b, code):
 def linear_forward(X, W, b, out, activation):
     """out = f(X·W + b): the product on BLAS, bias and activation fused into one pass over out."""
     np.matmul(X, W, out=out)
-    _bias_activation(out, b, ACTIVATIONS.index(activation))
+    _python(_bias_activation)(out, b, ACTIVATIONS.index(activation))
     return out
 
 
@@ -235,7 +247,7 @@ def softmax_xent_backward(A, y, out):
     return out
 
 
-@_jit
+@_internal
 def _softmax_cross_entropy(dZ, Z, y, inv_n):
     total = 0.0
     for i in range(Z.shape[0]):
@@ -250,10 +262,10 @@ def _softmax_cross_entropy(dZ, Z, y, inv_n):
 
 def softmax_cross_entropy(Z, y, dZ):
     """Fused output layer in one pass per row: loss from logits, and dZ = (softmax(Z) - Y) / N."""
-    return float(_softmax_cross_entropy(dZ, Z, y, dZ.dtype.type(1.0 / len(y))))
+    return float(_python(_softmax_cross_entropy)(dZ, Z, y, dZ.dtype.type(1.0 / len(y))))
 
 
-@_jit
+@_internal
 def _column_sums(out, dZ):
     for j in range(dZ.shape[1]):
         out[j] = 0
@@ -262,7 +274,7 @@ def _column_sums(out, dZ):
             out[j] += dZ[i, j]
 
 
-@_jit
+@_internal
 def _times_derivative(G, A, code):
     """G = G·f'(Z) in place, through the activation's output A."""
     for i in range(G.shape[0]):
@@ -274,10 +286,10 @@ def _times_derivative(G, A, code):
 def linear_backward(dZ, X, W, dW, db, dX, activation):
     """dW = Xᵀ·dZ and dX = dZ·Wᵀ on BLAS; db a column sum; the activation's derivative applied to dX in place."""
     np.matmul(X.T, dZ, out=dW)
-    _column_sums(db, dZ)
+    _python(_column_sums)(db, dZ)
     if dX is not None:
         np.matmul(dZ, W.T, out=dX)
-        _times_derivative(dX, X, ACTIVATIONS.index(activation))
+        _python(_times_derivative)(dX, X, ACTIVATIONS.index(activation))
 
 
 # ----------------------------------------------------------------------------- the training step
@@ -569,14 +581,14 @@ def _mlp(passes, net, data, work, update, alpha, limit, losses, correct):
             count = work.pieces if kind == FIRST_LAYER else work.parts  # a name: prange of an inline if is serial
             for w in prange(count):  # w is unsigned inside the parallel loop: cast, or _pass compiles twice
                 _pass_apart(kind, np.int64(w), s, net, data, work, update)
-        total, penalty, finite = 0.0, 0.0, True
+        total, penalty, finite, right = 0.0, 0.0, True, 0.0
         for w in range(work.parts):
             total, penalty = total + results[w, RESULT_LOSS], penalty + results[w, RESULT_PENALTY]
-            finite = finite and results[w, RESULT_FINITE] != 0
+            finite, right = finite and results[w, RESULT_FINITE] != 0, right + results[w, RESULT_CORRECT]
         loss = total / n + 0.5 * alpha * penalty / n
         losses[s] = loss
         if s < correct.shape[0]:
-            correct[s] = int(results[:, RESULT_CORRECT].sum())
+            correct[s] = int(right)
         if not (finite and math.isfinite(loss) and loss <= limit):
             return s + 1, True, finite
     return data.starts.shape[0] - 1, True, True

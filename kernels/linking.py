@@ -27,8 +27,10 @@ import json
 import os
 import sys
 
+import types
+
 import llvmlite.binding as llvm
-from numba import config
+from numba import config, njit
 from numba.core import cgutils
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.registry import CPUDispatcher
@@ -190,6 +192,18 @@ def internal(options, fn=None):
     if cache:
         dispatcher.enable_caching()
     return light(dispatcher)
+
+
+def twin_of(kernel, options):
+    """A dispatcher of the Python function behind the internal `kernel`, compiled with the njit
+    `options` and with its wrappers, so that Python may call it too. Its own name (`<name>_py`)
+    keeps its entries in Numba's cache apart from the internal kernel's, compiled without wrappers."""
+    fn = getattr(kernel, "py_func", kernel)
+    if config.DISABLE_JIT:
+        return fn
+    copy = types.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_py", fn.__defaults__, fn.__closure__)
+    copy.__qualname__, copy.__doc__ = f"{fn.__qualname__}_py", fn.__doc__
+    return njit(**options)(copy)
 
 
 def symbol(name, argtypes):
