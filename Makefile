@@ -9,7 +9,7 @@ DATA   := /usr/share/datasets/fashion-mnist
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,plot,sklearn,dask]'
+	$(PY) -m pip install --quiet -e '.[test,plot,sklearn,dask,onnx]'
 	touch $@
 
 setup: $(VENV)/.installed
