@@ -333,8 +333,8 @@ class Model:
         Input ``X`` (N, n_features): float32 features as predict takes them, or with
         ``input="uint8"`` uint8 pixels; the stored standardisation is in the graph. Outputs
         ``output_label`` (N,), int64 or string as ``classes_``, and ``output_probability`` (N, K)
-        float32 (skl2onnx's names for a classifier with zipmap=False). float32 arithmetic, also for
-        a float64 model. opset: default ``fastnet.export.DEFAULT_OPSET``. Needs the ``[onnx]`` extra
+        float32 (skl2onnx's names for a classifier's outputs). float32 arithmetic, also for a
+        float64 model. opset: default ``fastnet.export.DEFAULT_OPSET``. Needs the ``[onnx]`` extra
         (an ImportError names it); fastnet.export has the details.
         """
         from . import export

@@ -3,9 +3,10 @@
 The graph is the whole prediction: the stored input scaling (x·scale + shift, per feature; uint8
 input is Cast to float first), each layer's Gemm and activation, the softmax, and the labels.
 Inputs: `X`, (N, features), float32 or uint8, N dynamic. Outputs, named as skl2onnx names a
-classifier's with zipmap=False: `output_label` (N,), int64 or string as the model's classes_, the
-argmax of the logits as Model.predict takes it; `output_probability` (N, K) float32. Arithmetic is
-float32, also for a float64 model. Needs the `onnx` extra: pip install 'fastnet-mlp[onnx]'.
+classifier's: `output_label` (N,), int64 or string as the model's classes_, the argmax of the logits
+as Model.predict takes it; `output_probability` (N, K) float32, a tensor (as skl2onnx gives it with
+zipmap=False, where it names it `probabilities`). Arithmetic is float32, also for a float64 model.
+Needs the `onnx` extra: pip install 'fastnet-mlp[onnx]'.
 
 `register_skl2onnx()` teaches skl2onnx to convert fastnet.sklearn.MLPClassifier, also inside a
 pipeline, with the same graph (in float64 where the pipeline runs in float64).
@@ -57,7 +58,7 @@ def label_tensor(classes, name):
         values = classes.astype(np.int64)
     else:
         raise InputError(f"labels {classes[:5].tolist()!r} ({classes.dtype}) cannot be ONNX class labels, which are "
-                         "integers or strings; train with integer or string labels")
+                         "64-bit integers or strings; train with such labels")
     return onnx.numpy_helper.from_array(values, name)
 
 
@@ -162,11 +163,21 @@ def check_opset(opset):
 def register_skl2onnx():
     """Register fastnet.sklearn.MLPClassifier with skl2onnx, so that skl2onnx.to_onnx converts it,
     alone or inside a pipeline. Call it once before converting; importing fastnet never imports
-    skl2onnx. Options as skl2onnx's classifiers: zipmap (True, the default: probabilities as a list
-    of dicts; False: the (N, K) tensor output_probability; "columns") and nocl.
+    skl2onnx. Options as skl2onnx's classifiers: zipmap (True, skl2onnx's default: outputs
+    output_label and output_probability, a list of {class: probability} dicts; False: outputs label
+    and probabilities, an (N, K) tensor; "columns": one output per class) and nocl.
 
+    >>> import numpy as np, skl2onnx
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from fastnet.sklearn import MLPClassifier
     >>> import fastnet.export
     >>> fastnet.export.register_skl2onnx()
+    >>> X = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    >>> pipe = make_pipeline(StandardScaler(), MLPClassifier((8,), max_iter=50, random_state=0)).fit(X, X[:, 0] > 0)
+    >>> onx = skl2onnx.to_onnx(pipe, X[:1], options={MLPClassifier: {"zipmap": False}})
+    >>> [o.name for o in onx.graph.output]
+    ['label', 'probabilities']
     """
     try:
         require("onnx")

@@ -275,6 +275,15 @@ def test_pipeline_on_fashion_mnist(skl2onnx_ready, fashion):
     pipeline_agrees(pipe, X, None, onnx_model, pipe.classes_)
 
 
+@needs_onnx
+def test_docstring_examples_run():
+    import doctest
+
+    pytest.importorskip("sklearn")
+    result = doctest.testmod(export, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
+
+
 def test_importing_fastnet_imports_no_onnx():
     code = ("import sys, fastnet, fastnet.api, fastnet.export\n"
             "try:\n    import fastnet.sklearn\nexcept ImportError:\n    pass\n"
