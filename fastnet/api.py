@@ -340,13 +340,12 @@ class Model:
         from . import export
 
         try:
-            with python_errors():
-                return export.to_onnx(self.network, self.classes_, self.settings,
-                                      None if path is None else os.fspath(path), input=input, opset=opset)
-        except ValueError as exc:
-            if "fastnet-mlp[onnx]" in str(exc):
-                raise ImportError(str(exc)) from None
-            raise
+            return export.to_onnx(self.network, self.classes_, self.settings,
+                                  None if path is None else os.fspath(path), input=input, opset=opset)
+        except export.MissingPackage as exc:
+            raise ImportError(str(exc)) from None
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
 
     # ------------------------------------------------------------ internals shared with fastnet.sklearn
 
