@@ -62,12 +62,12 @@ def label_tensor(classes, name):
     return onnx.numpy_helper.from_array(values, name)
 
 
-def prediction_graph(network, classes, x, outputs, dtype=np.float32, uint8=False, fresh=lambda name: name):
+def prediction_graph(network, classes, x, outputs, dtype=np.float32, cast=False, fresh=lambda name: name):
     """(nodes, initialisers) computing outputs = (labels, probabilities) from input x.
 
     nodes are (op_type, inputs, outputs, attributes) tuples, initialisers TensorProtos; fresh(name)
     gives each intermediate a unique name (skl2onnx's scope, inside a pipeline). dtype: the
-    arithmetic's, float32 or float64; uint8 (or any non-float input): Cast to it first.
+    arithmetic's, float32 or float64; cast: x (uint8 pixels, or any non-float input) is Cast to it first.
     """
     numpy_helper, tensor = require("onnx").numpy_helper, require("onnx").TensorProto
     onnx_type = tensor.DOUBLE if np.dtype(dtype) == np.float64 else tensor.FLOAT
@@ -83,7 +83,7 @@ def prediction_graph(network, classes, x, outputs, dtype=np.float32, uint8=False
         nodes.append((op, list(inputs), [out], attrs))
         return out
 
-    if uint8:
+    if cast:
         x = node("Cast", [x], "cast_input", to=onnx_type)
     scale, shift = network.input_scale, network.input_shift
     if not (np.all(scale == 1) and np.all(shift == 0)):  # x·1 + 0 is x: no nodes for no scaling
@@ -118,7 +118,7 @@ def to_onnx(network, classes, settings, path=None, *, input="float", opset=None)
         raise InputError(f"a network of {network.params.size:,} parameters does not fit one ONNX file "
                          "(protobuf's 2 GiB limit)")
     nodes, inits = prediction_graph(network, classes, "X", ("output_label", "output_probability"),
-                                    uint8=input == "uint8")
+                                    cast=input == "uint8")
     labels = inits[-1].data_type
     graph = helper.make_graph(
         [helper.make_node(op, i, o, name=o[0], **attrs) for op, i, o, attrs in nodes],
@@ -165,7 +165,9 @@ def register_skl2onnx():
     alone or inside a pipeline. Call it once before converting; importing fastnet never imports
     skl2onnx. Options as skl2onnx's classifiers: zipmap (True, skl2onnx's default: outputs
     output_label and output_probability, a list of {class: probability} dicts; False: outputs label
-    and probabilities, an (N, K) tensor; "columns": one output per class) and nocl.
+    and probabilities, an (N, K) tensor; "columns": one output per class) and nocl. A pipeline
+    converted for float64 input computes in float64; ONNX's ZipMap takes float32 only, so there pass
+    zipmap=False (or convert for float32 input), as for scikit-learn's own classifiers.
 
     >>> import numpy as np, skl2onnx
     >>> from sklearn.pipeline import make_pipeline
@@ -204,7 +206,7 @@ def _convert(scope, operator, container):
     try:
         nodes, inits = prediction_graph(est.model_.network, get_label_classes(scope, est), x.full_name,
                                         [v.full_name for v in operator.outputs[:2]], dtype,
-                                        uint8=not isinstance(x.type, (DoubleTensorType, FloatTensorType)),
+                                        cast=not isinstance(x.type, (DoubleTensorType, FloatTensorType)),
                                         fresh=scope.get_unique_variable_name)
     except InputError as exc:
         raise ValueError(str(exc)) from None
