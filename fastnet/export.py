@@ -228,7 +228,8 @@ def build_parser():
     p.add_argument("out", metavar="OUT", help="the ONNX file to write (replaced atomically)")
     p.add_argument("--input", choices=INPUTS, default="float",
                    help="the graph's input: float32 features (default), or uint8 pixels")
-    p.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int, default=None,
+                   help=f"ONNX opset, from {MIN_OPSET} to the installed onnx's newest (default {DEFAULT_OPSET})")
     return p
 
 
