@@ -49,6 +49,13 @@ def label_tensor(classes, name):
     whole floats (as skl2onnx's classifiers have it), string for text; InputError for other labels."""
     onnx = require("onnx")
     classes = np.asarray(classes)
+    if classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes):  # labels from a list of str
+        classes = classes.astype(str)
+    elif classes.dtype.kind == "O" and all(isinstance(c, (int, np.integer)) for c in classes):
+        try:
+            classes = np.array(classes.tolist(), dtype=np.int64)
+        except OverflowError:  # beyond 64 bits: refused below
+            pass
     if classes.dtype.kind == "U":
         values = classes
     elif classes.dtype.kind in "biu" and (classes.dtype.kind != "u" or classes.max() <= np.iinfo(np.int64).max):

@@ -178,6 +178,19 @@ def test_graph_checks_and_names_fastnet(small_model, tmp_path):
 
 
 @needs_onnx
+@pytest.mark.parametrize("labels, kind", [(["no", "yes", "maybe"], 8), ([-(2**40), 7, 2**62], 7)])
+def test_labels_held_as_python_objects(labels, kind):
+    X, y = blobs()
+    model = fastnet.fit(X, np.array(labels, dtype=object)[y], hidden_layer_sizes=(), epochs=3, validation=None,
+                        threads=1)
+    assert model.classes_.dtype == object
+    onnx_model = model.to_onnx()
+    assert onnx_model.graph.output[0].type.tensor_type.elem_type == kind  # STRING, INT64
+    predicted, _ = run_graph(onnx_model, X.astype(np.float32))
+    assert (predicted == model.predict(X)).mean() > 0.99
+
+
+@needs_onnx
 @pytest.mark.parametrize("opset", [export.MIN_OPSET, 21])
 def test_older_and_newer_opsets_run(small_model, opset):
     model, X = small_model
@@ -377,8 +390,9 @@ def test_api_bad_input_raises_and_keeps_the_old_file(small_model, tmp_path, monk
     with pytest.raises(ValueError, match="opset must be"):
         model.to_onnx(path, opset=12)
     X, y = blobs()
-    with pytest.raises(ValueError, match="cannot be ONNX class labels"):
-        fastnet.fit(X, y * 0.5, hidden_layer_sizes=(), epochs=1, validation=None, threads=1).to_onnx(path)
+    for labels in (y * 0.5, np.array([2**70, 1, 2], dtype=object)[y]):
+        with pytest.raises(ValueError, match="cannot be ONNX class labels"):
+            fastnet.fit(X, labels, hidden_layer_sizes=(), epochs=1, validation=None, threads=1).to_onnx(path)
     monkeypatch.setattr(export, "PROTOBUF_LIMIT", 2 << 20)
     with pytest.raises(ValueError, match="does not fit one ONNX file"):
         fastnet.fit(X, y, hidden_layer_sizes=(1000, 1000), epochs=1, validation=None, threads=1).to_onnx(path)
