@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=68'
 	$(PY) -m pip install --quiet 'numba==0.68.1' numpy threadpoolctl
-	$(PY) -m pip install --quiet --no-build-isolation -e '.[test,plot,sklearn,dask]'
+	$(PY) -m pip install --quiet --no-build-isolation -e '.[test,plot,sklearn,dask,onnx]'
 	touch $@
 
 # The kernels compiled once for a portable x86-64 baseline (kernels.prebuild), so that a first run

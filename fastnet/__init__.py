@@ -3,7 +3,8 @@
 The Python API, loaded on first use so that `import fastnet` stays fast:
 fastnet.fit(X, y, ...) -> fastnet.Model; fastnet.load(path) -> fastnet.Model (fastnet.api);
 fastnet.datasets (load_fashion_mnist, load_mnist, load_idx); fastnet.sklearn.MLPClassifier (needs
-scikit-learn). The command lines are python -m fastnet.train, .evaluate, .predict, .show, .gradcheck.
+scikit-learn); fastnet.export (ONNX, needs onnx). The command lines are python -m fastnet.train, .evaluate,
+.predict, .show, .export, .gradcheck.
 """
 
 import os as _os
@@ -14,7 +15,7 @@ __version__ = "0.1.0"
 __all__ = ["fit", "load", "Model", "datasets"]
 
 _API = {"fit", "load", "Model"}
-_MODULES = {"api", "datasets", "sklearn"}
+_MODULES = {"api", "datasets", "export", "sklearn"}
 
 
 def __getattr__(name):

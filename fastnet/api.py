@@ -353,6 +353,26 @@ class Model:
         with python_errors():
             checkpoint.save(path, state, self.settings, names, classes)
 
+    def to_onnx(self, path=None, *, input="float", opset=None):
+        """The model as an ONNX graph (an onnx.ModelProto), written atomically to path when given.
+
+        Input ``X`` (N, n_features): float32 features as predict takes them, or with
+        ``input="uint8"`` uint8 pixels; the stored standardisation is in the graph. Outputs
+        ``output_label`` (N,), int64 or string as ``classes_``, and ``output_probability`` (N, K)
+        float32 (skl2onnx's names for a classifier's outputs). float32 arithmetic, also for a
+        float64 model. opset: default ``fastnet.export.DEFAULT_OPSET``. Needs the ``[onnx]`` extra
+        (an ImportError names it); fastnet.export has the details.
+        """
+        from . import export
+
+        try:
+            return export.to_onnx(self.network, self.classes_, self.settings,
+                                  None if path is None else os.fspath(path), input=input, opset=opset)
+        except export.MissingPackage as exc:
+            raise ImportError(str(exc)) from None
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
     # ------------------------------------------------------------ internals shared with fastnet.sklearn
 
     def _rows(self, X):

@@ -89,6 +89,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     and meanings, except where noted; the last five are fastnet's own. The network: hidden layers of
     one activation, a softmax output (also for two classes), cross-entropy, mini-batch Adam or SGD.
 
+    ONNX (extra ``[onnx]``): after ``fastnet.export.register_skl2onnx()``, which imports skl2onnx
+    (importing fastnet does not), ``skl2onnx.to_onnx(pipeline, X[:1], options={MLPClassifier:
+    {"zipmap": False}})`` converts a pipeline holding the estimator; zipmap=False gives the
+    probabilities as an (N, K) tensor, skl2onnx's default zipmap=True as a list of dicts.
+    ``model_.to_onnx(path)`` exports the estimator alone (``fastnet.Model.to_onnx``).
+
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default=(100,)
