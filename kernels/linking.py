@@ -18,6 +18,9 @@ and MCJIT ends the process when a name is unresolved. So before a cached caller 
 must be linked for the caller's types: the Python wrappers in kernels.jit do it (jit._link); when a
 callee's cache entry is missing or stale, linking compiles it. Under NUMBA_DISABLE_JIT both are the
 plain Python functions.
+
+KernelCache: Numba's on-disk cache of fastnet's own dispatchers, loading lighter, and finding the
+kernels that kernels.prebuild ships (prebuilt/) when the user's cache lacks one.
 """
 
 import functools
@@ -26,7 +29,6 @@ import inspect
 import json
 import os
 import sys
-
 import types
 
 import llvmlite.binding as llvm
