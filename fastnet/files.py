@@ -7,8 +7,10 @@ ever replaced: a device node, a directory or a socket at the destination is refu
 """
 
 import os
+import signal
 import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 
 from .errors import InputError
@@ -19,6 +21,21 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def _signals_held():
+    """Stop signals wait while the block runs (delivered right after it): a Ctrl-C between creating
+    the temporary file and naming it, or while removing it, would leave it behind."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    if threading.current_thread() is not threading.main_thread():  # handlers run in the main thread only
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def check_destination(path, what="output", probe=True):
@@ -68,7 +85,8 @@ def atomic_write(path, mode="wb", what="output"):
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{os.path.basename(path)}", dir=folder)
+        with _signals_held():
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{os.path.basename(path)}", dir=folder)
         with os.fdopen(fd, mode) as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             yield f
@@ -80,8 +98,9 @@ def atomic_write(path, mode="wb", what="output"):
     except OSError as exc:
         raise InputError(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        with _signals_held():
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
         try:
