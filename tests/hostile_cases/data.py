@@ -269,7 +269,11 @@ def memory_cases(case, sweep):
         ("ulimit_v_1g_wide_layer_fits", ["--as", str(GIB)], ["--layers", "64,20000,4", "--dtype", "float64"], 0, None),
         ("ulimit_v_1g_huge_batch_float64", ["--as", str(GIB)],
          ["--layers", "64,200000,4", "--batch-size", "280", "--dtype", "float64"], 2, None),
-        ("ulimit_v_3g_numba_huge_layer", ["--as", str(3 * GIB)], huge + ["--backend", "numba"], 2, None),
+        # 4 million units: 1.1 GB of float32 parameters, 4.4 GB with gradients and Adam's moments
+        ("ulimit_v_3g_numba_huge_layer", ["--as", str(3 * GIB)], ["--layers", "64,4000000,4", "--backend", "numba"], 2,
+         None),
+        # a million units fits in 3 GB once the run evaluates only its validation and test rows
+        ("ulimit_v_3g_numba_wide_layer_fits", ["--as", str(3 * GIB)], huge + ["--backend", "numba"], 0, None),
         ("ulimit_v_3g_numba_small_run", ["--as", str(3 * GIB)], ["--backend", "numba"], 0, None),
         ("ulimit_d_1g_huge_layer", ["--data", str(GIB)], huge, 2, None),
         ("ulimit_v_1g_resume", ["--as", str(GIB)], ["--resume", "model.npz", "--epochs", "2", "--save", "r.npz"],
