@@ -414,15 +414,19 @@ def test_an_in_process_caller_gets_its_handlers_back(stop_handlers):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_the_start_up_handler_ignores_the_signals_after_it(stop_handlers, capfd):
-    """The first signal while a command starts ends it with one line; the exit it starts is not
-    interrupted again (each further signal wrote another line and raised SystemExit again)."""
-    import fastnet
-
-    with pytest.raises(SystemExit) as info:
-        fastnet._stopped_while_starting(signal.SIGINT, None)
-    assert info.value.code == 130 and capfd.readouterr().err == "interrupted\n"
-    assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in STOPS)
+@pytest.mark.parametrize("caught", [False, True])
+def test_the_start_up_handler_ends_the_process_even_where_its_exception_would_be_lost(caught):
+    """The first signal while a command starts ends it with one line and status 130, at once. Raised
+    as SystemExit, it could be cleared by C code of an import and lost: the run then trained on
+    with its stop signals ignored (a hostile burst at start-up, 1 of 60 tries). `caught` stands for
+    such code: the process still ends, and nothing after the handler runs."""
+    code = (f"import signal, fastnet\n"
+            f"try:\n    fastnet._stopped_while_starting(signal.SIGINT, None)\n"
+            f"except {'BaseException' if caught else 'ZeroDivisionError'}:\n    pass\n"
+            f"print('still running')\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "interrupted\n")
 
 
 # --- resume == straight run, at library level -------------------------------------------------
