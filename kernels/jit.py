@@ -44,7 +44,7 @@ from .linking import apart, internal, light, twin_of
 
 
 def _njit(**options):
-    """njit with these options, the kernel's cache loading lightly (kernels.linking.LightCache)."""
+    """njit with these options, its on-disk cache a kernels.linking.KernelCache."""
     return lambda fn: light(njit(**options)(fn))
 
 
@@ -56,7 +56,7 @@ _internal_fast = internal(dict(JIT_OPTIONS, fastmath=FASTMATH))
 
 
 def _python(kernel):
-    """The Python-callable twin of an internal kernel that Python code calls too (kernels.linking.twin):
+    """The Python-callable twin of an internal kernel that Python code calls too (kernels.linking.twin_of):
     made on first use, so that a training run, which calls only the compiled step, compiles none."""
     twin = _TWINS.get(kernel)
     if twin is None:
