@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from conftest import write_idx
+from tests.conftest import write_idx
 from fastnet import checkpoint, formats, recipe
 
 ROOT = Path(__file__).resolve().parents[1]

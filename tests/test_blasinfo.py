@@ -53,7 +53,7 @@ def test_a_run_names_its_blas_in_the_header_and_the_metrics_and_notes_forced_ker
     import json
 
     import numpy as np
-    from conftest import write_idx
+    from tests.conftest import write_idx
 
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 60), ("t10k", 20)):

@@ -15,7 +15,7 @@ import pytest
 
 import fastnet
 from fastnet import export
-from tolerances import tolerance
+from tests.kernels.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = Path("/usr/share/datasets/fashion-mnist")

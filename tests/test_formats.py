@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import zip_bytes
+from tests.conftest import zip_bytes
 from fastnet import formats
 from fastnet.errors import InputError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_idx
+from tests.conftest import write_idx
 from fastnet import memory, recipe
 from fastnet.api import settings
 from fastnet.backend import get_backend

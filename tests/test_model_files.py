@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import kernels.reference as ref
-from conftest import write_idx
+from tests.conftest import write_idx
 from fastnet import checkpoint, evaluate, training
 from fastnet.cli import run
 from fastnet.errors import InputError

@@ -290,7 +290,7 @@ cli.run(train.main, sys.argv[4:])
 def test_a_planted_registry_never_truncates_a_file_and_the_run_trains(tmp_path, how):
     if how == "other-user" and os.geteuid() != 0:
         pytest.skip("giving a folder to another user needs root")
-    from conftest import write_idx
+    from tests.conftest import write_idx
 
     data = tmp_path / "data"
     data.mkdir()

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_idx
+from tests.conftest import write_idx
 from fastnet import checkpoint
 from fastnet.evaluate import grid_sample, per_class, table
 from fastnet.model import MLP
 from fastnet.optim import Adam
 from fastnet.training import TrainState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 

@@ -1,9 +1,9 @@
 """A hostile sweep of fastnet's commands: fresh cases of the red-team's defect families, each run in
 a subprocess and classified.
 
-    python tests/hostile_sweep.py            # every case (about two minutes)
-    python tests/hostile_sweep.py --fast     # the FAST subset, which tests/test_hostile.py runs
-    python tests/hostile_sweep.py -k fifo -v # cases whose name holds "fifo", with their stderr
+    python tests/hostile/hostile_sweep.py            # every case (about two minutes)
+    python tests/hostile/hostile_sweep.py --fast     # the FAST subset, which tests/hostile/test_sweep.py runs
+    python tests/hostile/hostile_sweep.py -k fifo -v # cases whose name holds "fifo", with their stderr
 
 A case is clean when its command exits with the status the case expects (0 done, 2 bad input,
 3 divergence, 130 interrupted; a process killed by the signal the case sent, which happens when a
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ["fastnet.train", "--epochs", "1", "--quiet", "--val-split", "20", "--layers", "64,8,4",
          "--backend", "numpy", "--threads", "1", "--data-dir", "{data}"]
 LOUD = [a for a in TRAIN if a != "--quiet"]
@@ -66,7 +66,7 @@ class Case:
     stdout: str = "pipe"  # "pipe", "full" (/dev/full), "closed" (fd 1 closed), "broken" (reader gone)
     ignored: tuple = ()  # signals the command starts with ignored (nohup, a background job)
     check: object = None  # check(ws) -> a problem (str) or None, after the run
-    fast: bool = False  # in the FAST subset that tests/test_hostile.py runs
+    fast: bool = False  # in the FAST subset that tests/hostile/test_sweep.py runs
     timeout: float = 60
     known: str = ""  # a defect found and reported to the owner of a file this sweep's author may not edit
 
@@ -584,10 +584,11 @@ for name, argv, code, setup, writes in [
 # ----------------------------------------------------------------- families kept in files of their own
 
 def load_families(folder=Path(__file__).resolve().parent / "hostile_cases"):
-    """Import every tests/hostile_cases/*.py: each defines add(case, sweep), which calls
+    """Import every tests/hostile/hostile_cases/*.py: each defines add(case, sweep), which calls
     case(...) for its cases and may use this module's helpers (sweep.put, sweep.TRAIN, ...)."""
     import importlib.util
 
+    sys.path.insert(0, str(ROOT))  # the families import tests.conftest when run as a script
     for path in sorted(folder.glob("*.py")):
         spec = importlib.util.spec_from_file_location(f"hostile_cases.{path.stem}", path)
         module = importlib.util.module_from_spec(spec)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.special import expit, logsumexp
 from scipy.special import softmax as scipy_softmax
-from tolerances import assert_close
+from tests.kernels.tolerances import assert_close
 
 import kernels
 from kernels import reference

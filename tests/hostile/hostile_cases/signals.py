@@ -2,9 +2,9 @@
 signals timed across a whole run (start-up, compile, epoch ends, saves, the report, the exit), and
 --plot folders that cannot be written.
 
-    python tests/hostile_sweep.py -k reg_     # the registry (T1)
-    python tests/hostile_sweep.py -k sig_     # signals (S1-S3)
-    python tests/hostile_sweep.py -k plotdir_ # --plot checked before the first step (O1)
+    python tests/hostile/hostile_sweep.py -k reg_     # the registry (T1)
+    python tests/hostile/hostile_sweep.py -k sig_     # signals (S1-S3)
+    python tests/hostile/hostile_sweep.py -k plotdir_ # --plot checked before the first step (O1)
 
 The registry cases run fastnet.train through a small runner module written into the case's folder
 (regrun.py): it points the registry's runtime directory at the case's own shm/ (never the
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 IS_ROOT = os.geteuid() == 0
 UID = os.getuid()
 FOLDER = f"shm/fastnet-{UID}"
@@ -68,7 +68,7 @@ cli.run(train.main)
 '''
 
 
-# In the FAST subset that tests/test_hostile.py runs (make test): a few cheap ones of each family.
+# In the FAST subset that tests/hostile/test_sweep.py runs (make test): a few cheap ones of each family.
 FAST = {"reg_own_folder_link_as_our_pid", "reg_mode_0777_link_as_our_pid", "reg_folder_link_to_victim_dir",
         "sig_sigint_one_step_epochs_at_2", "sig_sigint_burst_while_exiting", "plotdir_proc_new",
         "plotdir_same_as_save"}

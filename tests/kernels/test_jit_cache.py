@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Root can write into any directory, so for root the probe makes Numba's in-tree writability
 # check fail exactly as it fails on a read-only directory (PermissionError from its test write).

@@ -1,9 +1,9 @@
-"""Hostile data files and memory limits (issue 21: D1-D3, R1-R3), for tests/hostile_sweep.py.
+"""Hostile data files and memory limits (issue 21: D1-D3, R1-R3), for tests/hostile/hostile_sweep.py.
 
 dat_npz_*: .npz data written by hand (encryption flags, unknown compression, forged sizes, zip and
   .npy headers at their limits) or by NumPy in odd dtypes, byte orders and layouts;
 dat_csv_*: CSV directories with byte-order marks, other encodings, ragged rows, huge numbers, empty files;
-mem_*: runs under `ulimit -v` / `ulimit -d` (tests/hostile_cases/run/limited.py sets them before
+mem_*: runs under `ulimit -v` / `ulimit -d` (tests/hostile/hostile_cases/run/limited.py sets them before
   fastnet starts) and under a container's cgroup limit (a cgroup tree of files in the workspace).
 """
 
@@ -13,9 +13,9 @@ import zlib
 
 import numpy as np
 
-from conftest import zip_bytes
+from tests.conftest import zip_bytes
 
-LIMITED = ["tests.hostile_cases.run.limited"]
+LIMITED = ["tests.hostile.hostile_cases.run.limited"]
 GIB = 1 << 30
 
 

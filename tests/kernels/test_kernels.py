@@ -9,7 +9,7 @@ epoch, 60000 % 128 = 96 rows, as a view of the first rows of a 128-row buffer, w
 model's Workspace hands them over), and logits are hostile. Layer kernels run once per activation
 of kernels.ACTIVATIONS.
 
-Also run once as plain Python: `NUMBA_DISABLE_JIT=1 python -m pytest tests/test_kernels.py`
+Also run once as plain Python: `NUMBA_DISABLE_JIT=1 python -m pytest tests/kernels/test_kernels.py`
 (shapes used for the 20-run determinism check shrink then; every other test is unchanged).
 """
 
@@ -23,7 +23,7 @@ import zlib
 import numba
 import numpy as np
 import pytest
-from tolerances import assert_close, blas_threads
+from tests.kernels.tolerances import assert_close, blas_threads
 
 import kernels
 from fastnet.backend import get_backend
@@ -800,7 +800,7 @@ def test_network_kernels_with_more_threads_than_cores():
     """The thread-count cases above are capped at this machine's Numba threads (2 here). Run them
     again in a process allowed 16, so that 3, 4 and 16 parts (uneven rows, empty bands) run too."""
     env = dict(os.environ, NUMBA_NUM_THREADS=str(MANY_THREADS))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                            "network or fused or thread_count"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=900)

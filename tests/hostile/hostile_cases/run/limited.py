@@ -1,6 +1,6 @@
 """Run `python -m MODULE ARGS...` under memory limits, for the hostile sweep's mem_ cases:
 
-    python -m tests.hostile_cases.run.limited [--as BYTES] [--data BYTES] [--cgroup DIR] MODULE ARGS...
+    python -m tests.hostile.hostile_cases.run.limited [--as BYTES] [--data BYTES] [--cgroup DIR] MODULE ARGS...
 
 --as and --data set the soft RLIMIT_AS and RLIMIT_DATA (as `ulimit -v` and `ulimit -d` do) before
 MODULE is imported. --cgroup DIR points fastnet.memory at a cgroup tree of files in DIR (DIR/self

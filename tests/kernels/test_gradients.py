@@ -27,7 +27,7 @@ import zlib
 
 import numpy as np
 import pytest
-from tolerances import blas_threads
+from tests.kernels.tolerances import blas_threads
 
 import kernels
 from fastnet.model import MLP, Workspace, loss_and_grads

@@ -27,13 +27,15 @@ import pytest
 
 import kernels.jit as jit
 import kernels.reference as ref
-from conftest import write_idx
+from tests.cli.test_train import assert_one_line_error
+from tests.conftest import write_idx
+from tests.hostile.common import TINY, debris, train
 from fastnet import checkpoint, cli, training
 from fastnet.model import MLP, Workspace
 from fastnet.optim import OPTIMIZERS, learning_rate
 from fastnet.training import TrainState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def save_loop(path, ready):
@@ -658,3 +660,80 @@ def test_default_run_peak_memory(tmp_path):
     peak = json.loads(metrics.read_text())["peak_rss_mb"]
     limit = 4 * 60000 * 784 * 4 / 2**20 + 200
     assert 60000 * 784 / 2**20 < peak < limit, (peak, limit)
+
+
+# --- from the red-team report (tests/hostile): signals in any phase, the printed resume command -------
+
+# --- 2. a signal at any moment: stop at a safe point, the model saved and complete, exit 130
+
+SIGNAL_AT = """
+import os, signal, sys
+from fastnet import checkpoint, cli, train, training
+from fastnet.progress import ProgressBar
+
+phase, sig, held_out = sys.argv[1], getattr(signal, sys.argv[2]), int(sys.argv[3])
+
+def before(owner, name, when=lambda *args: True):
+    real = getattr(owner, name)
+    def wrapped(*args, **kw):
+        if when(*args):
+            os.kill(os.getpid(), sig)
+        return real(*args, **kw)
+    setattr(owner, name, wrapped)
+
+if phase == "step":  # after the third optimiser step of the first epoch
+    calls = iter(range(10**9))
+    before(ProgressBar, "update", lambda *args: next(calls) == 2)
+elif phase == "validation":  # the last epoch's validation
+    before(training, "evaluate", lambda model, backend, images, labels: len(labels) == held_out)
+elif phase == "save":  # the final save
+    before(checkpoint, "save")
+elif phase == "test":  # the test evaluation after the save
+    before(train, "evaluate")
+cli.run(train.main, sys.argv[4:])
+"""
+
+
+def signalled(env, data_dir, phase, sig, *args):
+    return subprocess.run([sys.executable, "-c", SIGNAL_AT, phase, sig, "20", *TINY, "--data-dir", str(data_dir),
+                           *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("sig, word", [("SIGINT", "interrupted"), ("SIGTERM", "terminated")])
+@pytest.mark.parametrize("phase", ["step", "validation", "save", "test"])
+def test_a_signal_in_any_phase_keeps_the_model(tmp_path, env, tiny, phase, sig, word):
+    path = tmp_path / "m.npz"
+    proc = signalled(env, tiny, phase, sig, "--epochs", "2" if phase == "step" else "1", "--save", path)
+    assert_one_line_error(proc, 130, word, f"saved to {path}")
+    state, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    if phase == "step":  # the third step ends the first epoch: the run stops after it (issue 21 S1)
+        assert (state.epoch, state.batch) == (1, 0) and "Resume with:" in proc.stderr
+    else:  # every epoch ran: the model is the finished one
+        assert (state.epoch, state.batch) == (1, 0) and len(state.history.val_loss) == 1
+    assert debris(tmp_path) == []
+
+
+
+# --- 10. the printed "Resume with:" command reproduces the uninterrupted run exactly -------------
+
+def test_following_the_printed_resume_command_equals_the_straight_run(tmp_path, env, tiny):
+    straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
+    args = ["--epochs", "2", "--batch-size", "32"]  # 9 steps an epoch; stopped after step 3
+    assert train(env, tiny, *args, "--save", straight).returncode == 0
+    proc = signalled(env, tiny, "step", "SIGINT", *args, "--save", part)
+    assert proc.returncode == 130, proc.stderr
+    command = re.search(r"Resume with: (.*)$", proc.stderr.strip()).group(1)
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "fastnet.train"], command
+    assert "--backend numpy" in command and "--threads 1" in command, command
+    resumed = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    a, _, _ = checkpoint.load_state(str(straight), OPTIMIZERS)
+    b, _, _ = checkpoint.load_state(str(part), OPTIMIZERS)
+    assert (b.epoch, b.batch, b.optimizer.step) == (a.epoch, a.batch, a.optimizer.step) == (2, 0, 18)
+    np.testing.assert_array_equal(b.model.params, a.model.params)
+    np.testing.assert_array_equal(b.optimizer.m, a.optimizer.m)
+    assert b.history.step_loss == a.history.step_loss and b.history.val_loss == a.history.val_loss
+
+

@@ -4,7 +4,7 @@ mf_*: files fastnet wrote itself at their limits (long histories, many classes, 
 and huge labels), files saved by the Python API then used by the command line (evaluate, predict,
 --resume), hostile JSON members, mathtext class names, relative paths.
 api_*: the Python API at the limits of float64 and with the wrong types, run by this module itself:
-`python -m tests.hostile_cases.files SCENARIO` runs one scenario function below; a ValueError,
+`python -m tests.hostile.hostile_cases.files SCENARIO` runs one scenario function below; a ValueError,
 TypeError or FileNotFoundError is one line `error: ...` and exit 2 (what a caller gets), success exit 0,
 anything else a traceback (a defect).
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-RUNNER = ["tests.hostile_cases.files"]
+ROOT = Path(__file__).resolve().parents[3]
+RUNNER = ["tests.hostile.hostile_cases.files"]
 
 
 # ----------------------------------------------------------------- the API scenarios (run in the case)

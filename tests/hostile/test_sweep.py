@@ -1,0 +1,19 @@
+"""The fresh hostile sweep (tests/hostile/hostile_sweep.py): its FAST subset runs with the tests.
+
+Commands run in subprocesses on tiny IDX data sets (tests/hostile/common.py), on the numpy backend,
+one thread, a private cache and no network (the env, tiny and model fixtures: tests/hostile/conftest.py).
+The numbers in the section comments are the red-team report's item numbers.
+"""
+
+from tests.hostile import hostile_sweep
+
+
+def test_hostile_sweep_fast_subset():
+    """About 20 of the sweep's 200-odd cases, one or more per family; `make hostile` runs them all."""
+    import io
+
+    cases = [c for c in hostile_sweep.CASES if c.fast]
+    assert len(cases) >= 15 and len(hostile_sweep.CASES) >= 100
+    report = io.StringIO()
+    defects = hostile_sweep.sweep(cases, out=report)
+    assert not defects, report.getvalue()
