@@ -1,6 +1,6 @@
 """python -m bench.compile_profile: where a cold compile of the training kernels goes, by stage and by function.
 
-Runs fastnet.training.warm_up (the kernels of a training run and of evaluation: what a first
+Runs fastnet.run.warm_up (the kernels of a training run and of evaluation: what a first
 `python -m fastnet.train` compiles) in a fresh process with an empty Numba cache, and splits its
 wall time, each moment counted once, by what was running then:
 
@@ -100,13 +100,18 @@ def profile(dtype="float32", optimizer="adam"):
             timeline.on_event(e)
 
     from kernels import jit
-    from fastnet.training import warm_up
+    from fastnet.recipe import Recipe, new_state
+    from fastnet.run import warm_up
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 3)).astype(np.uint8)
+    labels = np.array([0, 1, 1, 0], np.uint8)  # a run on IDX pixels and labels compiles for these types
+    state = new_state(Recipe(layers=(3, 2, 2), dtype=np.dtype(dtype).name, optimizer=optimizer), images)
 
     listener = Listener()
     for kind in ("numba:compile", "numba:run_pass"):
         event.register(kind, listener)
     t0 = timeline.last = time.perf_counter()
-    warm_up(jit, np.dtype(dtype), optimizer)
+    warm_up(jit, state, (images, labels), [(images, labels)])
     total = time.perf_counter() - t0
     timeline._tick()
     functions = {f: (s, timeline.compiles[f]) for f, s in timeline.by_function.items()}

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ESTIMATOR = """
 import json, sys, time, warnings
 import numpy as np
-from fastnet import data, recipe
+from fastnet import data, recipe, run
 from fastnet.backend import get_backend
 from fastnet.sklearn import MLPClassifier
 from fastnet.threads import limited
@@ -44,14 +44,13 @@ t = time.perf_counter()
 clf.fit(X, y)
 wall = time.perf_counter() - t
 # the command line's own steps from the data to the trained network (fastnet.train.prepare and main)
-s = dict(epochs=epochs, batch_size=128, lr=2e-3, schedule="cosine", warmup=0, optimizer="adam", beta1=0.8,
-         beta2=0.99, eps=1e-8, standardize=True, val_split=0, seed=0, dtype="float32")
+r = recipe.Recipe(epochs=epochs, val_split=0)
 K = get_backend("numba")
 with limited(threads, K.BLAS_THREADS, "numba"):
     t = time.perf_counter()
-    train, val = recipe.split(X, y, s["val_split"], s["seed"])
-    state = recipe.new_state(s, (784, 128, 10), train[0])
-    recipe.run_training(state, K, train, val, s)
+    train, val = recipe.split(X, y, r.val_split, r.seed)
+    state = recipe.new_state(r, train[0])
+    run.train(state, K, train, val, r)
     cli_wall = time.perf_counter() - t
 h = clf.model_._state.history
 print(json.dumps({"epoch_seconds": h.epoch_seconds, "eval_seconds": h.eval_seconds, "wall_seconds": wall,

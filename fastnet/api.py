@@ -11,11 +11,12 @@ import os
 
 import numpy as np
 
-from . import checkpoint, formats, recipe
+from . import checkpoint, formats, recipe, run
 from .backend import BACKEND_NAMES, get_backend
 from .errors import DivergenceError, InputError
 from .model import MLP, predict_logits
 from .optim import OPTIMIZERS
+from .recipe import Recipe, new_optimizer
 from .threads import default_threads, limited
 from .training import TrainState
 
@@ -25,15 +26,13 @@ HISTORY = {"loss": "train_loss", "accuracy": "train_accuracy", "val_loss": "val_
 
 
 @contextlib.contextmanager
-def python_errors(lr_name="lr"):
-    """The command line's errors, as a Python caller expects them: InputError (bad input or settings)
-    becomes ValueError, DivergenceError a ValueError that names the learning-rate argument."""
+def python_errors():
+    """fastnet's errors, as a Python caller expects them: InputError (bad input) and DivergenceError
+    (a diverged run) become ValueError."""
     try:
         yield
-    except InputError as exc:
+    except (InputError, DivergenceError) as exc:
         raise ValueError(str(exc)) from None
-    except DivergenceError as exc:
-        raise ValueError(str(exc).replace("--lr", lr_name)) from None
 
 
 def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs=5, batch_size=128, lr=2e-3,
@@ -133,17 +132,19 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
     >>> len(model.history["loss"])
     20
     """
+    hidden = _hidden_sizes(hidden_layer_sizes)
+    val_split, pair = _validation(validation)
+    if not isinstance(verbose, (bool, np.bool_)):
+        raise TypeError(f"verbose must be True or False, got {verbose!r}")
     with python_errors():
         X = formats.as_rows(X)
         classes, labels = encode_labels(y, len(X))
-        hidden = _hidden_sizes(hidden_layer_sizes)
-        val_split, pair = _validation(validation)
-        s = settings(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, warmup=warmup,
-                     activation=activation, alpha=alpha, optimizer=optimizer, beta1=beta1, beta2=beta2, eps=eps, standardize=standardize,
-                     val_split=val_split, seed=seed, layers=",".join(map(str, (X.shape[1], *hidden, len(classes)))),
-                     dtype=dtype, backend=backend, threads=threads)
-        if not isinstance(verbose, (bool, np.bool_)):
-            raise TypeError(f"verbose must be True or False, got {verbose!r}")
+        r = recipe.make(argument, layers=(X.shape[1], *hidden, len(classes)), activation=activation,
+                        alpha=alpha, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                        schedule=schedule, warmup=warmup, beta1=beta1, beta2=beta2, eps=eps, standardize=standardize,
+                        val_split=val_split, seed=seed, dtype=dtype)
+        threads = recipe.check_threads(threads)
+        _check_backend(backend)
         if pair is not None:
             X_val = formats.as_rows(pair[0], "X_val")
             if X_val.shape[1] != X.shape[1]:
@@ -152,17 +153,20 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
             train = (X, labels)
         elif isinstance(val_split, int) and val_split >= len(X):
             raise ValueError(f"validation={val_split} leaves no training rows (X has {len(X)})")
-        sizes = tuple(int(v) for v in s["layers"].split(","))
-        s["input_dtype"] = X.dtype.name  # what its inputs are: evaluate and predict check it (model files)
         if pair is None:  # recipe.split gathers the rows (when it holds some out)
-            check_memory(s, sizes, X, X.nbytes if recipe.held_out(len(X), val_split) else 0)
-            train, val = recipe.split(X, labels, val_split, seed)
+            check_memory(r, X, X.nbytes if recipe.held_out(len(X), r.val_split) else 0, threads, backend)
+            train, val = recipe.split(X, labels, r.val_split, r.seed)
         else:
-            check_memory(s, sizes, X, 0, len(val[0]))
-        state = recipe.new_state(s, sizes, train[0], "standardize" if standardize else "none")
-        model = Model(state, s, classes, threads=threads)
-        model._train(train, val, epochs, verbose=verbose, train_pass=train_pass)
+            check_memory(r, X, 0, threads, backend, len(val[0]))
+        state = recipe.new_state(r, train[0], "standardize" if r.standardize else "none")
+        model = Model(state, r, classes, trained={"input_dtype": X.dtype.name}, backend=backend, threads=threads)
+        model._fit(train, val, r.epochs, verbose=verbose, train_pass=train_pass)
     return model
+
+
+def argument(field):
+    """How fastnet.fit names a recipe field in its messages: its keyword."""
+    return {"val_split": "validation", "layers": "hidden_layer_sizes"}.get(field, field)
 
 
 def load(path):
@@ -204,16 +208,42 @@ def load(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} does not exist")
     with python_errors():
-        network, s, names, arrays = checkpoint.load(path)
+        network, record, names, arrays = checkpoint.load(path)
         classes = checkpoint.classes(arrays, path, network.num_classes)
         if classes is None:
             classes = np.arange(network.num_classes)
+        try:
+            r = Recipe.from_stored(record["recipe"])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: its recipe is damaged ({exc})") from None
+        if r.layers != network.sizes:
+            raise ValueError(f"{path}: its recipe's layers {r.layers} are not its network's {network.sizes}")
         if "progress" in arrays and any(k.startswith("opt_") for k in arrays):
-            state = checkpoint.state_from(network, s, arrays, path, OPTIMIZERS)
+            state = checkpoint.state_from(network, record["recipe"], arrays, path, OPTIMIZERS)
         else:  # only the network: enough to predict
             state = TrainState(network, None, np.random.default_rng(0))
-    backend = s.get("backend") if s.get("backend") in BACKEND_NAMES else "numba"
-    return Model(state, s, classes, names, backend=backend)
+    trained = record["trained"]
+    backend = trained.get("backend") if trained.get("backend") in BACKEND_NAMES else "numba"
+    return Model(state, r, classes, names, trained, backend=backend)
+
+
+class _EpochEnd:
+    """A training state's network, optimiser, generator and history as at the end of an epoch (or
+    the start): what a training cut short by Ctrl-C is put back to (Model.train)."""
+
+    def __init__(self, state):
+        self.params = state.model.params.copy()
+        self.optimizer = {k: np.array(v, copy=True) for k, v in state.optimizer.state().items()}
+        self.rng, self.epoch = state.rng.bit_generator.state, state.epoch
+        h = state.history  # a copy whose lists are its own (the step losses are thinned, not only appended to)
+        self.history = type(h)(**{k: list(v) if isinstance(v, list) else v for k, v in vars(h).items()})
+
+    def restore(self, state):
+        state.model.params[...] = self.params
+        state.optimizer.load_state(self.optimizer)
+        state.rng.bit_generator.state = self.rng
+        state.epoch, state.batch, state.partial_losses, state.partial_correct = self.epoch, 0, [], []
+        state.history = self.history
 
 
 class Model:
@@ -231,17 +261,18 @@ class Model:
     backend : {"numba", "numpy"}
         The kernels predict uses; may be changed.
     threads : int or None
-        Threads predict uses (None: ``fastnet.threads.default_threads()``); may be changed.
-    settings : dict
-        The training settings, under the command line's names (as the model file stores them).
+        Threads predict and train use (None: ``fastnet.threads.default_threads()``); may be changed.
+    recipe : fastnet.recipe.Recipe
+        How it was trained (its ``epochs``: the epochs trained so far), as the model file stores it.
     """
 
-    def __init__(self, state, settings, classes, names=None, backend=None, threads=None):
+    def __init__(self, state, recipe, classes, names=None, trained=None, backend="numba", threads=None):
         self._state = state
-        self.settings = settings
+        self.recipe = recipe
         self.classes_ = classes
         self._names = names
-        self.backend = backend or settings.get("backend", "numba")
+        self._trained = dict(trained or {})  # what it was trained on (fastnet.checkpoint.TRAINED)
+        self.backend = backend
         self.threads = threads
 
     @property
@@ -347,11 +378,10 @@ class Model:
         names = self._names or [str(c) for c in classes]
         state = self._state
         if state.optimizer is None:  # a file that held only the network: save it with a fresh optimiser
-            kind = OPTIMIZERS[self.settings.get("optimizer", "adam")]
-            state = dataclasses.replace(state, optimizer=kind(self.network.params.size, self.network.dtype))
+            state = dataclasses.replace(state, optimizer=new_optimizer(self.recipe, self.network))
         path = _path(path)
         with python_errors():
-            checkpoint.save(path, state, self.settings, names, classes)
+            checkpoint.save(path, state, self.recipe, {**self._trained, "backend": self.backend}, names, classes)
 
     def to_onnx(self, path=None, *, input="float", opset=None):
         """The model as an ONNX graph (an onnx.ModelProto), written atomically to path when given.
@@ -366,7 +396,7 @@ class Model:
         from . import export
 
         try:
-            return export.to_onnx(self.network, self.classes_, self.settings,
+            return export.to_onnx(self.network, self.classes_, self.recipe.as_stored(),
                                   None if path is None else os.fspath(path), input=input, opset=opset)
         except export.MissingPackage as exc:
             raise ImportError(str(exc)) from None
@@ -413,25 +443,79 @@ class Model:
         Z -= Z.max(axis=1, keepdims=True)
         return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))  # log-softmax: finite where softmax underflows
 
-    def _train(self, train, val, epochs, on_epoch=None, verbose=False, lr_name="lr", train_pass=False):
-        """Train up to `epochs` epochs in total on (rows, class indices) pairs train and val;
-        train_pass: the training rows' accuracy from a pass after each epoch (training.fit)."""
-        state, s = self._state, dict(self.settings, epochs=epochs)
-        K = self._kernels()
+    def train(self, X, y, *, epochs=1, validation=None, shuffle=True, on_epoch=None, verbose=False, recipe=None,
+              fresh_optimizer=False):
+        """Train `epochs` more epochs on X and y (labels among ``classes_``), continuing the network,
+        the optimiser's state and the batch order of the training so far.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+        y : array_like of shape (n_samples,)
+        epochs : int, default=1
+            Epochs to add; the learning-rate schedule spans all epochs trained, these included.
+        validation : (X_val, y_val) or None, default=None
+            Rows measured after each epoch (history's val_loss and val_accuracy).
+        shuffle : bool, default=True
+            Draw a new order of the rows each epoch; False takes them in order.
+        on_epoch : callable or None, default=None
+            Called with the model after each epoch; when it returns True, training stops there.
+        verbose : bool, default=False
+            Print one line per epoch.
+        recipe : fastnet.recipe.Recipe or None, default=None
+            A new recipe for the steps from now on (batch size, learning rate and schedule, the
+            optimiser and its hyper-parameters); the network's layers, activation, dtype and
+            standardisation stay as they are. None: the model's own.
+        fresh_optimizer : bool, default=False
+            Start the optimiser afresh (its moments and step count), as a warm-started fit does.
+
+        Ctrl-C (KeyboardInterrupt) leaves the model as after its last complete epoch and is raised
+        again. Returns the model.
+        """
+        if recipe is not None:
+            kept = {k: getattr(self.recipe, k) for k in ("layers", "activation", "dtype", "standardize")}
+            self.recipe = recipe.replace(**kept)
+        if fresh_optimizer or self._state.optimizer is None:
+            self._state.optimizer = new_optimizer(self.recipe, self.network)
+        with python_errors():
+            X = self._rows(X)
+            train = (X, encode_known(y, self.classes_, len(X)))
+            val = (X[:0], train[1][:0])
+            if validation is not None:
+                X_val = self._rows(validation[0])
+                val = (X_val, encode_known(validation[1], self.classes_, len(X_val), "y_val"))
+            self._fit(train, val, self._state.epoch + epochs, on_epoch, verbose, shuffle=shuffle)
+        return self
+
+    def _fit(self, train, val, epochs, on_epoch=None, verbose=False, train_pass=False, shuffle=True):
+        """Train up to `epochs` epochs in total on (rows, class indices) pairs train and val, the
+        model as after its last complete epoch when a KeyboardInterrupt cuts it short."""
+        state, K = self._state, self._kernels()
+        end = _EpochEnd(state)
 
         def each_epoch(st):
             if verbose:
-                from .train import epoch_line
+                print(run.epoch_line(st, epochs, len(train[1])), flush=True)
+            stop = on_epoch is not None and on_epoch(self)
+            nonlocal end
+            end = _EpochEnd(state)
+            return stop
 
-                print(epoch_line(st, epochs, len(train[1])), flush=True)
-            if on_epoch is not None:
-                on_epoch(st)
+        try:
+            with limited(self.threads, K.BLAS_THREADS, self.backend) as threads:
+                self._trained["threads"] = threads
+                run.warm_up(K, state, train, [val])
+                run.train(state, K, train, val, self.recipe.replace(epochs=epochs), each_epoch, train_pass=train_pass,
+                          shuffle=shuffle)
+        except KeyboardInterrupt:
+            end.restore(state)
+            raise
+        finally:
+            self.recipe = self.recipe.replace(epochs=max(state.epoch, 1))
 
-        with limited(self.threads, K.BLAS_THREADS, self.backend) as threads, python_errors(lr_name):
-            self.settings["threads"] = threads
-            _compile(K, self.network, state.optimizer, train, val)
-            recipe.run_training(state, K, train, val, s, each_epoch, train_pass=train_pass)
-        self.settings["epochs"] = state.epoch
+    def predict_log_proba(self, X):
+        """The logarithm of predict_proba, finite where a probability underflows to 0."""
+        return self._log_proba(self._rows(X))
 
     def __getstate__(self):
         """Pickle the network as plain arrays (its per-layer views would be pickled as copies)."""
@@ -452,38 +536,19 @@ class Model:
 # ---------------------------------------------------------------- checks and conversions
 
 
-def settings(**s):
-    """The training settings under the command line's names, checked (recipe.check); numbers as plain
-    Python numbers so that they can be stored as JSON. ValueError names the Python argument."""
-    names = {"val_split": "validation", "layers": "hidden_layer_sizes"}
-    for key in ("lr", "beta1", "beta2", "eps", "alpha"):
-        if isinstance(s[key], (int, np.integer, np.floating)) and not isinstance(s[key], (bool, np.bool_)):
-            s[key] = float(s[key])
-    for key in ("epochs", "batch_size", "warmup", "seed", "val_split", "threads"):
-        if isinstance(s[key], np.integer):
-            s[key] = int(s[key])
-    if isinstance(s["val_split"], np.floating):
-        s["val_split"] = float(s["val_split"])
-    if s["backend"] not in BACKEND_NAMES:
-        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {s['backend']!r}")
-    if not isinstance(s["standardize"], (bool, np.bool_)):
-        raise TypeError(f"standardize must be True or False, got {s['standardize']!r}")
-    s["standardize"] = bool(s["standardize"])
-    with python_errors():
-        recipe.check(s, lambda key: names.get(key, key))
-    return s
+def _check_backend(backend):
+    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
 
 
-def check_memory(s, sizes, X, copies, val_rows=0):
-    """MemoryError, before anything large is allocated, when training on rows X with settings s
-    would need more memory than this process may allocate (recipe.check_memory); copies: the bytes
-    of X still to be copied (a validation split); val_rows: the rows of a validation set given apart."""
+def check_memory(r, X, copies, threads, backend, val_rows=0):
+    """MemoryError, before anything large is allocated, when training on rows X with recipe r would
+    need more memory than this process may allocate (recipe.check_memory); copies: the bytes of X
+    still to be copied (a validation split); val_rows: the rows of a validation set given apart."""
     try:
-        recipe.check_memory(sizes, min(s["batch_size"], len(X)), s["dtype"], copies,
-                            name=lambda key: "hidden_layer_sizes" if key == "layers" else key,
-                            eval_rows=max(len(X), val_rows),
-                            threads=s["threads"] or default_threads(), backend=s["backend"],
-                            optimizer=s["optimizer"], pixels=X.dtype == np.uint8, api=True)
+        recipe.check_memory(r.layers, min(r.batch_size, len(X)), r.dtype, copies, name=argument,
+                            eval_rows=max(len(X), val_rows), threads=threads or default_threads(), backend=backend,
+                            optimizer=r.optimizer, pixels=X.dtype == np.uint8, api=True)
     except InputError as exc:
         raise MemoryError(str(exc)) from None
 
@@ -619,23 +684,3 @@ def saturated(net, X):
     high = np.where(scale != 0, ends.max(axis=0), np.inf)
     top = float(np.finfo(net.dtype).max)
     return np.clip(X, np.maximum(low, -top), np.minimum(high, top))
-
-
-def _compile(K, net, optimizer, train, val):
-    """Run the step and the prediction once on the training and validation arrays' own dtypes and
-    layouts, on copies: Numba compiles (or loads from its cache) what this run needs here, so the
-    first epoch's time is training alone."""
-    images, labels = train
-    index = np.zeros(1, np.intp)
-    scratch = MLP(net.sizes, net.dtype, net.input_scale, net.input_shift)
-    scratch.params[...] = net.params
-    from .model import Workspace
-
-    ws = Workspace(net.sizes, 1, net.dtype)
-    opt = type(optimizer)(net.params.size, net.dtype) if optimizer is not None else None
-    with np.errstate(all="ignore"):
-        if opt is not None:
-            opt.train_step(K, scratch, images, index, labels, ws, 0.0)
-        for rows in (images, val[0]):
-            if len(rows):
-                predict_logits(scratch, K, rows[:1])  # a slice keeps the dtype, layout and read-only flag

@@ -1,7 +1,10 @@
 """Model files: an .npz of plain arrays (no pickles), written atomically, read with full validation.
 
-A file holds the parameters, layer sizes and activations, input scaling, class names and training
-settings (a file from before activations were recorded has relu hidden layers); a
+A file holds the parameters, layer sizes and activations, input scaling, class names, the training
+recipe (fastnet.recipe.Recipe) and what it was trained on and how (`trained`: the data set, its
+folder, its inputs' dtype, the test set's fingerprint, the backend and threads that make a resumed
+run exact); a file from before activations were recorded has relu hidden layers, and one from
+before the recipe had a type holds both records in one `settings` member (records); a
 checkpoint adds the optimiser state, the data-order generator's state and the epoch reached, so
 that `--resume` continues exactly. A model trained in Python also holds `classes`, the K labels it
 was trained on (numbers or text); without it (the command line's files) the classes are 0..K-1.
@@ -34,9 +37,14 @@ def _text(value):
     return np.array(json.dumps(value))
 
 
-def save(path, state, settings, class_names, classes=None):
+# What `trained` holds; files of before held these keys in their `settings` beside the recipe's.
+TRAINED = ("dataset", "data_dir", "input_dtype", "test_fingerprint", "backend", "threads")
+
+
+def save(path, state, recipe, trained, class_names, classes=None):
     """Write model, optimiser and progress of `state` to path atomically (fastnet.files.atomic_write):
     a reader, or a crash at any moment, sees the old complete file or the new complete one.
+    recipe: a fastnet.recipe.Recipe; trained: the TRAINED record (its known keys are kept).
     classes, when given, is a (K,) array of numbers or text: the labels that outputs 0..K-1 stand for."""
     model, opt = state.model, state.optimizer
     arrays = {
@@ -48,7 +56,8 @@ def save(path, state, settings, class_names, classes=None):
         "input_scale": model.input_scale,
         "input_shift": model.input_shift,
         "class_names": np.array(list(class_names), dtype=str),
-        "settings": _text(settings),
+        "recipe": _text(recipe.as_stored()),
+        "trained": _text({k: trained[k] for k in TRAINED if k in trained}),
         "progress": _text({
             "epoch": state.epoch, "batch": state.batch, "optimizer": opt.name,
             "rng": state.rng.bit_generator.state, "epoch_rng": state.epoch_rng,
@@ -95,7 +104,7 @@ def _text_bytes(count, chars=MAX_NAME):
 
 SMALL_MEMBERS = {"format": 1 << 10, "version": 1 << 10, "sizes": 8 * MAX_LAYERS + NPY_HEADER,
                  "activations": _text_bytes(MAX_LAYERS, max(map(len, ACTIVATIONS))) + NPY_HEADER,
-                 "settings": 1 << 24, "progress": 1 << 28, "opt_step": 1 << 10}
+                 "settings": 1 << 24, "recipe": 1 << 24, "trained": 1 << 24, "progress": 1 << 28, "opt_step": 1 << 10}
 LARGE_MEMBERS = ("params", "opt_m", "opt_v")
 EPOCH_MEMBERS = tuple(f"history_{k}" for k in ("epoch_seconds", "eval_seconds", "train_loss", "train_accuracy",
                                                 "val_loss", "val_accuracy"))
@@ -238,7 +247,8 @@ def _activations(arrays, path, sizes):
 
 
 def load(path):
-    """Read and validate a model file: returns (model, settings, class_names, arrays)."""
+    """Read and validate a model file: returns (model, record, class_names, arrays); record is
+    {"recipe": the stored recipe's fields, "trained": the TRAINED record} as stored (records)."""
     arrays = _read_arrays(path)
     if str(_field(arrays, path, "format", "U", ())) != FORMAT:
         raise InputError(f"{path} is not a fastnet model file")
@@ -264,7 +274,17 @@ def load(path):
         raise InputError(f"{path}: the model holds non-finite values")
     model.params[...] = params
     names = [str(n) for n in _field(arrays, path, "class_names", "U", (sizes[-1],))]
-    return model, _json(arrays, path, "settings"), names, arrays
+    return model, records(arrays, path), names, arrays
+
+
+def records(arrays, path):
+    """{"recipe": dict, "trained": dict} of a file: its `recipe` and `trained` members, or, in a file
+    written before they were apart, both taken from its `settings` (which held output paths and
+    timings too: those are dropped). The recipe is checked where it is used (Recipe.from_stored)."""
+    if "recipe" in arrays or "settings" not in arrays:
+        return {"recipe": _json(arrays, path, "recipe"), "trained": _json(arrays, path, "trained")}
+    settings = _json(arrays, path, "settings")
+    return {"recipe": settings, "trained": {k: settings[k] for k in TRAINED if k in settings}}
 
 
 def classes(arrays, path, count):
@@ -278,26 +298,27 @@ def classes(arrays, path, count):
 
 
 def load_state(path, optimizers):
-    """Read a checkpoint into a TrainState to resume from: returns (state, settings, class_names)."""
+    """Read a checkpoint into a TrainState to resume from: returns (state, record, class_names)."""
     return load_resumable(path, optimizers)[:3]
 
 
 def load_resumable(path, optimizers):
-    """load_state's (state, settings, class_names), and the file's classes (None when it has none)."""
-    model, settings, names, arrays = load(path)
-    state = state_from(model, settings, arrays, path, optimizers)
-    return state, settings, names, classes(arrays, path, model.num_classes)
+    """load_state's (state, record, class_names), and the file's classes (None when it has none)."""
+    model, record, names, arrays = load(path)
+    state = state_from(model, record["recipe"], arrays, path, optimizers)
+    return state, record, names, classes(arrays, path, model.num_classes)
 
 
-def state_from(model, settings, arrays, path, optimizers):
-    """The TrainState (optimiser, generator, progress) that arrays of a loaded file hold for model."""
+def state_from(model, recipe, arrays, path, optimizers):
+    """The TrainState (optimiser, generator, progress) that arrays of a loaded file hold for model;
+    recipe: the stored recipe's fields (the optimiser's hyper-parameters)."""
     progress = _json(arrays, path, "progress")
     try:
         _check_counts(progress)  # before the members whose size they give
         progress = _with_history(progress, arrays, path)
         _check_progress(progress)
         kind = optimizers[progress["optimizer"]]
-        hyper = {k: settings[k] for k in kind.HYPER if k in settings}
+        hyper = {k: recipe[k] for k in kind.HYPER if k in recipe}
         opt = kind(model.params.size, model.dtype, **hyper)
         opt.load_state({k[4:]: _field(arrays, path, k, "fiu",
                                       () if k == "opt_step" else model.params.shape)

@@ -1,6 +1,5 @@
 """python -m fastnet.evaluate: test accuracy, loss and per-class accuracy of a saved model, with optional plots."""
 
-import hashlib
 import json
 import os
 import sys
@@ -11,7 +10,8 @@ from . import checkpoint, data, formats, plots
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, check_plot_folder, printable, run
 from .errors import InputError
-from .model import check_fits, predict_logits
+from .model import check_fits, predict_logits, probabilities
+from .provenance import check_inputs, fingerprint, output_labels, trained_on_arrays
 from .threads import set_threads
 
 GRID_SIZE = 25
@@ -32,78 +32,17 @@ def build_parser():
     return p
 
 
-def probabilities(kernels, logits):
-    """Softmax class probabilities (N, classes) of logits (N, classes), via the backend's softmax."""
-    return kernels.softmax(logits, np.empty_like(logits))
-
-
-def data_dir(args, settings):
+def data_dir(args, trained):
     """Where to find the test set: --data-dir when given; else the directory the model was trained
     from (an InputError when it is gone: evaluating on other data must be asked for); else None,
     the usual search for the known data set."""
-    saved = settings.get("data_dir")
+    saved = trained.get("data_dir")
     if args.data_dir is not None or not isinstance(saved, str):
         return args.data_dir
     if not os.path.exists(saved):
         raise InputError(f"{args.model} was trained on the data in {saved}, which is gone; "
                          "pass --data-dir DIR to evaluate on other data")
     return saved
-
-
-def output_labels(classes, split, where, model):
-    """The labels of a data split as the model's outputs 0..K-1. A model file with `classes` (one
-    trained in Python) says which label each output stands for: a number stands for that label, a text
-    for the class of that name (the data set's class name, or else the label written out: "3");
-    without it output k is label k. InputError when the data hold a label the model does not know."""
-    labels = split.labels
-    if classes is None:
-        return labels
-    count = max(split.num_classes, int(labels.max()) + 1 if len(labels) else 0)
-    names = list(split.class_names) + [str(j) for j in range(len(split.class_names), count)]
-    spellings = [names, [str(j) for j in range(count)]] if classes.dtype.kind == "U" else [list(range(count))]
-    output = {value: k for k, value in enumerate(classes.tolist())}
-    present = np.unique(labels)
-    tables = [np.array([output.get(value, -1) for value in spelling], np.int64) for spelling in spellings]
-    for table in tables:
-        if (table[present] >= 0).all():
-            return formats.small_labels(table[labels])
-    unknown = [names[j] for j in present if tables[0][j] < 0][:5]
-    raise InputError(f"{where} has classes {', '.join(map(printable, unknown))} that {printable(model)} was not "
-                     f"trained on (its classes: {printable(', '.join(map(str, classes.tolist()[:10])))}"
-                     f"{', ...' if len(classes) > 10 else ''})")
-
-
-def check_inputs(settings, images, where, model):
-    """InputError when the model's record of its inputs (settings' input_dtype: 0-255 pixels, uint8,
-    or features of another dtype) and the data's disagree: fastnet cannot tell whether pixels and
-    features are in the same units (X / 255 is not X). A file without the record is not checked."""
-    trained = settings.get("input_dtype")
-    if not isinstance(trained, str) or (trained == "uint8") == (images.dtype == np.uint8):
-        return
-    if trained == "uint8":
-        raise InputError(f"{printable(model)} was trained on 0-255 pixels (uint8) but {where} holds {images.dtype} "
-                         "features; pass data of the same kind (IDX files, or uint8 rows in a .npz)")
-    raise InputError(f"{printable(model)} was trained on {printable(trained)} features but {where} holds 0-255 "
-                     "pixels (uint8), which may be in other units; pass its test rows as floats "
-                     "(--data-dir, a .npz or CSV), or score it in Python (fastnet.load)")
-
-
-def trained_on_arrays(model, settings, data_dir, dataset):
-    """InputError when MODEL was trained in Python (its file records its inputs but no data set) and
-    no data were named (data_dir, dataset: the flags, None when not given): it was not trained on a
-    data set that a command could find by itself."""
-    if (data_dir is None and dataset is None and "input_dtype" in settings
-            and "dataset" not in settings and not isinstance(settings.get("data_dir"), str)):
-        raise InputError(f"{printable(model)} was trained in Python on arrays of {printable(settings['input_dtype'])} "
-                         "features, not on a data set fastnet knows; pass --data-dir with its data "
-                         "(IDX files, a .npz or a CSV directory), or --dataset")
-
-
-def fingerprint(images, labels):
-    """A short SHA-256 of a data split's pixels and labels, recorded with a model at training."""
-    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
-    digest.update(np.ascontiguousarray(labels, np.int64).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def per_class(labels, predictions, names):
@@ -171,19 +110,20 @@ def main(argv=None):
     set_threads(None, kernels.BLAS_THREADS)
     if args.plot:
         check_plot_folder(args.plot, PICTURES, parents=True)  # evaluate makes missing parents too
-    model, settings, names, arrays = checkpoint.load(args.model)
+    model, record, names, arrays = checkpoint.load(args.model)
+    trained = record["trained"]
     classes = checkpoint.classes(arrays, args.model, model.num_classes)
-    trained_on_arrays(args.model, settings, args.data_dir, args.dataset)
-    dataset = args.dataset or settings.get("dataset", "fashion-mnist")
+    trained_on_arrays(args.model, trained, args.data_dir, args.dataset)
+    dataset = args.dataset or trained.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    test = formats.load_split(dataset, "test", data_dir(args, settings))
+    test = formats.load_split(dataset, "test", data_dir(args, trained))
     images = test.images
     where = f"the test set in {test.source}" if test.custom else f"the {dataset} test set"
-    check_inputs(settings, images, where, args.model)
+    check_inputs(trained, images, where, args.model)
     labels = output_labels(classes, test, where, args.model)
     check_fits(model.sizes, images, labels, where)
-    if settings.get("test_fingerprint") not in (None, fingerprint(images, test.labels)):
+    if trained.get("test_fingerprint") not in (None, fingerprint(images, test.labels)):
         print(f"note: {where} is not the test set {printable(args.model)} was trained beside", file=sys.stderr)
     logits = predict_logits(model, kernels, images)
     probs = probabilities(kernels, logits)

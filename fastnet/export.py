@@ -111,9 +111,10 @@ def prediction_graph(network, classes, x, outputs, dtype=np.float32, cast=False,
     return nodes, inits
 
 
-def to_onnx(network, classes, settings, path=None, *, input="float", opset=None):
+def to_onnx(network, classes, recipe, path=None, *, input="float", opset=None):
     """The ONNX ModelProto of a fastnet network (fastnet.model.MLP) with labels `classes`, checked by
-    onnx.checker (full_check); with path, also written there atomically. InputError on bad input."""
+    onnx.checker (full_check); with path, also written there atomically. recipe: the stored recipe's
+    fields (a dict), kept in the graph's metadata. InputError on bad input."""
     onnx = require("onnx")
     helper, tensor = onnx.helper, onnx.TensorProto
     if input not in INPUTS:
@@ -145,7 +146,7 @@ def to_onnx(network, classes, settings, path=None, *, input="float", opset=None)
                                    "layers": ",".join(map(str, network.sizes)),
                                    "activations": ",".join(network.activations),
                                    "trained_dtype": str(network.dtype),
-                                   "recipe": json.dumps(settings, sort_keys=True, default=str)})
+                                   "recipe": json.dumps(recipe, sort_keys=True, default=str)})
     onnx.checker.check_model(model, full_check=True)
     if path is not None:
         with atomic_write(path, "wb", "ONNX file") as f:
@@ -248,10 +249,10 @@ def main(argv=None):
     check_destination(args.out, "ONNX file")
     if os.path.exists(args.model) and os.path.exists(args.out) and os.path.samefile(args.model, args.out):
         raise InputError(f"OUT {printable(args.out)} is the model file itself; give the ONNX file a name of its own")
-    network, settings, _, arrays = checkpoint.load(args.model)
+    network, record, _, arrays = checkpoint.load(args.model)
     classes = checkpoint.classes(arrays, args.model, network.num_classes)
     classes = np.arange(network.num_classes) if classes is None else classes
-    model = to_onnx(network, classes, settings if isinstance(settings, dict) else {}, args.out,
+    model = to_onnx(network, classes, record["recipe"], args.out,
                     input=args.input, opset=args.opset)
     print(f"wrote {printable(args.out)}: ONNX opset {model.opset_import[0].version}, input X {args.input} "
           f"(N, {network.sizes[0]}), outputs output_label (N,) and output_probability (N, {network.sizes[-1]})")

@@ -123,6 +123,11 @@ def predict_logits(model, backend, images, batch=2048):
     return out
 
 
+def probabilities(backend, logits):
+    """Softmax class probabilities (N, classes) of logits (N, classes), via the backend's softmax."""
+    return backend.softmax(logits, np.empty_like(logits))
+
+
 def evaluate(model, backend, images, labels):
     """(mean cross-entropy, accuracy) of the model on images and integer labels."""
     if len(labels) == 0:

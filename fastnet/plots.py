@@ -16,7 +16,6 @@ import numpy as np
 
 from .errors import InputError
 from .files import atomic_write
-from .model import predict_logits
 
 MISSING = "matplotlib is not installed: pip install 'fastnet-mlp[plot]' (or pip install matplotlib pillow)"
 DPI = 110
@@ -266,11 +265,11 @@ def accuracy_title(matrix, what="test set"):
     return f"Confusion matrix on the {what}: accuracy {accuracy:.2f}% ({correct} of {total} images)"
 
 
-def training_plots(out_dir, history, model, kernels, test_images, test_labels, class_names):
-    """Write learning_curves.png and confusion_matrix.png (test set) into out_dir; returns their paths."""
+def training_plots(out_dir, history, predictions, test_labels, class_names, classes):
+    """Write learning_curves.png and confusion_matrix.png (the test set's predicted classes against its
+    labels, `classes` of them) into out_dir; returns their paths."""
     require_matplotlib()
-    predictions = predict_logits(model, kernels, test_images).argmax(axis=1)
-    matrix = confusion_matrix(test_labels, predictions, model.num_classes)
+    matrix = confusion_matrix(test_labels, predictions, classes)
     curves_png, confusion_png = TRAINING_PLOTS
     with plot_dir(out_dir, TRAINING_PLOTS):
         curves = plot_learning_curves(os.path.join(out_dir, curves_png), history)

@@ -19,8 +19,7 @@ from . import checkpoint
 from .backend import get_backend
 from .cli import ArgumentParser, positive_int, printable, run
 from .errors import InputError
-from .evaluate import probabilities
-from .model import predict_logits
+from .model import predict_logits, probabilities
 
 OBJECT_MIN = 4  # grey levels above a clean background that count as garment
 OBJECT_MAX = 64  # and at most this many, for a garment that covers part of the frame
@@ -178,9 +177,10 @@ def top_classes(probs, names, k):
 def main(argv=None):
     """Classify each IMAGE with MODEL and print its most probable classes (or a JSON list)."""
     args = build_parser().parse_args(argv)
-    model, settings, names, _ = checkpoint.load(args.model)
-    if settings.get("input_dtype", "uint8") != "uint8":  # recorded by files of today (evaluate.check_inputs)
-        raise InputError(f"{printable(args.model)} was trained on {printable(settings['input_dtype'])} features, "
+    model, record, names, _ = checkpoint.load(args.model)
+    trained = record["trained"]
+    if trained.get("input_dtype", "uint8") != "uint8":  # recorded by files of today (evaluate.check_inputs)
+        raise InputError(f"{printable(args.model)} was trained on {printable(trained['input_dtype'])} features, "
                          "not on 0-255 pixels: fastnet.predict classifies images; use it in Python (fastnet.load)")
     side = math.isqrt(model.sizes[0])
     if side * side != model.sizes[0]:

@@ -4,47 +4,251 @@ Shared by the command line, the benchmarks and the Python API, so that all of th
 same way from the same settings.
 """
 
+import dataclasses
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from kernels import ACTIVATIONS, parameter_count
 
 from . import memory
 from .errors import InputError
-from .model import MLP, hidden_layers, parse_layers
+from .model import MAX_LAYERS, MLP, hidden_layers, parse_layers
 from .optim import OPTIMIZERS
 from .training import TrainState, fit, split_validation
 
 MAX_THREADS = 4096  # more is a typo, and overflows the C int that BLAS libraries take
+MAX_PARAMETERS = 500_000_000  # more than any network this CPU trainer can train in a day
 
-# Recipes: `seed` is the blog walkthrough's, `fastnet` the measured default (see README).
+
+class FieldError(Exception):
+    """A recipe field that its rule refuses: `field` and the rest of the message, so that each front
+    door can name the field its own way (make). Raised as BadValue or BadType."""
+
+    plain = Exception
+
+    def __init__(self, field, rest):
+        super().__init__(f"{field} {rest}")
+        self.field, self.rest = field, rest
+
+    def named(self, name):
+        """The same complaint as a plain ValueError or TypeError, the field named by name(field)."""
+        return self.plain(f"{name(self.field)} {self.rest}")
+
+
+class BadValue(FieldError, ValueError):
+    plain = ValueError
+
+
+class BadType(FieldError, TypeError):
+    plain = TypeError
+
+
+def _real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a recipe field may hold: `accepts(value)` on the value as coerced by `coerce`, and how a
+    message says it (the words after "must be"). `parse` reads it from a command-line flag's text."""
+
+    text: str
+    accepts: object
+    coerce: object = None
+    parse: object = str
+    choices: tuple = None
+
+
+def integer(least):
+    return Rule(f"an integer >= {least}", lambda v: _int(v) and v >= least, lambda v: int(v) if _int(v) else v, int)
+
+
+def real(text, accepts):
+    return Rule(text, lambda v: isinstance(v, float) and accepts(v), lambda v: float(v) if _real(v) else v, float)
+
+
+def choice(options):
+    return Rule(f"one of {', '.join(options)}", lambda v: isinstance(v, str) and v in options, None, str,
+                tuple(options))
+
+
+def _layers(value):
+    """layers as a tuple of ints when it is a sequence of integers; else as it is (refused)."""
+    try:
+        return tuple(int(v) for v in value) if all(_int(v) for v in value) else value
+    except TypeError:
+        return value
+
+
+def _layers_fit(sizes):
+    return (isinstance(sizes, tuple) and 2 <= len(sizes) <= MAX_LAYERS and min(sizes) > 0
+            and parameter_count(sizes) <= MAX_PARAMETERS)
+
+
+def _split(value):
+    if _int(value):
+        return int(value)
+    return float(value) if _real(value) else value
+
+
+LAYERS = Rule(f"at least two positive layer sizes (inputs first, classes last; at most {MAX_LAYERS} sizes and "
+              f"{MAX_PARAMETERS:,} parameters)", _layers_fit, _layers)
+# The recipe's fields, each with its rule and its help: the one table that validates a Recipe from
+# any front door and that makes python -m fastnet.train's flags (fastnet.train).
+FIELDS = {
+    "layers": (LAYERS, "layer sizes, input first (default: the data's inputs, 128, the data's classes)"),
+    "activation": (choice(ACTIVATIONS), "activation of the hidden layers (default relu)"),
+    "alpha": (real("a finite number >= 0", lambda v: 0 <= v < math.inf),
+              "L2 penalty of the weights, as scikit-learn's MLPClassifier (default 0)"),
+    "epochs": (integer(1), "total epochs (default 5)"),
+    "batch_size": (integer(1), "samples per step (default 128)"),
+    "optimizer": (choice(OPTIMIZERS), "the update rule (default adam)"),
+    "lr": (real("a positive finite number", lambda v: 0 < v < math.inf),
+           "base learning rate (preset: 2e-3; seed 5e-4)"),
+    "schedule": (choice(("constant", "cosine")), "learning-rate schedule (preset: cosine; seed constant)"),
+    "warmup": (integer(0), "steps of linear learning-rate warm-up (default 0)"),
+    "beta1": (real("a number in [0, 1)", lambda v: 0 <= v < 1), "Adam's first-moment decay (preset: 0.8; seed 0.9)"),
+    "beta2": (real("a number in [0, 1)", lambda v: 0 <= v < 1),
+              "Adam's second-moment decay (preset: 0.99; seed 0.999)"),
+    "eps": (real("a positive number", lambda v: 0 < v < math.inf), "Adam's epsilon (default 1e-8)"),
+    "standardize": (Rule("True or False", lambda v: isinstance(v, bool),
+                         lambda v: bool(v) if isinstance(v, np.bool_) else v),
+                    "standardise each input with the training rows' mean and deviation (preset: on)"),
+    "val_split": (Rule("a fraction in [0, 1) or a count >= 0",
+                       lambda v: (_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1), _split),
+                  "held out for validation: a fraction below 1 or a number of rows (preset: 0.05; seed 0)"),
+    "seed": (integer(0), "seed of initialisation, split and order (default 0)"),
+    "dtype": (choice(("float32", "float64")), "precision of the parameters and the arithmetic (default float32)"),
+}
+TYPE_ERRORS = ("standardize",)  # a value of the wrong kind there is a TypeError (the others: ValueError)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides what a training run computes, typed and validated (FIELDS) on creation.
+
+    The defaults are the `fastnet` recipe (the measured default, README); Recipe.preset("seed") is
+    the blog walkthrough's. Made by the command line from its flags, by fastnet.fit from its
+    keywords, by the estimator from its parameters (each naming fields its own way: make), and
+    stored in model files (as_stored; from_stored reads any file's). How a run is run (backend,
+    threads, output paths) and what it measured are not part of it.
+    """
+
+    layers: tuple = (784, 128, 10)
+    activation: str = "relu"
+    alpha: float = 0.0
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    schedule: str = "cosine"
+    warmup: int = 0
+    beta1: float = 0.8
+    beta2: float = 0.99
+    eps: float = 1e-8
+    standardize: bool = True
+    val_split: float = 0.05  # or an int: a count of rows
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name, (rule, _) in FIELDS.items():
+            value = getattr(self, name)
+            if rule.coerce is not None:
+                value = rule.coerce(value)
+                object.__setattr__(self, name, value)
+            if not rule.accepts(value):
+                raise (BadType if name in TYPE_ERRORS else BadValue)(name, f"must be {rule.text}, got {value!r}")
+        tiny = float(np.finfo(self.dtype).tiny)
+        if self.eps < tiny:  # below the smallest normal it rounds to 0 or loses precision; Adam would divide by 0
+            raise BadValue("eps", f"{self.eps:g} is below the smallest normal {self.dtype} ({tiny:.3g})")
+
+    @classmethod
+    def preset(cls, name, **changes):
+        """The recipe `name` (PRESETS: "fastnet", the defaults, or "seed", the blog's) with changes."""
+        return cls(**{**PRESETS[name], **changes})
+
+    @property
+    def sizes(self):
+        return self.layers
+
+    def replace(self, **changes):
+        """A copy with changes, validated."""
+        return dataclasses.replace(self, **changes)
+
+    def as_stored(self):
+        """The fields as JSON values (layers a list), as a model file stores them."""
+        return {k: list(v) if k == "layers" else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_stored(cls, stored):
+        """The Recipe a model file holds: today's `recipe` member, or the `settings` of older files,
+        which lack what was added since (OLD_DEFAULTS) and held layers as text and other keys
+        (ignored). ValueError or TypeError when it is not a valid recipe."""
+        if not isinstance(stored, dict):
+            raise TypeError(f"the recipe must be a JSON object, got {type(stored).__name__}")
+        values = {**OLD_DEFAULTS, **{k: v for k, v in stored.items() if k in FIELDS}}
+        if isinstance(values.get("layers"), str):
+            values["layers"] = parse_layers(values["layers"])
+        missing = [k for k in FIELDS if k not in values]
+        if missing:
+            raise ValueError(f"the recipe lacks {', '.join(missing)}")
+        return cls(**values)
+
+
+# What model files written before a field existed trained with.
+OLD_DEFAULTS = {"activation": "relu", "alpha": 0.0}
+
+# Recipes: `fastnet` is the measured default (README, docs/recipe.md), `seed` the blog walkthrough's.
 PRESETS = {
-    "fastnet": dict(lr=2e-3, schedule="cosine", warmup=0, standardize=True, val_split=0.05,
-                    beta1=0.8, beta2=0.99),
-    "seed": dict(lr=5e-4, schedule="constant", warmup=0, standardize=False, val_split=0,
-                 beta1=0.9, beta2=0.999),
+    "fastnet": {},
+    "seed": dict(lr=5e-4, schedule="constant", warmup=0, standardize=False, val_split=0, beta1=0.9, beta2=0.999),
 }
 
 
-def new_state(s, sizes, train_images, scaling=None):
-    """A fresh model (He initialisation), optimiser and generator for settings s.
+def make(name=str, **values):
+    """Recipe(**values), a field out of range raised as a ValueError or TypeError whose message names
+    it as name(field) does: a flag for the command line, an argument for fastnet.fit."""
+    try:
+        return Recipe(**values)
+    except FieldError as exc:
+        raise exc.named(name) from None
+
+
+def check_threads(threads, name="threads"):
+    """threads as an int, or None; ValueError unless it is an integer from 1 to MAX_THREADS."""
+    if threads is None:
+        return None
+    if not (_int(threads) and 1 <= threads <= MAX_THREADS):
+        raise ValueError(f"{name} must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
+    return int(threads)
+
+
+def new_state(recipe, train_images, scaling=None):
+    """A fresh model (He initialisation), optimiser and generator for recipe.
 
     The input scaling comes from the training images alone (never the validation or test images),
-    see input_scaling; `scaling` defaults to the command line's meaning of s["standardize"]:
-    "standardize" when on, "pixels" when off. The hidden layers get s["activation"] (relu where s
-    has none); the optimiser's hyper-parameters that s lacks (alpha, say) keep their defaults.
+    see input_scaling; `scaling` defaults to recipe.standardize's meaning on the command line:
+    "standardize" when on, "pixels" (uint8 pixels to [0, 1]) when off.
     """
-    rng = np.random.default_rng(s["seed"])
-    scale, shift = input_scaling(train_images, scaling or ("standardize" if s["standardize"] else "pixels"))
-    check_input_range(train_images, scale, shift, s["dtype"])
-    model = MLP.he_init(sizes, rng, np.dtype(s["dtype"]), input_scale=scale, input_shift=shift,
-                        activations=hidden_layers(sizes, s.get("activation", "relu")))
-    return TrainState(model, new_optimizer(s, model), rng)
+    rng = np.random.default_rng(recipe.seed)
+    scale, shift = input_scaling(train_images, scaling or ("standardize" if recipe.standardize else "pixels"))
+    check_input_range(train_images, scale, shift, recipe.dtype)
+    model = MLP.he_init(recipe.layers, rng, np.dtype(recipe.dtype), input_scale=scale, input_shift=shift,
+                        activations=hidden_layers(recipe.layers, recipe.activation))
+    return TrainState(model, new_optimizer(recipe, model), rng)
 
 
-def new_optimizer(s, model):
-    """A fresh optimiser of kind s["optimizer"] with its hyper-parameters from s, for model."""
-    kind = OPTIMIZERS[s["optimizer"]]
-    return kind(model.params.size, model.dtype, **{k: s[k] for k in kind.HYPER if k in s})
+def new_optimizer(recipe, model):
+    """A fresh optimiser of kind recipe.optimizer with the recipe's hyper-parameters, for model."""
+    kind = OPTIMIZERS[recipe.optimizer]
+    return kind(model.params.size, model.dtype, **{k: getattr(recipe, k) for k in kind.HYPER})
 
 
 SCALINGS = ("standardize", "pixels", "none")
@@ -169,49 +373,6 @@ def check_input_range(X, scale, shift, dtype):
                          f"stay within {limit:.3g}); rescale it (or standardise it), or use float64")
 
 
-def _is_int(x, least):
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) and x >= least
-
-
-def check(s, name):
-    """InputError unless every recipe value in s has its type and range.
-
-    name(key) is how the message names a setting: "--batch-size" for a flag, "batch_size" for a
-    Python argument, "the checkpoint's batch_size" for a resumed file.
-    """
-    for key, least in {"epochs": 1, "batch_size": 1, "warmup": 0, "seed": 0}.items():
-        if not _is_int(s.get(key), least):
-            raise InputError(f"{name(key)} must be an integer >= {least}, got {s.get(key)!r}")
-    split = s.get("val_split")
-    if not (_is_int(split, 0) or (isinstance(split, float) and 0 <= split < 1)):
-        raise InputError(f"{name('val_split')} must be a fraction in [0, 1) or a count >= 0, got {split!r}")
-    for key in ("beta1", "beta2"):
-        if not (isinstance(s.get(key), float) and 0 <= s[key] < 1):
-            raise InputError(f"{name(key)} must be a number in [0, 1), got {s.get(key)!r}")
-    choices = {"schedule": ("constant", "cosine"), "optimizer": tuple(OPTIMIZERS), "dtype": ("float32", "float64"),
-               "activation": ACTIVATIONS}
-    for key, allowed in choices.items():
-        if s.get(key, "relu" if key == "activation" else None) not in allowed:
-            raise InputError(f"{name(key)} must be one of {', '.join(allowed)}, got {s.get(key)!r}")
-    alpha = s.get("alpha", 0.0)
-    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha < float("inf")):
-        raise InputError(f"{name('alpha')} must be a finite number >= 0, got {alpha!r}")
-    eps = s.get("eps")
-    if not (isinstance(eps, float) and 0 < eps < float("inf")):
-        raise InputError(f"{name('eps')} must be a positive number, got {eps!r}")
-    tiny = float(np.finfo(s["dtype"]).tiny)
-    if eps < tiny:  # below the smallest normal it rounds to 0 or loses precision; Adam would divide by 0
-        raise InputError(f"{name('eps')} {eps:g} is below the smallest normal {s['dtype']} ({tiny:.3g})")
-    lr = s.get("lr")
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr < float("inf")):
-        raise InputError(f"{name('lr')} must be a positive finite number, got {lr!r}")
-    if not isinstance(s.get("layers"), str):
-        raise InputError(f"{name('layers')} must look like 784,128,10, got {s.get('layers')!r}")
-    parse_layers(s["layers"])
-    if s.get("threads") is not None and not (_is_int(s["threads"], 1) and s["threads"] <= MAX_THREADS):
-        raise InputError(f"{name('threads')} must be an integer from 1 to {MAX_THREADS}, got {s['threads']!r}")
-
-
 def eval_rows_of(n_train, val_split, test_rows, train_pass=False):
     """The most rows a run evaluates at once: its validation or test set, or with a pass over the
     training rows after each epoch (training.fit's train_pass), those."""
@@ -223,7 +384,7 @@ def held_out(n, val_split):
     n, rounded, keeping at least one image on each side when the fraction is above 0."""
     if isinstance(val_split, int):
         if val_split >= n:
-            raise InputError(f"--val-split {val_split} leaves no training images (the set has {n})")
+            raise InputError(f"holding out {val_split} rows for validation leaves none to train on (the set has {n})")
         return val_split
     if val_split <= 0 or n < 2:
         return 0
@@ -244,17 +405,18 @@ def split(images, labels, val_split, seed):
     return (np.ascontiguousarray(images[train_idx]), labels[train_idx]), (images[val_idx], labels[val_idx])
 
 
-def run_training(state, backend, train, val, s, on_epoch=None, on_batch=None, stop=None, parts=0, share=None,
-                 train_pass=False):
-    """Train state up to s["epochs"] with the recipe s (training.fit); True when all epochs ran.
+def run_training(state, backend, train, val, recipe, on_epoch=None, on_batch=None, stop=None, parts=0, share=None,
+                 train_pass=False, shuffle=True):
+    """Train state up to recipe.epochs with the recipe (training.fit); True when all epochs ran.
 
     Non-finite values raise DivergenceError in fit, so NumPy's warnings about them are silenced.
     parts, share and train_pass: how the batch is cut, how threads are shared, whether the
-    training rows are evaluated after each epoch (training.fit; else the epoch's running accuracy).
+    training rows are evaluated after each epoch (training.fit; else the epoch's running accuracy);
+    shuffle False takes the rows in order each epoch.
     """
     with np.errstate(all="ignore"):
-        return fit(state, backend, train, val, s["epochs"], s["batch_size"], s["lr"], s["schedule"], s["warmup"],
-                   on_epoch, on_batch, stop, parts, share, train_pass=train_pass)
+        return fit(state, backend, train, val, recipe.epochs, recipe.batch_size, recipe.lr, recipe.schedule,
+                   recipe.warmup, on_epoch, on_batch, stop, parts, share, train_pass=train_pass, shuffle=shuffle)
 
 
 def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, backend="numba", optimizer="adam",

@@ -18,46 +18,40 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
     raise ImportError(f"fastnet.sklearn needs scikit-learn >= 1.6 ({exc}); install the extra: "
                       "pip install 'fastnet-mlp[sklearn]'") from exc
 
-from kernels import ACTIVATIONS, layer_views
+from kernels import layer_views
 
 from . import formats, recipe
-from .api import Model, check_memory, encode_known, python_errors, settings
+from .api import Model, check_memory, encode_known, python_errors
+from .backend import BACKEND_NAMES
 
 SOLVERS = {"adam": "adam", "sgd": "gd"}  # scikit-learn's name -> fastnet's optimiser
 
 
-class _Converged(Exception):
-    """Raised after an epoch to end training: the stopping rule was met."""
+# The estimator's names of the recipe's fields (the others by their own names): one map for every message.
+PARAMETERS = {"layers": "hidden_layer_sizes", "lr": "learning_rate_init", "beta1": "beta_1", "beta2": "beta_2",
+              "eps": "epsilon", "epochs": "max_iter", "optimizer": "solver", "seed": "random_state"}
 
 
-class _EpochEnd:
-    """Everything training changes, as it was at the end of the last complete epoch (or the start):
-    the network, the optimiser, the data-order generator, the history, the estimator's bookkeeping
-    and early stopping's best network. An epoch cut short by Ctrl-C is rolled back to it, so the
-    estimator is as after that epoch: its loss_ is that epoch's, and partial_fit trains a whole
-    epoch from there (the steps of the cut epoch are not kept, unlike scikit-learn's own)."""
+def parameter(field):
+    """How the estimator names a recipe field: its parameter."""
+    return PARAMETERS.get(field, field)
+
+
+class _Bookkeeping:
+    """The estimator's attributes that each epoch updates, as at the end of the last complete epoch:
+    a Ctrl-C puts them back, as Model.train puts the network back (and the steps of the cut epoch
+    are not kept, unlike scikit-learn's own)."""
 
     KEPT = ("n_iter_", "t_", "loss_", "best_loss_", "_no_improvement_count", "best_validation_score_")
     GROWN = ("loss_curve_", "validation_scores_")
 
     def __init__(self, estimator, best):
-        state = estimator.model_._state
-        self.params = state.model.params.copy()
-        self.optimizer = {k: np.array(v, copy=True) for k, v in state.optimizer.state().items()}
-        self.rng, self.epoch = state.rng.bit_generator.state, state.epoch
-        self.history = _copied(state.history)
         self.kept = {k: getattr(estimator, k) for k in self.KEPT if hasattr(estimator, k)}
         self.grown = {k: len(getattr(estimator, k)) for k in self.GROWN if getattr(estimator, k, None) is not None}
         self.best = best
 
     def restore(self, estimator):
         """Put estimator back as it was; returns early stopping's best network then."""
-        state = estimator.model_._state
-        state.model.params[...] = self.params
-        state.optimizer.load_state(self.optimizer)
-        state.rng.bit_generator.state = self.rng
-        state.epoch, state.batch, state.partial_losses, state.partial_correct = self.epoch, 0, [], []
-        state.history = self.history
         for k in self.KEPT:
             if k in self.kept:
                 setattr(estimator, k, self.kept[k])
@@ -66,20 +60,6 @@ class _EpochEnd:
         for k, n in self.grown.items():
             del getattr(estimator, k)[n:]
         return self.best
-
-
-def _copied(history):
-    """A copy of a training.History whose lists are the copies' own (its step losses thinned as they
-    grow: not only appended to)."""
-    return type(history)(**{k: list(v) if isinstance(v, list) else v for k, v in vars(history).items()})
-
-
-class _InOrder(np.random.Generator):
-    """A generator whose permutation(n) is 0..n-1, for shuffle=False: the training loop draws each
-    epoch's order from the run's generator, so this one makes it take the rows in order."""
-
-    def permutation(self, x):
-        return np.arange(x)
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
@@ -279,30 +259,26 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if not incremental and set(found.tolist()) != set(self.classes_.tolist()):
                 raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
                                  f"call to fit. Previously got {self.classes_}, `y` has {found}")
-        labels = encode_known(y, self.classes_, len(X))
         seed = self._seed()
+        validation = None
         if self.early_stopping and not incremental:
-            X_train, X_val, y_train, y_val = train_test_split(X, labels, test_size=self.validation_fraction,
-                                                              random_state=seed, stratify=labels)
+            X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction, random_state=seed,
+                                                  stratify=encode_known(y, self.classes_, len(X)))
             if len(y_val) < 2:
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                                  "your dataset.")
-            train, val = (np.ascontiguousarray(X_train), y_train), (X_val, y_val)
-        else:
-            train, val = (X, labels), (X[:0], labels[:0])
-        n = len(train[1])
+            X, validation = np.ascontiguousarray(X), (X_val, y_val)
+        n = len(y)
         batch = min(200, n) if self.batch_size == "auto" else int(self.batch_size)
         if not 1 <= batch <= n and self.batch_size != "auto":
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
             batch = int(np.clip(batch, 1, n))
-        s = self._settings(batch, seed, X.shape[1], incremental)
+        r = self._recipe(batch, seed, X.shape[1], incremental)
         if first:
-            sizes = tuple(int(v) for v in s["layers"].split(","))
-            s["input_dtype"] = X.dtype.name  # what its inputs are (model files record it; fastnet.fit)
-            check_memory(s, sizes, train[0], 0)
+            check_memory(r, X, 0, self.threads, self.backend)
             with python_errors():  # features too large for dtype: a ValueError (recipe.check_input_range)
-                state = recipe.new_state(s, sizes, train[0], "standardize" if self.standardize else "none")
-            self.model_ = Model(state, s, self.classes_, threads=self.threads)
+                state = recipe.new_state(r, X, "standardize" if self.standardize else "none")
+            self.model_ = Model(state, r, self.classes_, trained={"input_dtype": X.dtype.name})
             self.t_ = 0
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -310,36 +286,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
             else:
                 self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
-        else:
-            model = self.model_
-            if not incremental:  # warm start: the fitted network, a fresh optimiser (as scikit-learn)
-                model._state.optimizer = recipe.new_optimizer(s, model.network)
-            model.settings.update({k: v for k, v in s.items() if k not in ("layers", "standardize", "dtype")})
-            model.backend, model.threads = self.backend, self.threads
-        self._train(train, val, 1 if incremental else self.max_iter, incremental)
+        self.model_.backend, self.model_.threads = self.backend, self.threads
+        # warm start: the fitted network, a fresh optimiser (as scikit-learn)
+        self._train(X, y, validation, r, incremental, fresh_optimizer=not (first or incremental))
         return self
 
-    def _train(self, train, val, epochs, incremental):
-        """Run up to `epochs` epochs with scikit-learn's bookkeeping and stopping rule. Ctrl-C ends
-        training as scikit-learn's does (a warning, and fit returns), the epoch it cut short rolled
-        back (_EpochEnd)."""
+    def _train(self, X, y, validation, r, incremental, fresh_optimizer):
+        """Run up to max_iter epochs (partial_fit: one) with scikit-learn's bookkeeping and stopping
+        rule (Model.train). Ctrl-C ends training as scikit-learn's does (a warning, and fit returns),
+        the epoch it cut short rolled back."""
         model = self.model_
-        state = model._state
-        state.rng = (_InOrder if not self.shuffle else np.random.Generator)(state.rng.bit_generator)
         self.n_iter_ = 0
         best = None
-        end = _EpochEnd(self, best)
+        end = _Bookkeeping(self, best)
 
-        def on_epoch(st):
+        def on_epoch(model):
             nonlocal best, end
             self.n_iter_ += 1
-            self.t_ += len(train[1])
-            self.loss_ = float(st.history.train_loss[-1])
+            self.t_ += len(y)
+            self.loss_ = float(model.history["loss"][-1])
             self.loss_curve_.append(self.loss_)
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
             if self.early_stopping and not incremental:
-                score = float(st.history.val_accuracy[-1])
+                score = float(model.history["val_accuracy"][-1])
                 self.validation_scores_.append(score)
                 if self.verbose:
                     print(f"Validation score: {score:f}")
@@ -352,42 +322,37 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 self._no_improvement_count = (self._no_improvement_count + 1
                                               if self.loss_ > self.best_loss_ - self.tol else 0)
                 self.best_loss_ = min(self.best_loss_, self.loss_)
-            end = _EpochEnd(self, best)  # this epoch is complete: a Ctrl-C from now on comes back here
+            end = _Bookkeeping(self, best)  # this epoch is complete: a Ctrl-C from now on comes back here
             if self._no_improvement_count > self.n_iter_no_change:
-                what = "Validation score" if self.early_stopping and not incremental else "Training loss"
                 if self.verbose:
+                    what = "Validation score" if self.early_stopping and not incremental else "Training loss"
                     print(f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} "
                           "consecutive epochs. Stopping.")
-                raise _Converged
+                return True
             if not incremental and self.n_iter_ == self.max_iter:
                 warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                               "optimization hasn't converged yet.", ConvergenceWarning)
+            return False
 
         try:
             # scikit-learn's estimators report the epoch's mean step loss only: no pass over the training rows
-            model._train(train, val, state.epoch + epochs, on_epoch, lr_name="learning_rate_init")
-        except _Converged:
-            model.settings["epochs"] = state.epoch
+            model.train(X, y, epochs=1 if incremental else self.max_iter, validation=validation, shuffle=self.shuffle,
+                        on_epoch=on_epoch, recipe=r, fresh_optimizer=fresh_optimizer)
         except KeyboardInterrupt:
             best = end.restore(self)
-            model.settings["epochs"] = state.epoch
             warnings.warn("Training interrupted by user.")
         if best is not None:  # early stopping keeps the network of the best epoch
             model.network.params[...] = best
 
     def _check_parameters(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if not (isinstance(self.alpha, (int, float, np.number)) and not isinstance(self.alpha, bool)
-                and 0 <= self.alpha < np.inf):
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        """The parameters that are not recipe fields (those: Recipe, named by `parameter`)."""
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r} "
                              "(fastnet has no 'lbfgs')")
         if not (self.batch_size == "auto" or (isinstance(self.batch_size, (int, np.integer))
                                               and not isinstance(self.batch_size, bool))):
             raise ValueError(f"batch_size must be 'auto' or an integer, got {self.batch_size!r}")
-        for name in ("max_iter", "n_iter_no_change"):
+        for name in ("n_iter_no_change",):
             value = getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -402,27 +367,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _settings(self, batch, seed, features, incremental):
-        """fastnet's settings (recipe names) from the estimator's parameters, checked."""
+    def _recipe(self, batch, seed, features, incremental):
+        """fastnet's Recipe from the estimator's parameters, a bad one named as the parameter."""
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h > 0 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {self.hidden_layer_sizes}.")
-        names = {"lr": "learning_rate_init", "beta1": "beta_1", "beta2": "beta_2", "eps": "epsilon"}
-        try:
-            return settings(epochs=int(self.max_iter), batch_size=batch, lr=self.learning_rate_init,
-                            schedule="constant" if incremental else self.schedule, warmup=0,
-                            activation=self.activation, alpha=float(self.alpha),
-                            optimizer=SOLVERS[self.solver], beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
-                            standardize=self.standardize, val_split=0, seed=seed,
-                            layers=",".join(map(str, (features, *map(int, hidden), len(self.classes_)))),
-                            dtype=self.dtype, backend=self.backend, threads=self.threads)
-        except ValueError as exc:
-            message = str(exc)
-            for ours, theirs in names.items():
-                if message.startswith(ours + " "):
-                    message = theirs + message[len(ours):]
-            raise ValueError(message) from None
+        if not isinstance(self.backend, str) or self.backend not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {self.backend!r}")
+        recipe.check_threads(self.threads)
+        return recipe.make(parameter, layers=(features, *hidden, len(self.classes_)), activation=self.activation,
+                           alpha=self.alpha, epochs=self.max_iter, batch_size=batch, optimizer=SOLVERS[self.solver],
+                           lr=self.learning_rate_init, schedule="constant" if incremental else self.schedule, warmup=0,
+                           beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon, standardize=self.standardize,
+                           val_split=0, seed=seed, dtype=self.dtype)
 
     # ------------------------------------------------------------ predicting
 
@@ -433,18 +391,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Probability of each class (columns in the order of classes_), float64 rows summing to 1."""
-        X = self._rows(X)
-        return self.model_._proba(X)
+        return self.model_.predict_proba(self._rows(X))
 
     def predict_log_proba(self, X):
         """The logarithm of predict_proba."""
-        X = self._rows(X)
-        return self.model_._log_proba(X)
+        return self.model_.predict_log_proba(self._rows(X))
 
     def predict(self, X):
         """The most probable class of each sample."""
-        X = self._rows(X)
-        return self.classes_[self.model_._logits(X).argmax(axis=1)]
+        return self.model_.predict(self._rows(X))
 
     # ------------------------------------------------------------ what scikit-learn users read
 

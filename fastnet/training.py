@@ -1,18 +1,14 @@
-"""The training loop: shuffled mini-batches, backprop, optimiser steps, per-epoch metrics; and the
-warm-up that compiles a backend's kernels before the first epoch is timed."""
+"""The training loop: shuffled mini-batches, backprop, optimiser steps, per-epoch metrics."""
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels import BACKENDS, REFERENCE
-
-from .errors import DivergenceError, InputError
-from .model import MLP, Workspace, evaluate
-from .optim import OPTIMIZERS, learning_rate
+from .errors import DivergenceError
+from .model import Workspace, evaluate
+from .optim import learning_rate
 
 
 # The most step losses a History keeps: a longer run keeps every other one of them, then every fourth,
@@ -74,8 +70,10 @@ MAX_CHUNK = 64
 CHUNK_SECONDS = 0.05
 
 
-def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None, max_chunk=MAX_CHUNK):
-    """One pass over (images, labels) in a fresh order drawn from state.rng; the last partial batch is kept.
+def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None, max_chunk=MAX_CHUNK,
+                shuffle=True):
+    """One pass over (images, labels) in a fresh order drawn from state.rng (shuffle False: in their
+    order, state.rng untouched); the last partial batch is kept.
 
     lr_at(step) gives the learning rate of optimiser step `step` (0-based). Returns the mean loss
     over the epoch's samples and the fraction of them predicted right, each step's rows by the
@@ -91,11 +89,11 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
     if state.batch == 0:
         state.epoch_rng = state.rng.bit_generator.state
         state.partial_losses, state.partial_correct = [], []
-        order = state.rng.permutation(n)
+        order = state.rng.permutation(n) if shuffle else np.arange(n)
     else:  # resuming mid-epoch: draw the same order again, skip what was done
         rng = np.random.default_rng()
         rng.bit_generator.state = state.epoch_rng
-        order = rng.permutation(n)
+        order = rng.permutation(n) if shuffle else np.arange(n)
     starts = np.append(np.arange(0, n, batch_size), n)  # step k's batch: order[starts[k]:starts[k + 1]]
     first = (state.history.step_loss or state.partial_losses or [None])[0]
     limit = None if first is None else loss_limit(first, model.sizes[-1])
@@ -115,7 +113,7 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
                 raise DivergenceError(
                     f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: "
                     f"{'loss' if not np.isfinite(loss) else 'a parameter'} is not finite "
-                    "(learning rate too high? try a smaller --lr)"
+                    "(is the learning rate too high? try a smaller one)"
                 )
             if limit is None:
                 first, limit = loss, loss_limit(loss, model.sizes[-1])
@@ -123,7 +121,7 @@ def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=
                 raise DivergenceError(
                     f"training diverged at epoch {state.epoch + 1}, step {state.batch + 1}: loss {loss:.3g} "
                     f"exploded past {limit:.3g} (the first step's was {first:.3g}; "
-                    "learning rate too high? try a smaller --lr)"
+                    "is the learning rate too high? try a smaller one)"
                 )
             state.batch += 1
             state.partial_losses.append(loss)
@@ -154,17 +152,18 @@ def loss_limit(first_loss, classes):
 
 
 def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant", warmup=0,
-        on_epoch=None, on_batch=None, stop=None, parts=0, share=None, max_chunk=MAX_CHUNK, train_pass=False):
+        on_epoch=None, on_batch=None, stop=None, parts=0, share=None, max_chunk=MAX_CHUNK, train_pass=False,
+        shuffle=True):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
-    train and val are (uint8 images, labels) pairs. on_epoch(state) runs after each epoch (print,
-    checkpoint). Epoch time covers shuffle, forward, backward and update only; evaluation is timed
+    train and val are (images, labels) pairs. on_epoch(state) runs after each epoch (print,
+    checkpoint, a stopping rule): when it returns True the run ends there. shuffle: train_epoch's. Epoch time covers shuffle, forward, backward and update only; evaluation is timed
     apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
     share: a threads.CoreShare, asked after each step (as a chunk's steps are reported) how many
     threads may run now. max_chunk: the most steps run in one call (train_epoch). The history's
     train_loss and train_accuracy are the epoch's running means (train_epoch); train_pass: the
     accuracy from a pass over the training rows after each epoch instead (its time in eval_seconds).
-    Returns True when all epochs ran, False when stop() cut the run short: inside an epoch
+    Returns True when all epochs ran, False when stop() or on_epoch cut the run short: inside an epoch
     (state.batch > 0), or between two (state.batch == 0): stop() is asked after every chunk of steps
     but the run's last.
     """
@@ -187,7 +186,7 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     h = state.history
     while state.epoch < epochs:
         t0 = time.perf_counter()
-        done = train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk)
+        done = train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk, shuffle)
         t1 = time.perf_counter()
         if done is None:
             return False
@@ -199,8 +198,8 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
         h.val_loss.append(val_loss)
         h.val_accuracy.append(val_acc)
         h.eval_seconds.append(time.perf_counter() - t1)
-        if on_epoch is not None:
-            on_epoch(state)
+        if on_epoch is not None and on_epoch(state) and state.epoch < epochs:
+            return False
         if state.epoch < epochs and stop is not None and stop():  # between epochs: resumes at batch 0
             return False
     return True
@@ -210,44 +209,3 @@ def split_validation(n, n_val, rng):
     """Shuffle 0..n-1 with rng and hold out n_val of them: returns (train_index, val_index), sorted."""
     order = rng.permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def warm_up(backend, dtype, optimizer="adam", images=np.uint8, labels=np.uint8):
-    """Run the kernels a training run uses once, on tiny arrays of `dtype`, with `optimizer`, laid
-    out as training lays them out (images and labels of the given dtypes).
-
-    Numba compiles (or loads from its cache) one specialisation per dtype and layout on first
-    call; doing it here keeps that cost out of the first epoch's time and makes it measurable.
-    When the backend says it must compile first (an empty cache), one line on stderr says so
-    before it starts. A kernel that fails to compile becomes one line telling the user how to carry on.
-    """
-    seconds = getattr(backend, "compile_seconds", lambda: 0)()  # optional: only compiled backends have it
-    #  (with remember_compile_seconds, which keeps what a compile took for the next announcement)
-    if seconds > 1:
-        print(f"compiling kernels for this machine, once: about {seconds:.0f} s", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    try:
-        with np.errstate(all="ignore"):  # random inputs; numbers are not checked here, only that kernels run
-            _exercise(backend, dtype, optimizer, images, labels)
-        if seconds > 1:
-            backend.remember_compile_seconds(time.perf_counter() - started)
-    except Exception as exc:
-        if backend.__name__ == BACKENDS[REFERENCE]:
-            raise
-        name = next((n for n, module in BACKENDS.items() if module == backend.__name__), backend.__name__)
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"the {name} backend failed to compile ({type(exc).__name__}: {first}); "
-                         f"pass --backend {REFERENCE}") from None
-
-
-def _exercise(backend, dtype, optimizer, images_dtype, labels_dtype):
-    """Call the kernels that training with `optimizer` and evaluation use once, on tiny arrays shaped
-    and typed as they use them."""
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (4, 3)).astype(images_dtype)
-    labels = np.array([0, 1, 1, 0], labels_dtype)
-    model = MLP.he_init((3, 2, 2), rng, dtype)
-    ws = Workspace(model.sizes, 4, model.dtype)
-    opt = OPTIMIZERS[optimizer](model.params.size, model.dtype)
-    opt.train_step(backend, model, images, rng.permutation(4)[:3], labels, ws, 1e-3)
-    evaluate(model, backend, images, labels)

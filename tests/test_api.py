@@ -202,7 +202,7 @@ def test_history_holds_one_entry_per_epoch():
 def test_validation_as_a_fraction_a_count_or_none(validation, held):
     X, y = blobs()
     model = fastnet.fit(X, y, epochs=1, validation=validation, threads=1)
-    assert model.settings["val_split"] == (validation or 0)
+    assert model.recipe.val_split == (validation or 0)
     assert np.isnan(model.history["val_loss"][0]) == (held == 0)
 
 

@@ -10,7 +10,7 @@ from bench import compare, profile_step
 from bench.peers import common
 from tests.conftest import write_idx
 from fastnet import data
-from fastnet.recipe import PRESETS, new_state
+from fastnet.recipe import Recipe, new_state
 
 
 def metrics(epochs, acc=0.85, cpu=1.0, wall=2.0):
@@ -84,8 +84,7 @@ def test_every_contender_module_exists():
 def test_the_peers_start_from_fastnets_weights_and_draw_its_orders(tmp_path):
     common.write_init(tmp_path / "init.npz", "784,16,10", seed=3)
     layers, rng = common.read_init(tmp_path / "init.npz")
-    s = dict(PRESETS["seed"], seed=3, dtype="float32", optimizer="adam", eps=1e-8)
-    state = new_state(s, (784, 16, 10), None, scaling="none")
+    state = new_state(Recipe.preset("seed", layers=(784, 16, 10), seed=3), None, scaling="none")
     assert [W.shape for W, _ in layers] == [(784, 16), (16, 10)]
     for (W, b), W_ref, b_ref in zip(layers, state.model.W, state.model.b):
         assert W.dtype == np.float32 and np.array_equal(W, W_ref) and np.array_equal(b, b_ref)

@@ -166,7 +166,7 @@ def test_graph_checks_and_names_fastnet(small_model, tmp_path):
     assert onnx.load(path) == onnx_model
     meta = {p.key: p.value for p in onnx_model.metadata_props}
     assert meta["producer"] == "fastnet" and meta["fastnet_version"] == fastnet.__version__
-    assert json.loads(meta["recipe"]) == json.loads(json.dumps(model.settings))
+    assert json.loads(meta["recipe"]) == model.recipe.as_stored()
     assert onnx_model.opset_import[0].version == export.DEFAULT_OPSET
     (x,) = onnx_model.graph.input
     assert [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim] == ["N", 5]

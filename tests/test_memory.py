@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_idx
-from fastnet import memory, recipe
-from fastnet.api import settings
+from fastnet import memory, recipe, run
 from fastnet.backend import get_backend
 from fastnet.errors import InputError
 from fastnet.model import evaluate
@@ -120,15 +119,14 @@ def measured(sizes, n, batch, dtype, backend, rows_dtype, threads=1, val_split=0
     y = (np.arange(n) % sizes[-1]).astype(np.uint8)
     test = X[:100].copy(), y[:100].copy()
     K = get_backend(backend)
-    s = settings(epochs=1, batch_size=batch, lr=1e-3, schedule="constant", warmup=0, activation="relu", alpha=0.0,
-                 optimizer="adam", beta1=0.9, beta2=0.99, eps=1e-8, standardize=True, val_split=val_split, seed=0,
-                 layers=",".join(map(str, sizes)), dtype=dtype, backend=backend, threads=threads)
+    r = recipe.Recipe(layers=sizes, epochs=1, batch_size=batch, lr=1e-3, schedule="constant", beta1=0.9,
+                      val_split=val_split, dtype=dtype)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         train, val = recipe.split(X, y, val_split, 0)
-        state = recipe.new_state(s, sizes, train[0])
-        recipe.run_training(state, K, train, val, s, parts=threads)
+        state = recipe.new_state(r, train[0])
+        run.train(state, K, train, val, r, parts=threads)
         evaluate(state.model, K, *test)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:

@@ -26,13 +26,14 @@ from fastnet.cli import run
 from fastnet.errors import InputError
 from fastnet.model import MLP, predict_logits
 from fastnet.optim import OPTIMIZERS
+from fastnet.recipe import Recipe
 from fastnet.training import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (16, 8, 3)
 NAMES = ["cat", "dog", "bird"]
-SETTINGS = {"dataset": "fashion-mnist", "lr": 2e-3, "layers": "16,8,3", "standardize": True,
-            "warmup": 0, "save": None, "note": "ünïcode ☃", "nested": {"a": [1, 2.5, None]}}
+RECIPE = Recipe(layers=SIZES, lr=2e-3, batch_size=8, epochs=3, warmup=2)
+TRAINED = {"dataset": "fashion-mnist", "data_dir": None, "input_dtype": "uint8"}
 
 
 def make_state(dtype=np.float32, optimizer="adam", stop_after=3, seed=0):
@@ -53,7 +54,7 @@ def make_state(dtype=np.float32, optimizer="adam", stop_after=3, seed=0):
 @pytest.fixture(scope="module")
 def good_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("good") / "model.npz"
-    checkpoint.save(str(path), make_state(), SETTINGS, NAMES)
+    checkpoint.save(str(path), make_state(), RECIPE, TRAINED, NAMES)
     return path
 
 
@@ -112,7 +113,8 @@ BAD_FILES = {
     "missing_params": (lambda g, d: rewrite(g, d, drop=["params"]), ["missing 'params'"]),
     "missing_sizes": (lambda g, d: rewrite(g, d, drop=["sizes"]), ["missing 'sizes'"]),
     "missing_class_names": (lambda g, d: rewrite(g, d, drop=["class_names"]), ["missing 'class_names'"]),
-    "missing_settings": (lambda g, d: rewrite(g, d, drop=["settings"]), ["missing 'settings'"]),
+    "missing_recipe": (lambda g, d: rewrite(g, d, drop=["recipe"]), ["missing 'recipe'"]),
+    "missing_trained": (lambda g, d: rewrite(g, d, drop=["trained"]), ["missing 'trained'"]),
     "missing_input_scale": (lambda g, d: rewrite(g, d, drop=["input_scale"]), ["missing 'input_scale'"]),
     "missing_version": (lambda g, d: rewrite(g, d, drop=["version"]), ["missing 'version'"]),
     "params_2d": (lambda g, d: rewrite(g, d, params=arrays_of(g)["params"].reshape(1, -1)), ["shape (1, "]),
@@ -140,10 +142,10 @@ BAD_FILES = {
     "class_names_short": (lambda g, d: rewrite(g, d, class_names=np.array(["a", "b"])),
                           ["'class_names'", "shape"]),
     "class_names_long": (lambda g, d: rewrite(g, d, class_names=np.array(list("abcd"))), ["'class_names'"]),
-    "settings_not_json": (lambda g, d: rewrite(g, d, settings=np.array("{lr: 1")), ["'settings'", "JSON"]),
-    "settings_not_object": (lambda g, d: rewrite(g, d, settings=np.array("[1, 2]")), ["'settings'", "object"]),
-    "settings_deep": (lambda g, d: rewrite(g, d, settings=np.array("[" * 100_000 + "]" * 100_000)),
-                      ["'settings'"]),
+    "recipe_not_json": (lambda g, d: rewrite(g, d, recipe=np.array("{lr: 1")), ["'recipe'", "JSON"]),
+    "recipe_not_object": (lambda g, d: rewrite(g, d, recipe=np.array("[1, 2]")), ["'recipe'", "object"]),
+    "recipe_deep": (lambda g, d: rewrite(g, d, recipe=np.array("[" * 100_000 + "]" * 100_000)), ["'recipe'"]),
+    "trained_not_object": (lambda g, d: rewrite(g, d, trained=np.array("3")), ["'trained'", "object"]),
     "pickled_extra": (lambda g, d: rewrite(g, d, extra=np.array([{"evil": 1}, None], dtype=object)), ["pickle"]),
     "pickled_params": (lambda g, d: rewrite(g, d, params=np.array([1.0, "x"], dtype=object)), ["pickle"]),
     "member_not_npy": (lambda g, d: zip_with_member(d, g, "params.npy", b"not an npy payload"), ["'params'"]),
@@ -332,8 +334,8 @@ def test_resume_model_whose_sizes_do_not_fit_the_data(good_file, tiny_data):
 def test_resume_checkpoint_with_bad_settings_is_one_line_error(good_file, tmp_path, tmp_cache, key, value):
     """A checkpoint whose recipe holds batch_size 0 (ZeroDivisionError in fit) or lr "fast"
     (ValueError formatting the banner) must be refused like the same flag would be: exit 2."""
-    settings = np.array(json.dumps({**SETTINGS, "val_split": 0, key: value}))
-    bad = rewrite(good_file, tmp_path / "bad.npz", settings=settings)
+    stored = np.array(json.dumps({**RECIPE.as_stored(), "val_split": 0, key: value}))
+    bad = rewrite(good_file, tmp_path / "bad.npz", recipe=stored)
     assert_one_line_exit_2(resume(bad, idx_data(tmp_path / "data16", 4)))
 
 
@@ -341,10 +343,11 @@ def test_resume_checkpoint_with_bad_settings_is_one_line_error(good_file, tmp_pa
 def test_round_trip_is_exact(tmp_path, dtype, optimizer):
     state = make_state(dtype, optimizer)
     path = tmp_path / "model.npz"
-    checkpoint.save(str(path), state, SETTINGS, NAMES)
-    model, settings, names, _ = checkpoint.load(str(path))
-    back, settings2, names2 = checkpoint.load_state(str(path), OPTIMIZERS)
-    assert settings == settings2 == SETTINGS and names == names2 == NAMES
+    checkpoint.save(str(path), state, RECIPE, TRAINED, NAMES)
+    model, record, names, _ = checkpoint.load(str(path))
+    back, record2, names2 = checkpoint.load_state(str(path), OPTIMIZERS)
+    assert record == record2 == {"recipe": RECIPE.as_stored(), "trained": TRAINED} and names == names2 == NAMES
+    assert Recipe.from_stored(record["recipe"]) == RECIPE
     for m in (model, back.model):
         assert m.sizes == SIZES and m.dtype == np.dtype(dtype)
         assert m.params.tobytes() == state.model.params.tobytes()  # bit for bit
@@ -370,12 +373,12 @@ def test_activations_and_alpha_round_trip(tmp_path):
         model = MLP.he_init(SIZES, rng, np.float32, activations=activations)
         state = TrainState(model, OPTIMIZERS[kind](model.params.size, model.dtype, alpha=0.25), rng)
         path = tmp_path / f"{activations[0]}.npz"
-        checkpoint.save(str(path), state, {**SETTINGS, "activation": activations[0], "alpha": 0.25}, NAMES)
+        checkpoint.save(str(path), state, RECIPE.replace(activation=activations[0], alpha=0.25), TRAINED, NAMES)
         assert arrays_of(path)["activations"].tolist() == list(activations)
-        loaded, settings, _, _ = checkpoint.load(str(path))
+        loaded, record, _, _ = checkpoint.load(str(path))
         back, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
         assert loaded.activations == back.model.activations == activations
-        assert settings["alpha"] == back.optimizer.alpha == 0.25
+        assert record["recipe"]["alpha"] == back.optimizer.alpha == 0.25
 
 
 BEFORE_ACTIVATIONS = ROOT / "tests" / "data" / "model-before-activations.npz"
@@ -387,8 +390,10 @@ def test_a_file_from_before_activations_were_recorded_has_relu_hidden_layers(tmp
     --batch-size 16 --backend numpy --threads 1 --save ...` on idx_data(folder, 4)). It loads with
     relu hidden layers and no L2 penalty, evaluates as relu, and resumes as what it was: relu with
     alpha 0, refusing a flag that says otherwise."""
-    model, settings, names, arrays = checkpoint.load(str(BEFORE_ACTIVATIONS))
-    assert "activations" not in arrays and "alpha" not in settings and "activation" not in settings
+    model, record, names, arrays = checkpoint.load(str(BEFORE_ACTIVATIONS))
+    assert "activations" not in arrays and "recipe" not in arrays  # one `settings` member held both records
+    assert "alpha" not in record["recipe"] and "activation" not in record["recipe"]
+    assert Recipe.from_stored(record["recipe"]).alpha == 0.0 and record["trained"]["dataset"] == "fashion-mnist"
     assert model.activations == ("relu", "identity")
     state, _, _ = checkpoint.load_state(str(BEFORE_ACTIVATIONS), OPTIMIZERS)
     assert state.optimizer.alpha == 0.0
@@ -406,15 +411,15 @@ def test_a_file_from_before_activations_were_recorded_has_relu_hidden_layers(tmp
         assert "contradicts" in line, line
     done = resume(copy, data, "--epochs", "2", "--activation", "relu", "--alpha", "0")
     assert done.returncode == 0, done.stderr
-    model, settings, _, arrays = checkpoint.load(str(copy))
-    assert arrays["activations"].tolist() == ["relu", "identity"]
-    assert (settings["activation"], settings["alpha"]) == ("relu", 0.0)
+    model, record, _, arrays = checkpoint.load(str(copy))
+    assert arrays["activations"].tolist() == ["relu", "identity"] and "settings" not in arrays
+    assert (record["recipe"]["activation"], record["recipe"]["alpha"]) == ("relu", 0.0)
 
 
 def test_saved_file_has_ordinary_permissions(tmp_path, good_file):
     """mkstemp creates 0600 files; the model file must get the umask's usual permissions."""
     path = tmp_path / "model.npz"
-    checkpoint.save(str(path), make_state(), SETTINGS, NAMES)
+    checkpoint.save(str(path), make_state(), RECIPE, TRAINED, NAMES)
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
@@ -425,15 +430,15 @@ def test_save_failures_are_input_errors_and_leave_no_temporary_file(tmp_path):
     target = tmp_path / "a_directory"
     target.mkdir()
     with pytest.raises(InputError, match="cannot write"):
-        checkpoint.save(str(target), state, SETTINGS, NAMES)
+        checkpoint.save(str(target), state, RECIPE, TRAINED, NAMES)
     with pytest.raises(InputError, match="cannot write"):
-        checkpoint.save(str(tmp_path / "missing" / "m.npz"), state, SETTINGS, NAMES)
+        checkpoint.save(str(tmp_path / "missing" / "m.npz"), state, RECIPE, TRAINED, NAMES)
     good = tmp_path / "m.npz"
-    checkpoint.save(str(good), state, SETTINGS, NAMES)
+    checkpoint.save(str(good), state, RECIPE, TRAINED, NAMES)
     before = good.read_bytes()
     state.model.params[3] = np.inf
     with pytest.raises(InputError, match="non-finite"):
-        checkpoint.save(str(good), state, SETTINGS, NAMES)
+        checkpoint.save(str(good), state, RECIPE, TRAINED, NAMES)
     assert good.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_directory", "m.npz"]
 
@@ -492,7 +497,7 @@ def test_a_long_runs_history_is_stored_as_float_members_and_reads_back_exactly(t
     h.train_accuracy, h.val_accuracy = rng.random(epochs).tolist(), [float("nan")] * epochs
     h.step_loss, h.steps, state.epoch = rng.random(3 * epochs).tolist(), 3 * epochs, epochs
     path = tmp_path / "long.npz"
-    checkpoint.save(str(path), state, SETTINGS, NAMES)
+    checkpoint.save(str(path), state, RECIPE, TRAINED, NAMES)
     with zipfile.ZipFile(path) as zf:
         assert zf.getinfo("progress.npy").file_size < 8192
     arrays = arrays_of(path)
@@ -539,7 +544,7 @@ def test_the_step_history_is_bounded_and_a_resumed_run_keeps_what_the_straight_o
     steps = iter(range(1, 10**9))
     half = run(stop=lambda: next(steps) == 13)
     path = tmp_path / "half.npz"
-    checkpoint.save(str(path), half, SETTINGS, NAMES)
+    checkpoint.save(str(path), half, RECIPE, TRAINED, NAMES)
     resumed = run(state=checkpoint.load_state(str(path), OPTIMIZERS)[0])
     assert resumed.history.step_loss == h.step_loss and resumed.history.step_stride == 2
     np.testing.assert_array_equal(resumed.model.params, straight.model.params)
@@ -566,7 +571,7 @@ def test_a_model_with_more_inputs_than_the_old_fixed_bound_loads(tmp_path):
     model = MLP(sizes, np.float64, 0.5, 0.25)
     state = TrainState(model, OPTIMIZERS["gd"](model.params.size, model.dtype), np.random.default_rng(0))
     path = tmp_path / "wide.npz"
-    checkpoint.save(str(path), state, SETTINGS, ["a", "b"])
+    checkpoint.save(str(path), state, RECIPE, TRAINED, ["a", "b"])
     del model, state
     loaded, _, _, _ = checkpoint.load(str(path))
     assert loaded.sizes == sizes and loaded.input_scale[-1] == 0.5
@@ -585,16 +590,16 @@ def test_layer_sizes_are_bounded_by_what_a_file_holds():
 def test_class_names_longer_than_a_file_holds_are_refused_when_writing(tmp_path):
     state = make_state()
     with pytest.raises(InputError, match="longer than"):
-        checkpoint.save(str(tmp_path / "m.npz"), state, SETTINGS, ["a", "b", "x" * (checkpoint.MAX_NAME + 1)])
+        checkpoint.save(str(tmp_path / "m.npz"), state, RECIPE, TRAINED, ["a", "b", "x" * (checkpoint.MAX_NAME + 1)])
     assert not (tmp_path / "m.npz").exists()
-    checkpoint.save(str(tmp_path / "m.npz"), state, SETTINGS, ["a", "b", "x" * checkpoint.MAX_NAME])
+    checkpoint.save(str(tmp_path / "m.npz"), state, RECIPE, TRAINED, ["a", "b", "x" * checkpoint.MAX_NAME])
     assert checkpoint.load(str(tmp_path / "m.npz"))[2][2] == "x" * checkpoint.MAX_NAME
 
 
 HUGE_INTEGER = "1" + "0" * 5000  # past Python's 4300-digit limit of int(text)
 
 
-@pytest.mark.parametrize("member", ["settings", "progress"])
+@pytest.mark.parametrize("member", ["recipe", "trained", "progress"])
 def test_a_json_integer_of_5000_digits_is_one_line_error(good_file, tmp_path, member):
     text = str(arrays_of(good_file)[member])
     bad = rewrite(good_file, tmp_path / "huge.npz", **{member: np.array(text[:-1] + f', "n": {HUGE_INTEGER}}}')})
@@ -610,8 +615,8 @@ def test_a_json_integer_of_5000_digits_is_one_line_error(good_file, tmp_path, me
 
 
 def test_a_json_integer_of_5000_digits_through_evaluate_and_predict(good_file, tmp_path):
-    text = str(arrays_of(good_file)["settings"])
-    bad = rewrite(good_file, tmp_path / "huge.npz", settings=np.array(text[:-1] + f', "n": {HUGE_INTEGER}}}'))
+    text = str(arrays_of(good_file)["trained"])
+    bad = rewrite(good_file, tmp_path / "huge.npz", trained=np.array(text[:-1] + f', "n": {HUGE_INTEGER}}}'))
     for command in (["fastnet.evaluate", str(bad), "--backend", "numpy"], ["fastnet.predict", str(bad), "x.png"]):
         proc = subprocess.run([sys.executable, "-m", *command], cwd=tmp_path, capture_output=True, text=True,
                               timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -630,8 +635,8 @@ def test_a_relative_data_dir_is_stored_absolute(tmp_path, tmp_cache):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
-    settings = checkpoint.load(str(tmp_path / "m.npz"))[1]
-    assert settings["data_dir"] == str(tmp_path / "data16")
+    trained = checkpoint.load(str(tmp_path / "m.npz"))[1]["trained"]
+    assert trained["data_dir"] == str(tmp_path / "data16")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = subprocess.run([sys.executable, "-m", "fastnet.evaluate", str(tmp_path / "m.npz"), "--backend", "numpy"],

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from fastnet.sklearn import MLPClassifier, _InOrder  # noqa: E402
+from fastnet.sklearn import MLPClassifier  # noqa: E402
 
 # Most fits here stop at max_iter on purpose; the tests that are about the warning catch it.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -189,7 +189,15 @@ def test_solvers_batches_and_order(digits):
     with pytest.warns(UserWarning, match="clipped"):
         small(batch_size=5000, max_iter=2).fit(X, y)
     assert small(shuffle=False).fit(X, y).score(X_test, y_test) > 0.9
-    assert _InOrder(np.random.PCG64(0)).permutation(4).tolist() == [0, 1, 2, 3]
+
+    def order_state(shuffle, epochs):  # the generator that draws each epoch's order, after `epochs` epochs
+        clf = small(shuffle=shuffle, max_iter=epochs, tol=0.0, n_iter_no_change=100)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return clf.fit(X[:100], y[:100]).model_._state.rng.bit_generator.state
+
+    assert order_state(False, 1) == order_state(False, 3)  # in order: no epoch draws an order
+    assert order_state(True, 1) != order_state(True, 3)
 
 
 @pytest.mark.parametrize("params, words", [
@@ -329,7 +337,7 @@ def test_ctrl_c_in_fit_keeps_the_last_complete_epoch(digits, monkeypatch, early_
     with pytest.warns(ConvergenceWarning):
         two = small(max_iter=2, early_stopping=early_stopping).fit(X, y)
     same_network(cut, two)
-    assert cut.n_iter_ == 2 and cut.model_.settings["epochs"] == 2 and len(cut.model_._state.history.train_loss) == 2
+    assert cut.n_iter_ == 2 and cut.model_.recipe.epochs == 2 and len(cut.model_._state.history.train_loss) == 2
     assert cut.validation_scores_ == two.validation_scores_
     np.testing.assert_array_equal(cut.predict(X_test), two.predict(X_test))
 

@@ -70,10 +70,10 @@ def write_init(path, layers="784,128,10", seed=0):
     """Save fastnet's fresh state for the seed recipe (fastnet.recipe.new_state): its He weights,
     zero biases, and its generator's state after them, which draws each epoch's order."""
     from fastnet.model import parse_layers
-    from fastnet.recipe import new_state
+    from fastnet.recipe import Recipe, new_state
 
-    s = dict(SEED_RECIPE, seed=seed, dtype="float32", optimizer="adam", eps=EPS)
-    state = new_state(s, parse_layers(layers), None, scaling="none")  # the images are not read
+    r = Recipe.preset("seed", layers=parse_layers(layers), seed=seed, dtype="float32", optimizer="adam", eps=EPS)
+    state = new_state(r, None, scaling="none")  # the images are not read
     arrays = {}
     for l, (W, b) in enumerate(zip(state.model.W, state.model.b)):
         arrays[f"W{l}"], arrays[f"b{l}"] = W, b

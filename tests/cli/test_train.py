@@ -114,9 +114,9 @@ def test_activation_and_alpha_reach_the_model_file_and_evaluate(tmp_path, tmp_ca
     assert proc.returncode == 0, proc.stderr
     m = json.loads(metrics.read_text())
     assert (m["activation"], m["alpha"]) == ("tanh", 0.01)
-    loaded, settings, _, arrays = checkpoint.load(str(model))
+    loaded, record, _, arrays = checkpoint.load(str(model))
     assert arrays["activations"].tolist() == ["tanh", "identity"] and loaded.activations == ("tanh", "identity")
-    assert (settings["activation"], settings["alpha"]) == ("tanh", 0.01)
+    assert (record["recipe"]["activation"], record["recipe"]["alpha"]) == ("tanh", 0.01)
 
     def evaluated(path):
         ev = fastnet("fastnet.evaluate", str(path), "--backend", backend, "--json")

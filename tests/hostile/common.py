@@ -49,11 +49,11 @@ def debris(folder):
 
 
 def rewrite(src, dst, **changes):
-    """A copy of model file src at dst with members replaced (arrays) or, for progress and
-    settings, their JSON updated with the dict given."""
+    """A copy of model file src at dst with members replaced (arrays) or, for progress, recipe
+    and trained, their JSON updated with the dict given."""
     arrays = dict(np.load(src))
     for key, value in changes.items():
-        if isinstance(value, dict) and key in ("progress", "settings"):
+        if isinstance(value, dict) and key in ("progress", "recipe", "trained"):
             doc = json.loads(str(arrays[key]))
             doc.update(value)
             value = np.array(json.dumps(doc))

@@ -138,7 +138,7 @@ def data_file(rel, payload):
 
 def model_with(**members):
     """Setup: model.npz with members replaced (values: arrays, or callables of the old array);
-    None drops a member; a dict for settings/progress updates its JSON."""
+    None drops a member; a dict for recipe/trained/progress updates its JSON."""
     def setup(ws):
         path = ws / "model.npz"
         arrays = dict(np.load(path))
@@ -347,9 +347,9 @@ for name, setup, code in [
     ("class_names_too_few", model_with(class_names=np.array(["a", "b"])), 2),
     ("class_names_ints", model_with(class_names=np.arange(4)), 2),
     ("input_scale_nan", model_with(input_scale=lambda a: a * np.nan), 2),
-    ("settings_not_json", model_with(settings=np.array("{not json")), 2),
-    ("settings_a_list", model_with(settings=np.array("[1, 2]")), 2),
-    ("settings_unknown_dataset", model_with(settings={"dataset": "cifar"}), 2),
+    ("recipe_not_json", model_with(recipe=np.array("{not json")), 2),
+    ("recipe_a_list", model_with(recipe=np.array("[1, 2]")), 2),
+    ("trained_unknown_dataset", model_with(trained={"dataset": "cifar"}), 2),
     ("format_other", model_with(format=np.array("other")), 2),
     ("version_99", model_with(version=np.array(99)), 2),
     ("truncated_zip", lambda ws: put(ws, "model.npz", (ws / "model.npz").read_bytes()[:500]), 2),
@@ -391,7 +391,7 @@ for name, argv, code, setup in [
     ("resume_step_negative", TRAIN + ["--resume", "model.npz", "--epochs", "2"], 2,
      model_with(opt_step=np.array(-5))),
     ("resume_settings_threads_text", TRAIN[:-6] + ["--data-dir", "{data}", "--resume", "model.npz", "--epochs", "2"],
-     2, model_with(settings={"threads": "many"})),
+     2, model_with(trained={"threads": "many"})),
     ("resume_continues", TRAIN + ["--resume", "model.npz", "--epochs", "2"], 0, None),
     ("evaluate_other_inputs", EVALUATE, 2, both(data_file(TI, idx_bytes(images(300, 9))),
                                                 data_file(SI, idx_bytes(images(60, 9))))),

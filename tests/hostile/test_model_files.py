@@ -99,9 +99,9 @@ def test_resume_refuses_recipe_flags_that_contradict_the_checkpoint(model, tmp_p
 
 
 def test_errors_name_the_checkpoint_not_flags_the_user_never_passed(model, tmp_path, env, tiny):
-    bad = rewrite(model, tmp_path / "bad.npz", settings={"batch_size": 0})
+    bad = rewrite(model, tmp_path / "bad.npz", recipe={"batch_size": 0})
     proc = fastnet("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
-    assert_one_line_error(proc, 2, "the checkpoint's batch_size")
+    assert_one_line_error(proc, 2, "the checkpoint's recipe", "batch_size must be an integer >= 1")
     assert "--batch-size" not in proc.stderr
 
 

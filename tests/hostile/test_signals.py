@@ -33,6 +33,7 @@ from tests.hostile.common import TINY, debris, train
 from fastnet import checkpoint, cli, training
 from fastnet.model import MLP, Workspace
 from fastnet.optim import OPTIMIZERS, learning_rate
+from fastnet.recipe import Recipe
 from fastnet.training import TrainState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def save_loop(path, ready):
     """Save a 784,512,10 model (407k parameters and Adam moments: ~5 MB) to path over and over.
 
-    Save number i holds params == m == v == i, step i and settings {"i": i}, so a file mixing two
+    Save number i holds params == m == v == i, step i and a recipe of seed i, so a file mixing two
     saves would show. Writes a byte to the pipe `ready` after the first complete save. Never returns.
     """
     model = MLP((784, 512, 10))
@@ -50,7 +51,7 @@ def save_loop(path, ready):
         for a in (model.params, state.optimizer.m, state.optimizer.v):
             a[...] = i
         state.optimizer.step = i
-        checkpoint.save(path, state, {"i": i}, [str(k) for k in range(10)])
+        checkpoint.save(path, state, Recipe(seed=i), {}, [str(k) for k in range(10)])
         if i == 0:
             os.write(ready, b"!")
 
@@ -88,8 +89,8 @@ def test_sigkill_during_saves_never_leaves_a_broken_model(tmp_path):
             _, status = os.waitpid(pid, 0)
             os.close(ready)
         assert started and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        state, settings, names = checkpoint.load_state(str(path), OPTIMIZERS)
-        i = settings["i"]
+        state, record, names = checkpoint.load_state(str(path), OPTIMIZERS)
+        i = record["recipe"]["seed"]
         assert state.model.sizes == (784, 512, 10) and names == [str(k) for k in range(10)]
         assert state.optimizer.step == i
         for a in (state.model.params, state.optimizer.m, state.optimizer.v):
@@ -607,12 +608,12 @@ import numpy as np
 import kernels.reference as K
 from fastnet import cli, train
 fail, real, calls = int(sys.argv[1]), K.adam_update, [0]
-def adam_update(p, g, *rest):
-    calls[0] += p.size > 100  # count the real model's steps, not the kernel warm-up's tiny one
-    if calls[0] == fail and p.size > 100:
+def adam_update(p, g, m, v, step, lr, *rest):
+    calls[0] += lr > 0  # count the run's steps, not the kernel warm-up's (learning rate 0)
+    if calls[0] == fail and lr > 0:
         g = g.copy()
         g[0] = np.nan
-    return real(p, g, *rest)
+    return real(p, g, m, v, step, lr, *rest)
 K.adam_update = adam_update
 cli.run(train.main, sys.argv[2:])
 """
@@ -632,10 +633,10 @@ def test_divergence_in_a_later_epoch_keeps_the_last_checkpoint(workdir, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "epoch 3, step 7" in lines[0] and "not finite" in lines[0], lines[0]
     assert len([l for l in proc.stdout.splitlines() if l.startswith("epoch ")]) == 2
-    state, settings, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    state, record, _ = checkpoint.load_state(str(path), OPTIMIZERS)
     assert (state.epoch, state.batch, state.optimizer.step) == (2, 0, 1250)
     assert np.isfinite(state.model.params).all() and np.isfinite(state.optimizer.m).all()
-    assert settings["epochs"] == 5 and temporaries(tmp_path) == []
+    assert record["recipe"]["epochs"] == 5 and temporaries(tmp_path) == []
 
 
 # --- peak memory of a default run -------------------------------------------------------------
@@ -668,7 +669,7 @@ def test_default_run_peak_memory(tmp_path):
 
 SIGNAL_AT = """
 import os, signal, sys
-from fastnet import checkpoint, cli, train, training
+from fastnet import checkpoint, cli, run, train, training
 from fastnet.progress import ProgressBar
 
 phase, sig, held_out = sys.argv[1], getattr(signal, sys.argv[2]), int(sys.argv[3])
@@ -689,7 +690,7 @@ elif phase == "validation":  # the last epoch's validation
 elif phase == "save":  # the final save
     before(checkpoint, "save")
 elif phase == "test":  # the test evaluation after the save
-    before(train, "evaluate")
+    before(run, "test")
 cli.run(train.main, sys.argv[4:])
 """
 

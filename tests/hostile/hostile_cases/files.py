@@ -265,8 +265,9 @@ def with_history(epochs=None, step_losses=None, stride=1, steps=None, rel="model
         _fastnet()
         from fastnet import checkpoint
         from fastnet.optim import OPTIMIZERS
+        from fastnet.recipe import Recipe
 
-        state, settings, names = checkpoint.load_state(str(ws / rel), OPTIMIZERS)
+        state, record, names = checkpoint.load_state(str(ws / rel), OPTIMIZERS)
         h = state.history
         if epochs is not None:
             for key in ("epoch_seconds", "eval_seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy"):
@@ -277,7 +278,7 @@ def with_history(epochs=None, step_losses=None, stride=1, steps=None, rel="model
             h.step_loss = [h.step_loss[0]] + [1.0] * (step_losses - 1)
             h.step_stride = stride
             h.steps = steps if steps is not None else step_losses * stride
-        checkpoint.save(str(ws / rel), state, settings, names)
+        checkpoint.save(str(ws / rel), state, Recipe.from_stored(record["recipe"]), record["trained"], names)
     return setup
 
 
@@ -326,6 +327,7 @@ def wide_model(classes=1000, name_chars=None):
         from fastnet import checkpoint
         from fastnet.model import MLP
         from fastnet.optim import OPTIMIZERS
+        from fastnet.recipe import Recipe
         from fastnet.training import TrainState
 
         model = MLP.he_init((64, 8, classes), np.random.default_rng(0))
