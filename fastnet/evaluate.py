@@ -7,9 +7,10 @@ import sys
 
 import numpy as np
 
-from . import checkpoint, data, formats, plots
+from . import checkpoint, data, plots
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, check_plot_folder, printable, run
+from .data.arrays import small_labels
 from .errors import InputError
 from .model import check_fits, predict_logits
 from .threads import set_threads
@@ -66,7 +67,7 @@ def output_labels(classes, split, where, model):
     tables = [np.array([output.get(value, -1) for value in spelling], np.int64) for spelling in spellings]
     for table in tables:
         if (table[present] >= 0).all():
-            return formats.small_labels(table[labels])
+            return small_labels(table[labels])
     unknown = [names[j] for j in present if tables[0][j] < 0][:5]
     raise InputError(f"{where} has classes {', '.join(map(printable, unknown))} that {printable(model)} was not "
                      f"trained on (its classes: {printable(', '.join(map(str, classes.tolist()[:10])))}"
@@ -177,7 +178,7 @@ def main(argv=None):
     dataset = args.dataset or settings.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    test = formats.load_split(dataset, "test", data_dir(args, settings))
+    test = data.load(dataset, "test", data_dir(args, settings))
     images = test.images
     where = f"the test set in {test.source}" if test.custom else f"the {dataset} test set"
     check_inputs(settings, images, where, args.model)

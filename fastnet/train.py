@@ -16,7 +16,7 @@ import numpy as np
 
 from kernels import ACTIVATIONS
 
-from . import blasinfo, checkpoint, data, formats
+from . import blasinfo, checkpoint, data
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import (
     ArgumentParser,
@@ -76,7 +76,7 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir", help="directory holding the four IDX files; or a .npz file, or a directory "
-                                      "of *train*.csv and *test*.csv (see fastnet.formats)")
+                                      "of *train*.csv and *test*.csv (see fastnet.data)")
     p.add_argument("--save", metavar="PATH", help="write the model (and its training state) to PATH (.npz)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="with --save, also save every N epochs")
     p.add_argument("--resume", metavar="PATH", help="continue the run saved in PATH up to --epochs in total")
@@ -178,8 +178,8 @@ def prepare(s, given):
         s["data_dir"] = os.path.abspath(s["data_dir"])
     check_outputs(s)
     s["threads"], s["threads_note"] = set_threads(s["threads"], kernels.BLAS_THREADS, s["backend"])
-    train_split = formats.load_split(s["dataset"], "train", s["data_dir"])
-    test_split = formats.load_split(s["dataset"], "test", s["data_dir"])
+    train_split = data.load(s["dataset"], "train", s["data_dir"])
+    test_split = data.load(s["dataset"], "test", s["data_dir"])
     images, classes = train_split.images, train_split.num_classes
     if state is None:
         labels = train_split.labels
@@ -235,7 +235,7 @@ def train_and_report(s, kernels, state, names, train_rows, val, test, share, cla
     """Train (announcing the run, saving as asked, stopping cleanly on a signal), then report.
     classes: the labels the outputs stand for, kept in the saved file (None: 0..K-1)."""
     say = (lambda *a: None) if s["quiet"] else print
-    source = s["dataset"] if formats.kind(s["data_dir"]) == "idx" else s["data_dir"]
+    source = s["dataset"] if data.kind(s["data_dir"]) == "idx" else s["data_dir"]
     blas = blasinfo.blas_info()
     note = blasinfo.forced_warning(blas)
     if note:

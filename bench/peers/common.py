@@ -61,7 +61,7 @@ def load(split, data_dir=None):
     """(pixels / 255 as float32 (N, D0), labels int64 (N,)) of a Fashion-MNIST split, as fastnet finds it."""
     from fastnet import data
 
-    loaded = data.load_split("fashion-mnist", split, data_dir)
+    loaded = data.load("fashion-mnist", split, data_dir)
     images, labels = loaded.images, loaded.labels
     return images.astype(np.float32) / np.float32(255), labels.astype(np.int64)
 
