@@ -110,7 +110,8 @@ def run(args, start, rng, n, epoch, logits, **info):
 
     epoch(order) -> (mean loss over the samples, steps taken): one training pass over the samples
     in `order`, finished (not just dispatched) when it returns. A peer with its own shuffle
-    (Keras, scikit-learn) ignores `order`; drawing it costs ~1 ms, the same for everyone.
+    (Keras, scikit-learn) ignores `order`; drawing it costs the same for everyone
+    (docs/performance.md#constants-and-where-they-come-from).
     logits(images) -> float array (N, K) for float32 pixels / 255. n: the training samples.
     start: perf_counter() before the library was imported.
     """
