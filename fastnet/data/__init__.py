@@ -50,7 +50,8 @@ class Split:
     labels       (N,), each in 0..num_classes-1: uint8, or intp above 256 classes
     class_names  num_classes names; label c is class_names[c]: the known data set's names, or
                  "0", "1", ... for custom data
-    num_classes  the known data set's class count, or for custom data the largest train label + 1
+    num_classes  the known data set's class count; for custom IDX data the largest train label + 1,
+                 for a .npz or CSV split its own largest label + 1
     dataset      the data set name asked for, e.g. "fashion-mnist"
     split        "train" or "test"
     source       the directory (or .npz file) the data were read from
