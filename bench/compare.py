@@ -332,7 +332,7 @@ def training_images(data_dir):
     """How many training images the contenders will see (the floor runs over as many rows)."""
     from fastnet import data
 
-    return len(data.load_split("fashion-mnist", "train", data_dir).labels)
+    return len(data.load("fashion-mnist", "train", data_dir).labels)
 
 
 def parse_names(text):

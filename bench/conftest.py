@@ -17,7 +17,7 @@ ROWS = pytest.StashKey[list]()
 @pytest.fixture(scope="session")
 def train_data():
     """Fashion-MNIST's training split: uint8 images (60000, 784) and uint8 labels."""
-    train = data.load_split("fashion-mnist", "train")
+    train = data.load("fashion-mnist", "train")
     return train.images, train.labels
 
 

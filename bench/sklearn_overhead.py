@@ -33,8 +33,8 @@ from fastnet.backend import get_backend
 from fastnet.sklearn import MLPClassifier
 from fastnet.threads import limited
 warnings.simplefilter("ignore")
-X, y = data.load_split("fashion-mnist", "train")
-X_test, y_test = data.load_split("fashion-mnist", "test")
+X, y = data.load("fashion-mnist", "train")
+X_test, y_test = data.load("fashion-mnist", "test")
 epochs, threads = int(sys.argv[1]), (int(sys.argv[2]) or None)
 clf = MLPClassifier(hidden_layer_sizes=(128,), batch_size=128, learning_rate_init=2e-3, beta_1=0.8, beta_2=0.99,
                     schedule="cosine", max_iter=epochs, random_state=0, threads=threads,

@@ -2,7 +2,7 @@
 
 The shapes are one float32 step of the 784-128-10 network with batches of N = 128: the parameters,
 gradients and optimiser moments are the model's flat buffers of P = 101,770 (weights as views
-into them, as in training), labels are uint8 as load_split returns them, a batch index is int64
+into them, as in training), labels are uint8 as fastnet.data.load returns them, a batch index is int64
 as a slice of rng.permutation. Each benchmark first runs its backend and the reference on
 identical inputs and checks one against the other (which also compiles the JIT for exactly these
 dtypes and layouts), then times the backend (the `backend_name` fixture, conftest.py). Units in
@@ -58,7 +58,7 @@ def _relu_output(rng, shape):
 
 
 def _labels(rng):
-    """A batch of uint8 class labels, as load_split gives them."""
+    """A batch of uint8 class labels, as fastnet.data.load gives them."""
     return rng.integers(0, K, N).astype(np.uint8)
 
 

@@ -29,7 +29,7 @@ def trained(train_data):
     """(model, ONNX bytes with uint8 input, the test images, their probabilities by predict_proba)."""
     images, labels = train_data
     model = fastnet.fit(images, labels, epochs=1, seed=0)
-    test = data.load_split("fashion-mnist", "test")
+    test = data.load("fashion-mnist", "test")
     return model, model.to_onnx(input="uint8").SerializeToString(), test.images, model.predict_proba(test.images)
 
 

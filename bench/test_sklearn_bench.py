@@ -30,7 +30,7 @@ SHARED = dict(hidden_layer_sizes=(128,), solver="adam", alpha=0.0, batch_size=12
 def float32_split(train_data):
     """(X float32 in [0, 1], y) of the training split, and of the test split."""
     images, labels = train_data
-    test_images, test_labels = data.load_split("fashion-mnist", "test")
+    test_images, test_labels = data.load("fashion-mnist", "test")
     return (images.astype(np.float32) / 255, labels), (test_images.astype(np.float32) / 255, test_labels)
 
 

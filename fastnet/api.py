@@ -11,8 +11,9 @@ import os
 
 import numpy as np
 
-from . import checkpoint, formats, recipe, run
+from . import checkpoint, recipe, run
 from .backend import BACKEND_NAMES, get_backend
+from .data.arrays import as_rows, small_labels
 from .errors import DivergenceError, InputError
 from .model import MLP, predict_logits
 from .optim import OPTIMIZERS
@@ -137,7 +138,7 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
     if not isinstance(verbose, (bool, np.bool_)):
         raise TypeError(f"verbose must be True or False, got {verbose!r}")
     with python_errors():
-        X = formats.as_rows(X)
+        X = as_rows(X)
         classes, labels = encode_labels(y, len(X))
         r = recipe.make(argument, layers=(X.shape[1], *hidden, len(classes)), activation=activation,
                         alpha=alpha, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -146,7 +147,7 @@ def fit(X, y, *, hidden_layer_sizes=(128,), activation="relu", alpha=0.0, epochs
         threads = recipe.check_threads(threads)
         _check_backend(backend)
         if pair is not None:
-            X_val = formats.as_rows(pair[0], "X_val")
+            X_val = as_rows(pair[0], "X_val")
             if X_val.shape[1] != X.shape[1]:
                 raise ValueError(f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}")
             val = (X_val, encode_known(pair[1], classes, len(X_val), "y_val"))
@@ -407,7 +408,7 @@ class Model:
 
     def _rows(self, X):
         with python_errors():
-            X = formats.as_rows(X)
+            X = as_rows(X)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but the model takes {self.n_features_in_}")
         return X
@@ -583,7 +584,7 @@ def _validation(validation):
 
 
 def encode_labels(y, n, what="y"):
-    """(classes_, class indices): classes_ = np.unique(y), indices into it as formats.small_labels."""
+    """(classes_, class indices): classes_ = np.unique(y), indices into it as small_labels."""
     y = _labels(y, n, what)
     try:
         classes, index = np.unique(y, return_inverse=True)
@@ -592,7 +593,7 @@ def encode_labels(y, n, what="y"):
             from None
     if len(classes) < 2:
         raise ValueError(f"{what} has 1 class ({classes[0]!r}); a classifier needs at least 2")
-    return classes, formats.small_labels(index.reshape(-1))
+    return classes, small_labels(index.reshape(-1))
 
 
 def encode_known(y, classes, n, what="y"):
@@ -607,7 +608,7 @@ def encode_known(y, classes, n, what="y"):
     if unknown.any():
         raise ValueError(f"{what} holds labels the model does not know: {np.unique(y[unknown])[:5]!r}; "
                          f"its classes are {classes!r}")
-    return formats.small_labels(index)
+    return small_labels(index)
 
 
 def _labels(y, n, what):

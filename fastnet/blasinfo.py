@@ -3,7 +3,7 @@
 The matrix products are most of an epoch (docs/performance.md, "The floor"), so a run says which
 library did them: OpenBLAS picks its kernels for the CPU at load time, unless OPENBLAS_CORETYPE
 names a family. Set to Haswell on an AVX-512 CPU (some machines set it, for older OpenBLAS builds
-that crashed there), it makes every product run AVX2 kernels: 1.8x slower here. fastnet never
+that crashed there), it makes every product run AVX2 kernels, FORCED_COST times slower. fastnet never
 changes the user's environment; it says so, once, with what it costs.
 """
 
@@ -11,7 +11,8 @@ import os
 
 # OpenBLAS kernel families that use AVX-512 (threadpoolctl's "architecture")
 AVX512_FAMILIES = frozenset(("SkylakeX", "Cooperlake", "SapphireRapids"))
-FORCED_COST = 1.8  # products' time with Haswell kernels over SkylakeX ones on this project's AMD EPYC
+# products' time with Haswell kernels over SkylakeX ones: docs/performance.md#constants-and-where-they-come-from
+FORCED_COST = 1.8
 
 
 def blas_info():

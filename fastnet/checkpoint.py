@@ -23,7 +23,7 @@ import numpy as np
 from kernels import ACTIVATIONS, activation_codes, activation_names, parameter_count
 
 from .errors import InputError
-from .files import atomic_write
+from .files import NPY_HEADER, atomic_write, npy_header
 from .model import MAX_LAYERS, MLP, hidden_layers
 from .training import MAX_STEP_LOSSES, History, TrainState
 
@@ -93,7 +93,6 @@ _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, Not
 # reached). Any other member is never read, so a file padded with a huge extra member costs nothing.
 # `progress` is small in today's files; files from before the history had members of its own held it
 # there as JSON, hence its large bound.
-NPY_HEADER = 1 << 16  # bytes allowed for a .npy header beside its data
 MAX_NAME = 1024  # characters of a class name (a label in text) that a model file may hold
 
 
@@ -185,21 +184,6 @@ def _read_member(zf, path, key, limit):
             return np.lib.format.read_array(f, allow_pickle=False)
     except ValueError as exc:
         raise InputError(f"{path}: '{key}' is not a valid NumPy array ({exc})") from None
-
-
-def npy_header(zf, info, path, key):
-    """(shape, dtype) from a member's .npy header, read without its data; pickles are refused."""
-    try:
-        with zf.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(f, max_header_size=NPY_HEADER)
-    except ValueError as exc:
-        raise InputError(f"{path}: '{key}' is not a valid NumPy array ({exc})") from None
-    if dtype.hasobject:
-        raise InputError(f"{path} holds pickled objects; fastnet never loads those")
-    return shape, dtype
 
 
 def _valid_sizes(sizes):

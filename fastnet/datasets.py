@@ -12,8 +12,8 @@ from .api import python_errors
 
 def _load(name, data_dir, download):
     with python_errors():
-        return (tuple(data.load_split(name, "train", data_dir, download)),
-                tuple(data.load_split(name, "test", data_dir, download)))
+        return (tuple(data.load(name, "train", data_dir, download)),
+                tuple(data.load(name, "test", data_dir, download)))
 
 
 def load_fashion_mnist(data_dir=None, download=True):

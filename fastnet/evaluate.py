@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from . import checkpoint, data, formats, plots
+from . import checkpoint, data, plots
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import ArgumentParser, check_plot_folder, printable, run
 from .errors import InputError
@@ -117,7 +117,7 @@ def main(argv=None):
     dataset = args.dataset or trained.get("dataset", "fashion-mnist")
     if not isinstance(dataset, str) or dataset not in data.DATASETS:
         raise InputError(f"{args.model} was trained on {dataset!r}, which this fastnet does not know; pass --dataset")
-    test = formats.load_split(dataset, "test", data_dir(args, trained))
+    test = data.load(dataset, "test", data_dir(args, trained))
     images = test.images
     where = f"the test set in {test.source}" if test.custom else f"the {dataset} test set"
     check_inputs(trained, images, where, args.model)

@@ -1,4 +1,4 @@
-"""Writing files safely: the one helper every writer in fastnet uses.
+"""Writing files safely (the one helper every writer in fastnet uses), and reading a .npy header safely.
 
 A file is written to a temporary name in its destination's own directory (a rename across file
 systems would fail), flushed, fsynced and renamed over the destination, so a reader, or a crash at
@@ -13,7 +13,11 @@ import tempfile
 import threading
 from contextlib import contextmanager
 
+import numpy as np
+
 from .errors import InputError
+
+NPY_HEADER = 1 << 16  # bytes allowed for a .npy header beside its data
 
 
 def _umask():
@@ -109,3 +113,18 @@ def atomic_write(path, mode="wb", what="output"):
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def npy_header(zf, info, path, key):
+    """(shape, dtype) from a member's .npy header, read without its data; pickles are refused."""
+    try:
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f, max_header_size=NPY_HEADER)
+    except ValueError as exc:
+        raise InputError(f"{path}: '{key}' is not a valid NumPy array ({exc})") from None
+    if dtype.hasobject:
+        raise InputError(f"{path} holds pickled objects; fastnet never loads those")
+    return shape, dtype

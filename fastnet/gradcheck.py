@@ -88,13 +88,13 @@ def main(argv=None):
     p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help=data.DATA_DIR_HELP)
     args = p.parse_args(argv)
     if not 0 <= args.alpha < float("inf"):
         raise InputError(f"--alpha must be a finite number >= 0, got {args.alpha}")
     kernels = get_backend(args.backend)
     set_threads(None, kernels.BLAS_THREADS)
-    train = data.load_split(args.dataset, "train", args.data_dir)
+    train = data.load(args.dataset, "train", args.data_dir)
     images, labels = train.images, train.labels
     rng = np.random.default_rng(args.seed)
     rows = rng.choice(len(labels), min(args.samples, len(labels)), replace=False)

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from . import formats
+from .data.arrays import small_labels
 from .cli import printable
 from .errors import InputError
 
@@ -27,7 +27,7 @@ def output_labels(classes, split, where, model):
     tables = [np.array([output.get(value, -1) for value in spelling], np.int64) for spelling in spellings]
     for table in tables:
         if (table[present] >= 0).all():
-            return formats.small_labels(table[labels])
+            return small_labels(table[labels])
     unknown = [names[j] for j in present if tables[0][j] < 0][:5]
     raise InputError(f"{where} has classes {', '.join(map(printable, unknown))} that {printable(model)} was not "
                      f"trained on (its classes: {printable(', '.join(map(str, classes.tolist()[:10])))}"

@@ -277,7 +277,8 @@ def input_scaling(images, how):
 
 
 # Border pixels of Fashion-MNIST are nearly always 0: dividing by their tiny deviation would
-# turn a rare faint pixel into a huge input. Measured: a floor of 0.05 (on the [0, 1] scale).
+# turn a rare faint pixel into a huge input. A floor on the [0, 1] scale.
+# docs/performance.md#constants-and-where-they-come-from
 SD_FLOOR = 0.05
 
 

@@ -1,5 +1,6 @@
 """python -m fastnet.show: save a grid of randomly chosen images of a data set, each with its class name."""
 
+import math
 import os
 
 import numpy as np
@@ -16,7 +17,7 @@ def build_parser():
     """The command line of fastnet.show."""
     p = ArgumentParser(prog="python -m fastnet.show", description=__doc__)
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
-    p.add_argument("--data-dir", help="directory holding the four IDX files")
+    p.add_argument("--data-dir", help=data.DATA_DIR_HELP)
     p.add_argument("--split", choices=("train", "test"), default="train",
                    help="which split to draw from (default train)")
     p.add_argument("--count", type=positive_int, default=25, help=f"images to show, at most {MAX_COUNT} (default 25)")
@@ -33,6 +34,26 @@ def check_out(path):
         raise InputError(f"--out: directory {folder} does not exist")
 
 
+def check_square(split):
+    """InputError unless the split's rows are square images (side x side pixels), the only kind drawn."""
+    pixels = split.images.shape[1]
+    if math.isqrt(pixels) ** 2 != pixels:
+        raise InputError(f"{split.source}: rows of {pixels} values are not square images (side x side pixels); "
+                         "fastnet.show draws images only")
+
+
+def drawable(images):
+    """Pixels as the grid draws them (0 light .. 255 dark): uint8 as they are; other values stretched
+    from the smallest of the chosen images (light) to the largest (dark)."""
+    if images.dtype == np.uint8:
+        return images
+    if images.min() == images.max():
+        return np.zeros(images.shape)
+    scaled = images / np.abs(images).max()  # within -1..1 first: values near 1e308 do not overflow
+    low = scaled.min()
+    return (scaled - low) * (255 / (scaled.max() - low))
+
+
 def main(argv=None):
     """Draw --count random images of the chosen split into --out and print the path written."""
     args = build_parser().parse_args(argv)
@@ -40,14 +61,15 @@ def main(argv=None):
         raise InputError(f"--count is at most {MAX_COUNT} (a bigger grid is unreadable), got {args.count}")
     check_out(args.out)
     plots.require_matplotlib()
-    chosen_split = data.load_split(args.dataset, args.split, args.data_dir)
+    chosen_split = data.load(args.dataset, args.split, args.data_dir)
+    check_square(chosen_split)
     images, labels, names = chosen_split.images, chosen_split.labels, chosen_split.class_names
     count = min(args.count, len(labels))
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(labels), count, replace=False))
     split = "training" if args.split == "train" else "test"
-    title = (f"{TITLES.get(args.dataset, args.dataset)}: {count} random {split} images "
-             f"with their classes (seed {args.seed})")
-    print(plots.image_grid(args.out, images[chosen], labels[chosen], names, title=title))
+    shown = chosen_split.source.name if chosen_split.custom else TITLES.get(args.dataset, args.dataset)
+    title = f"{shown}: {count} random {split} images with their classes (seed {args.seed})"
+    print(plots.image_grid(args.out, drawable(images[chosen]), labels[chosen], names, title=title))
     return 0
 
 

@@ -20,9 +20,10 @@ except ImportError as exc:  # absent, or older than 1.6 (validate_data)
 
 from kernels import layer_views
 
-from . import formats, recipe
+from . import recipe
 from .api import Model, check_memory, encode_known, python_errors
 from .backend import BACKEND_NAMES
+from .data.arrays import as_rows
 
 SOLVERS = {"adam": "adam", "sgd": "gd"}  # scikit-learn's name -> fastnet's optimiser
 
@@ -249,7 +250,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "model_") or not (self.warm_start or incremental)
         X, y = validate_data(self, X, y, dtype="numeric", reset=first)
         check_classification_targets(y)
-        X = formats.as_rows(X, finite=False)  # finite: checked by validate_data
+        X = as_rows(X, finite=False)  # finite: checked by validate_data
         if first:
             self.classes_ = np.unique(classes if incremental else y)
             if len(self.classes_) < 2:
@@ -387,7 +388,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _rows(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype="numeric", reset=False)
-        return formats.as_rows(X, finite=False)
+        return as_rows(X, finite=False)
 
     def predict_proba(self, X):
         """Probability of each class (columns in the order of classes_), float64 rows summing to 1."""

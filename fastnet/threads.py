@@ -31,7 +31,8 @@ _pools = [None, -1]  # threadpoolctl's controller of the loaded thread pools, an
 def _controller():
     """threadpoolctl's controller of the thread pools loaded in this process, made again only when
     modules were imported since (a new BLAS comes with a new extension module): finding the pools
-    scans every loaded library, 1-12 ms a call here, which every fit and predict would pay."""
+    scans every loaded library, which every fit and predict would pay
+    (docs/performance.md#constants-and-where-they-come-from)."""
     if _pools[1] != len(sys.modules):
         from threadpoolctl import ThreadpoolController
 
@@ -117,8 +118,8 @@ def limited(n=None, blas=None, backend=None):
 
 class CoreShare:
     """Shares the cores with whatever else runs on this machine. A step's threads work in lockstep:
-    when another process takes one of their cores, the others wait for it at every barrier (two
-    default runs at once: epochs ~100x slower). So a run uses no more threads than cores are free.
+    when another process takes one of their cores, the others wait for it at every barrier
+    (docs/performance.md#sharing-the-cores). So a run uses no more threads than cores are free.
 
     Two signals, looked at after a step at most every `interval` seconds:
     - other fastnet runs: each registers itself in a per-user directory (a file named by its process

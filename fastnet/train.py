@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import blasinfo, checkpoint, data, formats, run
+from . import blasinfo, checkpoint, data, run
 from .backend import BACKEND_NAMES, DEFAULT_BACKEND, get_backend
 from .cli import (
     ArgumentParser,
@@ -66,7 +66,7 @@ def build_parser():
     p.add_argument("--threads", type=positive_int, help="threads for BLAS and kernels (default: all cores)")
     p.add_argument("--dataset", choices=tuple(data.DATASETS), default="fashion-mnist")
     p.add_argument("--data-dir", help="directory holding the four IDX files; or a .npz file, or a directory "
-                                      "of *train*.csv and *test*.csv (see fastnet.formats)")
+                                      "of *train*.csv and *test*.csv (see fastnet.data)")
     p.add_argument("--save", metavar="PATH", help="write the model (and its training state) to PATH (.npz)")
     p.add_argument("--checkpoint-every", type=positive_int, metavar="N", help="with --save, also save every N epochs")
     p.add_argument("--resume", metavar="PATH", help="continue the run saved in PATH up to --epochs in total")
@@ -173,8 +173,8 @@ def prepare(args, r, given):
         args.data_dir = os.path.abspath(args.data_dir)
     check_outputs(vars(args))
     args.threads, args.threads_note = set_threads(args.threads, kernels.BLAS_THREADS, args.backend)
-    train_split = formats.load_split(args.dataset, "train", args.data_dir)
-    test_split = formats.load_split(args.dataset, "test", args.data_dir)
+    train_split = data.load(args.dataset, "train", args.data_dir)
+    test_split = data.load(args.dataset, "test", args.data_dir)
     images, classes = train_split.images, train_split.num_classes
     if state is None:
         labels = train_split.labels
@@ -231,7 +231,7 @@ def train_and_report(args, r, trained, kernels, state, names, train_rows, val, t
     """Train (announcing the run, saving as asked, stopping cleanly on a signal), then report.
     classes: the labels the outputs stand for, kept in the saved file (None: 0..K-1)."""
     say = (lambda *a: None) if args.quiet else print
-    source = args.dataset if formats.kind(args.data_dir) == "idx" else args.data_dir
+    source = args.dataset if data.kind(args.data_dir) == "idx" else args.data_dir
     blas = blasinfo.blas_info()
     note = blasinfo.forced_warning(blas)
     if note:

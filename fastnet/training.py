@@ -63,9 +63,9 @@ class TrainState:
 
 
 # Steps run in one call of the optimiser (Optimizer.train_steps): at most MAX_CHUNK, and as many as
-# take about CHUNK_SECONDS. Python's share of a step (its call, checks and bookkeeping) was a tenth
-# of an epoch at 1 thread; stop() and share polls are asked between chunks, so a signal still ends
+# take about CHUNK_SECONDS; stop() and share polls are asked between chunks, so a signal still ends
 # a run within about CHUNK_SECONDS. Where chunks are cut changes no result.
+# docs/performance.md#constants-and-where-they-come-from
 MAX_CHUNK = 64
 CHUNK_SECONDS = 0.05
 

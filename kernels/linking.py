@@ -53,10 +53,10 @@ class KernelCache(FunctionCache):
     """Numba's on-disk cache of a kernel, loading lighter and falling back on kernels shipped prebuilt.
 
     Numba's own load first refreshes the target context, importing every typing and lowering
-    registry of Numba (and SciPy's BLAS through numba.np.linalg): 0.2-0.6 s, the largest part of a
-    warm start, for code that is already compiled. A loaded kernel needs only Numba's runtime and,
-    for a parallel one, its thread pool; the first real compile refreshes the context itself
-    (numba.core.compiler.CompilerBase).
+    registry of Numba (and SciPy's BLAS through numba.np.linalg): the largest part of a warm start
+    (docs/performance.md#compile-time-and-the-first-run), for code that is already compiled. A
+    loaded kernel needs only Numba's runtime and, for a parallel one, its thread pool; the first
+    real compile refreshes the context itself (numba.core.compiler.CompilerBase).
 
     When the user's cache lacks a kernel, it is looked up among the files kernels.prebuild ships
     in kernels/prebuilt/, compiled for a portable CPU baseline (FLAVOURS), under that baseline's

@@ -268,8 +268,9 @@ def adam_update(p, g, m, v, step, lr, beta1, beta2, eps):
     Moments below the dtype's smallest normal number are flushed to 0. A weight whose gradient is
     exactly 0 from some step on (the weight of a pixel that is 0 in every later image) has moments
     that decay geometrically into the subnormal range and stay there (0.9 times the smallest
-    subnormal rounds back to it), where x86 arithmetic is ~100x slower. The flush changes such a
-    weight's step by less than lr·tiny/eps (1e-33 in float32): far below any tolerance.
+    subnormal rounds back to it), where x86 arithmetic is slow (docs/performance.md#subnormal-numbers).
+    The flush changes such a weight's step by less than lr·tiny/eps (1e-33 in float32): far below
+    any tolerance.
     """
     tiny = np.finfo(p.dtype).tiny
     m[...] = beta1 * m + (1 - beta1) * g

@@ -14,7 +14,8 @@ import pytest
 
 import fastnet
 from tests.conftest import write_idx
-from fastnet import checkpoint, formats, recipe
+from fastnet import checkpoint, recipe
+from fastnet.data.arrays import as_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = Path("/usr/share/datasets/fashion-mnist")
@@ -62,10 +63,10 @@ def test_fit_learns_from_each_native_dtype(dtype):
 
 def test_native_c_contiguous_rows_are_not_copied():
     X = np.zeros((4, 3), np.float32)
-    assert formats.as_rows(X) is X
-    assert formats.as_rows(np.asfortranarray(X)).flags.c_contiguous
-    assert formats.as_rows(np.arange(6).reshape(2, 3)).dtype == np.float64  # int64: converted, exactly
-    assert formats.as_rows(np.ones((2, 2), np.float16)).dtype == np.float32
+    assert as_rows(X) is X
+    assert as_rows(np.asfortranarray(X)).flags.c_contiguous
+    assert as_rows(np.arange(6).reshape(2, 3)).dtype == np.float64  # int64: converted, exactly
+    assert as_rows(np.ones((2, 2), np.float16)).dtype == np.float32
 
 
 def test_f_ordered_and_integer_inputs_train_the_same_network_as_their_c_ordered_float64():
@@ -82,7 +83,7 @@ def test_memory_mapped_npy_is_read_in_place(tmp_path):
     X, y = pixels()
     np.save(tmp_path / "X.npy", X)
     mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
-    rows = formats.as_rows(mapped)
+    rows = as_rows(mapped)
     assert np.shares_memory(rows, mapped) and not rows.flags.writeable  # a view of the map, no copy
     model = fastnet.fit(mapped, y, hidden_layer_sizes=(16,), epochs=3, batch_size=32, **FAST)
     same = fastnet.fit(X, y, hidden_layer_sizes=(16,), epochs=3, batch_size=32, **FAST)

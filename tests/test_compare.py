@@ -111,7 +111,7 @@ def small_fashion(tmp_path):
     directory = tmp_path / "data"
     directory.mkdir()
     for split, n in (("train", 1000), ("test", 300)):
-        loaded = data.load_split("fashion-mnist", split)
+        loaded = data.load("fashion-mnist", split)
         images, labels = loaded.images, loaded.labels
         names = data.SPLIT_FILES[split]
         write_idx(directory / names[0], images[:n].reshape(n, 28, 28))

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import write_idx
 from fastnet import data
-from fastnet.data import cache, idx, load_split, read_idx, sources
+from fastnet.data import cache, idx, load, read_idx, sources
 from fastnet.errors import InputError
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -90,7 +90,7 @@ def toy(tmp_path, monkeypatch):
 
 
 def check_split(result, arrays, split="train"):
-    """Assert that load_split's result is the split of arrays, flattened."""
+    """Assert that load's result is the split of arrays, flattened."""
     images, labels = result.images, result.labels
     want_images, want_labels = (arrays[base] for base in data.SPLIT_FILES[split])
     assert result.split == split
@@ -228,10 +228,10 @@ def test_data_dir_beats_env_var(tmp_path, toy, monkeypatch):
     by_env = make_set(tmp_path / "env", n_train=7, n_test=3, seed=1)  # no file equal to toy's
     by_arg = make_set(tmp_path / "arg", n_train=5, n_test=2, seed=2)
     monkeypatch.setenv("TOY_DIR", str(tmp_path / "env"))
-    by_arg_split = load_split("toy", data_dir=tmp_path / "arg")
+    by_arg_split = load("toy", data_dir=tmp_path / "arg")
     check_split(by_arg_split, by_arg)
     assert (by_arg_split.source, by_arg_split.found_by, by_arg_split.custom) == (tmp_path / "arg", "--data-dir", True)
-    by_env_split = load_split("toy")
+    by_env_split = load("toy")
     check_split(by_env_split, by_env)
     assert (by_env_split.source, by_env_split.found_by, by_env_split.custom) == (tmp_path / "env", "$TOY_DIR", True)
 
@@ -241,7 +241,7 @@ def test_env_var_beats_system_dir_and_cache(tmp_path, toy, monkeypatch, tmp_cach
     shutil.copytree(toy.pub, tmp_cache / "toy")
     by_env = make_set(tmp_path / "env", n_train=7, n_test=3, seed=1)
     monkeypatch.setenv("TOY_DIR", str(tmp_path / "env"))
-    split = load_split("toy")
+    split = load("toy")
     check_split(split, by_env)
     assert split.source == tmp_path / "env"
 
@@ -249,11 +249,11 @@ def test_env_var_beats_system_dir_and_cache(tmp_path, toy, monkeypatch, tmp_cach
 def test_system_dir_beats_cache(toy, tmp_cache):
     shutil.copytree(toy.pub, toy.info.system_dir)
     make_set(tmp_cache / "toy", gz=False)  # the same arrays, raw
-    split = load_split("toy", "test")
+    split = load("toy", "test")
     check_split(split, toy.arrays, "test")
     assert (split.source, split.found_by, split.custom) == (toy.info.system_dir, "system copy", False)
     shutil.rmtree(toy.info.system_dir)
-    split = load_split("toy", "test")
+    split = load("toy", "test")
     check_split(split, toy.arrays, "test")
     assert (split.source, split.found_by, split.custom) == (tmp_cache / "toy", "user cache", False)
 
@@ -261,28 +261,28 @@ def test_system_dir_beats_cache(toy, tmp_cache):
 def test_explicit_data_dir_without_the_files_is_an_error(tmp_path, toy, monkeypatch):
     monkeypatch.setenv("TOY_DIR", str(toy.pub))
     (tmp_path / "empty").mkdir()
-    message = raises_naming(tmp_path / "empty", load_split, "toy", data_dir=tmp_path / "empty")
+    message = raises_naming(tmp_path / "empty", load, "toy", data_dir=tmp_path / "empty")
     assert "--data-dir" in message and "train-images-idx3-ubyte" in message
-    assert "no such directory" in raises_naming(tmp_path / "nowhere", load_split, "toy", data_dir=tmp_path / "nowhere")
+    assert "no such directory" in raises_naming(tmp_path / "nowhere", load, "toy", data_dir=tmp_path / "nowhere")
 
 
 def test_env_var_without_the_files_is_an_error(tmp_path, toy, monkeypatch):
     shutil.copytree(toy.pub, toy.info.system_dir)
     (toy.pub / "t10k-labels-idx1-ubyte.gz").unlink()
     monkeypatch.setenv("TOY_DIR", str(toy.pub))
-    assert "$TOY_DIR" in raises_naming(toy.pub, load_split, "toy")
+    assert "$TOY_DIR" in raises_naming(toy.pub, load, "toy")
 
 
 def test_nothing_found_without_download(toy):
-    message = raises_naming(toy.info.system_dir, load_split, "toy", download=False)
+    message = raises_naming(toy.info.system_dir, load, "toy", download=False)
     assert "apt-get install dataset-toy" in message and "--data-dir" in message
 
 
 def test_unknown_name_or_split(toy):
     with pytest.raises(InputError, match="unknown data set"):
-        load_split("cifar")
+        load("cifar")
     with pytest.raises(InputError, match="unknown split"):
-        load_split("toy", "validation", data_dir=toy.pub)
+        load("toy", "validation", data_dir=toy.pub)
 
 
 # ---------------------------------------------------------------- known data or just data
@@ -292,21 +292,21 @@ def test_trusted_copy_must_match(toy):
     shutil.copytree(toy.pub, toy.info.system_dir)
     bad = toy.info.system_dir / "train-labels-idx1-ubyte.gz"
     write_idx(bad, np.zeros(6), gz=True)
-    assert "corrupt or modified" in raises_naming(bad, load_split, "toy")
+    assert "corrupt or modified" in raises_naming(bad, load, "toy")
 
 
 def test_one_known_file_makes_the_set_known(tmp_path, toy):
     make_set(tmp_path / "mixed", seed=5)
     shutil.copy(toy.pub / "t10k-images-idx3-ubyte.gz", tmp_path / "mixed")
-    message = raises_naming(tmp_path / "mixed" / "train-images-idx3-ubyte.gz", load_split, "toy",
+    message = raises_naming(tmp_path / "mixed" / "train-images-idx3-ubyte.gz", load, "toy",
                             data_dir=tmp_path / "mixed")
     assert "corrupt or modified" in message
 
 
 def test_custom_set_is_just_data(tmp_path):
     arrays = make_set(tmp_path / "mine", classes=5, n_train=10, n_test=5, rows=4, cols=4)
-    train = load_split(data_dir=tmp_path / "mine")
-    test = load_split(split="test", data_dir=tmp_path / "mine")
+    train = load(data_dir=tmp_path / "mine")
+    test = load(split="test", data_dir=tmp_path / "mine")
     check_split(train, arrays)
     check_split(test, arrays, "test")
     for split in (train, test):  # a custom directory gets numbered class names, the count from train labels
@@ -319,7 +319,7 @@ def test_custom_test_label_outside_class_range(tmp_path):
     make_set(tmp_path / "mine", classes=5, n_train=10)
     labels = tmp_path / "mine" / "t10k-labels-idx1-ubyte.gz"
     write_idx(labels, [0, 7, 1, 2], gz=True)
-    message = raises_naming(labels, load_split, split="test", data_dir=tmp_path / "mine")
+    message = raises_naming(labels, load, split="test", data_dir=tmp_path / "mine")
     assert "label 7 outside the class range 0..4" in message
 
 
@@ -329,13 +329,13 @@ def test_known_label_outside_class_range(tmp_path, toy, monkeypatch):
     make_set(toy.info.system_dir)
     labels = toy.info.system_dir / "train-labels-idx1-ubyte.gz"
     write_idx(labels, [0, 1, 2, 3, 1, 0], gz=True)
-    assert "label 3 outside the class range 0..2" in raises_naming(labels, load_split, "toy")
+    assert "label 3 outside the class range 0..2" in raises_naming(labels, load, "toy")
 
 
 def test_image_and_label_counts_must_agree(tmp_path):
     make_set(tmp_path / "mine")
     labels = write_idx(tmp_path / "mine" / "train-labels-idx1-ubyte.gz", [0, 1, 2, 0, 1], gz=True)
-    message = raises_naming(labels, load_split, data_dir=tmp_path / "mine")
+    message = raises_naming(labels, load, data_dir=tmp_path / "mine")
     assert "train-images-idx3-ubyte.gz holds 6 images" in message and "5 labels" in message
 
 
@@ -343,7 +343,7 @@ def test_custom_train_and_test_image_sizes_must_agree(tmp_path):
     make_set(tmp_path / "mine")
     write_idx(tmp_path / "mine" / "t10k-images-idx3-ubyte.gz", np.zeros((4, 2, 2)), gz=True)
     with pytest.raises(InputError, match="2x2 pixels in the test set, 3x2 in"):
-        load_split(split="test", data_dir=tmp_path / "mine")
+        load(split="test", data_dir=tmp_path / "mine")
 
 
 def test_empty_split_is_an_error(tmp_path):
@@ -351,7 +351,7 @@ def test_empty_split_is_an_error(tmp_path):
     write_idx(tmp_path / "mine" / "train-images-idx3-ubyte.gz", np.zeros((0, 3, 2)), gz=True)
     write_idx(tmp_path / "mine" / "train-labels-idx1-ubyte.gz", np.zeros(0), gz=True)
     with pytest.raises(InputError, match="holds no images"):
-        load_split(data_dir=tmp_path / "mine")
+        load(data_dir=tmp_path / "mine")
 
 
 # ---------------------------------------------------------------- the Split value
@@ -368,7 +368,7 @@ def test_split_carries_the_known_class_names_and_count(toy, monkeypatch):
     register(monkeypatch, dataclasses.replace(toy.info, sha256={}))
     make_set(toy.info.system_dir, classes=2)
     for split in ("train", "test"):
-        result = load_split("toy", split)
+        result = load("toy", split)
         assert not result.custom and (result.dataset, result.split) == ("toy", split)
         assert result.num_classes == 3 and result.class_names == ("a", "b", "c")
 
@@ -377,7 +377,7 @@ def test_custom_class_count_is_the_largest_train_label_plus_one(tmp_path):
     make_set(tmp_path / "mine")
     write_idx(tmp_path / "mine" / "train-labels-idx1-ubyte.gz", [0, 3, 0, 3, 0, 3], gz=True)
     for split in ("test", "train"):
-        result = load_split(split=split, data_dir=tmp_path / "mine")
+        result = load(split=split, data_dir=tmp_path / "mine")
         assert result.custom and result.num_classes == 4 and result.class_names == ("0", "1", "2", "3")
 
 
@@ -390,10 +390,10 @@ def fields(split):
 def test_nothing_depends_on_call_order(tmp_path, toy):
     make_set(tmp_path / "mine", classes=5, n_train=10)
     shutil.copytree(toy.pub, toy.info.system_dir)
-    calls = {"custom test": lambda: load_split("toy", "test", data_dir=tmp_path / "mine"),
-             "custom train": lambda: load_split("toy", "train", data_dir=tmp_path / "mine"),
-             "known test": lambda: load_split("toy", "test"),
-             "known train": lambda: load_split("toy", "train")}
+    calls = {"custom test": lambda: load("toy", "test", data_dir=tmp_path / "mine"),
+             "custom train": lambda: load("toy", "train", data_dir=tmp_path / "mine"),
+             "known test": lambda: load("toy", "test"),
+             "known train": lambda: load("toy", "train")}
     first = {name: fields(call()) for name, call in calls.items()}
     again = {name: fields(calls[name]()) for name in reversed(list(calls))}
     assert first == again
@@ -401,7 +401,7 @@ def test_nothing_depends_on_call_order(tmp_path, toy):
 
 
 def test_split_is_a_frozen_value(toy):
-    split = load_split("toy", data_dir=toy.pub)
+    split = load("toy", data_dir=toy.pub)
     with pytest.raises(dataclasses.FrozenInstanceError):
         split.num_classes = 4
     assert isinstance(split.class_names, tuple)
@@ -430,14 +430,14 @@ def assert_cache_complete(cache: Path):
 
 def test_download_from_file_mirror(toy, monkeypatch, tmp_cache, capsys):
     monkeypatch.setenv("FASTNET_MIRROR", toy.pub.as_uri())
-    train = load_split("toy")
+    train = load("toy")
     check_split(train, toy.arrays)
     assert (train.source, train.found_by) == (tmp_cache / "toy", f"downloaded from {toy.pub.as_uri()}")
     assert_cache_complete(tmp_cache / "toy")
     assert "downloading" in capsys.readouterr().err
     monkeypatch.setattr(idx, "_assemble", None)  # verified downloads went straight into the decoded cache
     # (only the headers are read again, by check_headers: no payload is decompressed)
-    test = load_split("toy", "test")
+    test = load("toy", "test")
     check_split(test, toy.arrays, "test")
     assert (test.source, test.found_by, test.custom) == (tmp_cache / "toy", "user cache", False)
 
@@ -463,11 +463,11 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def test_download_over_http(toy, monkeypatch, tmp_cache, http_mirror):
     monkeypatch.setenv("FASTNET_MIRROR", http_mirror)
-    check_split(load_split("toy"), toy.arrays)
+    check_split(load("toy"), toy.arrays)
     assert_cache_complete(tmp_cache / "toy")
     (toy.pub / "t10k-labels-idx1-ubyte.gz").unlink()
     (tmp_cache / "toy" / "t10k-labels-idx1-ubyte.gz").unlink()
-    message = raises_naming(http_mirror, load_split, "toy")
+    message = raises_naming(http_mirror, load, "toy")
     assert "HTTP 404" in message
     assert not any(p.name.startswith(".") for p in (tmp_cache / "toy").iterdir())  # no temporary file left
 
@@ -475,7 +475,7 @@ def test_download_over_http(toy, monkeypatch, tmp_cache, http_mirror):
 def test_download_with_wrong_payload_is_rejected(toy, monkeypatch, tmp_cache):
     write_idx(toy.pub / "train-images-idx3-ubyte.gz", np.zeros((6, 3, 2)), gz=True)
     monkeypatch.setenv("FASTNET_MIRROR", toy.pub.as_uri() + "/")
-    message = raises_naming(toy.pub.as_uri() + "/train-images-idx3-ubyte.gz", load_split, "toy")
+    message = raises_naming(toy.pub.as_uri() + "/train-images-idx3-ubyte.gz", load, "toy")
     assert "corrupt or modified" in message
     assert os.listdir(tmp_cache / "toy") == []
 
@@ -483,21 +483,21 @@ def test_download_with_wrong_payload_is_rejected(toy, monkeypatch, tmp_cache):
 def test_download_with_wrong_md5_is_rejected(toy, monkeypatch, tmp_cache):
     register(monkeypatch, dataclasses.replace(toy.info, gz_md5={"train-labels-idx1-ubyte.gz": "0" * 32}))
     monkeypatch.setenv("FASTNET_MIRROR", toy.pub.as_uri())
-    assert "MD5" in raises_naming("train-labels-idx1-ubyte.gz", load_split, "toy")
+    assert "MD5" in raises_naming("train-labels-idx1-ubyte.gz", load, "toy")
     assert "train-labels-idx1-ubyte.gz" not in os.listdir(tmp_cache / "toy")
 
 
 def test_download_of_non_idx_is_rejected(toy, monkeypatch):
     (toy.pub / "train-images-idx3-ubyte.gz").write_bytes(b"<html>not found</html>")
     monkeypatch.setenv("FASTNET_MIRROR", toy.pub.as_uri())
-    assert "not a valid IDX file" in raises_naming("train-images-idx3-ubyte.gz", load_split, "toy")
+    assert "not a valid IDX file" in raises_naming("train-images-idx3-ubyte.gz", load, "toy")
 
 
 def test_download_into_unwritable_cache(toy, monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
     monkeypatch.setenv("FASTNET_CACHE_DIR", str(tmp_path / "a-file"))
     monkeypatch.setenv("FASTNET_MIRROR", toy.pub.as_uri())
-    assert "cannot create" in raises_naming(tmp_path / "a-file", load_split, "toy")
+    assert "cannot create" in raises_naming(tmp_path / "a-file", load, "toy")
 
 
 def test_no_network_says_how_to_get_the_data(tmp_path, monkeypatch):
@@ -506,7 +506,7 @@ def test_no_network_says_how_to_get_the_data(tmp_path, monkeypatch):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("FASTNET_MIRROR", f"http://127.0.0.1:{port}")
-    message = raises_naming(f"http://127.0.0.1:{port}/train-images-idx3-ubyte.gz", load_split)
+    message = raises_naming(f"http://127.0.0.1:{port}/train-images-idx3-ubyte.gz", load)
     assert "apt-get install dataset-fashion-mnist" in message
     assert "--data-dir DIR" in message and "FASHION_MNIST_DIR" in message
 
@@ -521,40 +521,40 @@ def decoded_entries(cache: Path, name="fashion-mnist") -> list[Path]:
 
 def test_second_load_uses_decoded_cache(tmp_path, tmp_cache, monkeypatch):
     arrays = make_set(tmp_path / "mine")
-    check_split(load_split(data_dir=tmp_path / "mine"), arrays)
+    check_split(load(data_dir=tmp_path / "mine"), arrays)
     # the test files were not decoded: files of other dims than the published ones cannot match their hashes
     assert len(decoded_entries(tmp_cache)) == 2
-    check_split(load_split(split="test", data_dir=tmp_path / "mine"), arrays, "test")
+    check_split(load(split="test", data_dir=tmp_path / "mine"), arrays, "test")
     assert len(decoded_entries(tmp_cache)) == 4
 
     def no_decoding(*args):
         raise AssertionError("decompressed although the decoded cache holds the file")
 
     monkeypatch.setattr(idx, "_assemble", no_decoding)  # only the headers are read again (check_headers)
-    check_split(load_split(data_dir=tmp_path / "mine"), arrays)
-    check_split(load_split(split="test", data_dir=tmp_path / "mine"), arrays, "test")
+    check_split(load(data_dir=tmp_path / "mine"), arrays)
+    check_split(load(split="test", data_dir=tmp_path / "mine"), arrays, "test")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
 def test_damaged_cache_entry_is_ignored_and_rewritten(tmp_path, tmp_cache, damage):
     arrays = make_set(tmp_path / "mine", n_train=50, rows=10, cols=10)
-    load_split(data_dir=tmp_path / "mine")
+    load(data_dir=tmp_path / "mine")
     for entry in decoded_entries(tmp_cache):
         blob = entry.read_bytes()
         entry.write_bytes({"truncate": blob[: len(blob) // 2], "flip": blob[:-1] + bytes([blob[-1] ^ 1]),
                            "empty": b"", "garbage": b"x" * 200}[damage])
-    check_split(load_split(data_dir=tmp_path / "mine"), arrays)
-    check_split(load_split(split="test", data_dir=tmp_path / "mine"), arrays, "test")
+    check_split(load(data_dir=tmp_path / "mine"), arrays)
+    check_split(load(split="test", data_dir=tmp_path / "mine"), arrays, "test")
     for entry in decoded_entries(tmp_cache):
         assert idx.payload_sha256(np.load(entry)) == entry.name.split(".")[-2]
 
 
 def test_changed_source_misses_cache(tmp_path, tmp_cache):
     make_set(tmp_path / "mine")
-    load_split(data_dir=tmp_path / "mine")
+    load(data_dir=tmp_path / "mine")
     newer = make_set(tmp_path / "mine", seed=9)
     os.utime(tmp_path / "mine" / "train-images-idx3-ubyte.gz", ns=(1, 1))
-    check_split(load_split(data_dir=tmp_path / "mine"), newer)
+    check_split(load(data_dir=tmp_path / "mine"), newer)
     assert len(decoded_entries(tmp_cache)) == 2  # stale copies were dropped (the train files only: see above)
 
 
@@ -562,13 +562,13 @@ def test_decoded_cache_is_bounded_least_recently_used_first(tmp_path, tmp_cache,
     """Each source path has its own decoded copy: many copies of a data set keep the cache within
     MAX_BYTES, dropping the copies used longest ago; a hit marks its copy used."""
     make_set(tmp_path / "first", n_train=500, rows=10, cols=10)
-    load_split(data_dir=tmp_path / "first")
+    load(data_dir=tmp_path / "first")
     one = sum(e.stat().st_size for e in decoded_entries(tmp_cache))  # the train images and labels
     monkeypatch.setattr(cache, "MAX_BYTES", 3 * one)
     for n in range(2, 6):
         make_set(tmp_path / f"copy{n}", n_train=500, rows=10, cols=10)
-        load_split(data_dir=tmp_path / f"copy{n}")
-        load_split(data_dir=tmp_path / "first")  # a hit: the first copy stays the most recently used
+        load(data_dir=tmp_path / f"copy{n}")
+        load(data_dir=tmp_path / "first")  # a hit: the first copy stays the most recently used
         entries = decoded_entries(tmp_cache)
         assert sum(e.stat().st_size for e in entries) <= 3 * one and len(entries) == 2 * min(n, 3)
     kept = {e.name.split(".")[0] for e in decoded_entries(tmp_cache)}
@@ -582,8 +582,8 @@ def test_unwritable_cache_is_skipped(tmp_path, monkeypatch):
     arrays = make_set(tmp_path / "mine")
     (tmp_path / "a-file").write_text("not a directory")
     monkeypatch.setenv("FASTNET_CACHE_DIR", str(tmp_path / "a-file"))
-    check_split(load_split(data_dir=tmp_path / "mine"), arrays)
-    check_split(load_split(data_dir=tmp_path / "mine"), arrays)
+    check_split(load(data_dir=tmp_path / "mine"), arrays)
+    check_split(load(data_dir=tmp_path / "mine"), arrays)
 
 
 def test_cache_dir_precedence(tmp_path, monkeypatch):
@@ -619,7 +619,7 @@ def real(real_cache, monkeypatch):
 
 def test_real_fashion_mnist(real):
     for split, n in (("train", 60000), ("test", 10000)):
-        result = load_split("fashion-mnist", split)
+        result = load("fashion-mnist", split)
         images, labels = result.images, result.labels
         assert images.shape == (n, 784) and images.dtype == np.uint8 and images.flags.c_contiguous
         assert labels.shape == (n,) and labels.dtype == np.uint8
@@ -633,7 +633,7 @@ def test_real_fashion_mnist(real):
 def test_real_data_via_data_dir_is_known(real, tmp_path):
     for base in FILES:
         os.symlink(sources.file_in(real, base), tmp_path / sources.file_in(real, base).name)
-    result = load_split(split="test", data_dir=tmp_path)
+    result = load(split="test", data_dir=tmp_path)
     assert result.images.shape == (10000, 784) and not result.custom
     assert (result.num_classes, result.class_names[0], result.found_by) == (10, "T-shirt/top", "--data-dir")
 
@@ -646,5 +646,5 @@ def test_real_modified_file_is_rejected(real, tmp_path, split):
     payload[8 + 123] = (payload[8 + 123] + 1) % 10  # still a valid label: only the hash can tell
     modified = tmp_path / "t10k-labels-idx1-ubyte.gz"
     modified.write_bytes(gzip.compress(bytes(payload)))
-    message = raises_naming(modified, load_split, split=split, data_dir=tmp_path)
+    message = raises_naming(modified, load, split=split, data_dir=tmp_path)
     assert "corrupt or modified" in message

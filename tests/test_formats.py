@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import zip_bytes
-from fastnet import formats
+from fastnet.data import formats, kind, load
+from fastnet.data.arrays import as_rows
 from fastnet.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,12 +114,12 @@ def test_csv_reader(tmp_path):
 
 
 def test_data_dir_kinds(tmp_path, npz):
-    assert formats.kind(None) == formats.kind(tmp_path) == "idx"
-    assert formats.kind(npz) == "npz"
+    assert kind(None) == kind(tmp_path) == "idx"
+    assert kind(npz) == "npz"
     (tmp_path / "a_train.csv").write_text("label,p\n0,1\n")
-    assert formats.kind(tmp_path) == "csv"
+    assert kind(tmp_path) == "csv"
     with pytest.raises(InputError, match="not one CSV file"):
-        formats.kind(tmp_path / "a_train.csv")
+        kind(tmp_path / "a_train.csv")
 
 
 def bad_npz(tmp_path, **arrays):
@@ -177,7 +178,7 @@ def test_untrusted_data_files_are_read_within_bounds(tmp_path):
     huge_label = tmp_path / "label.npz"
     np.savez(huge_label, X_train=X, y_train=np.r_[y[:-1], 10**9], X_test=Xt, y_test=yt)
     with pytest.raises(InputError, match="label 1000000000"):
-        formats.load_split("fashion-mnist", "train", str(huge_label))
+        load("fashion-mnist", "train", str(huge_label))
     forged = tmp_path / "forged.npz"
     np.savez(forged, X_train=X, y_train=y, y_test=yt)  # X_test comes next, forged
     header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
@@ -187,13 +188,13 @@ def test_untrusted_data_files_are_read_within_bounds(tmp_path):
     with zipfile.ZipFile(forged, "a") as zf:
         zf.writestr("X_test.npy", raw.getvalue() + bytes(100))
     with pytest.raises(InputError, match="larger than its data"):
-        formats.load_split("fashion-mnist", "test", str(forged))
+        load("fashion-mnist", "test", str(forged))
     folder = tmp_path / "csv"
     folder.mkdir()
     write_csv(folder / "test.csv", Xt, yt)
     os.mkfifo(folder / "train.csv")
     with pytest.raises(InputError, match="not a regular file"):
-        formats.load_split("fashion-mnist", "train", str(folder))
+        load("fashion-mnist", "train", str(folder))
 
 
 def npy(array):
@@ -238,7 +239,7 @@ def test_npz_members_are_read_within_bounds(tmp_path, member, words):
     data = huge_header((179 << 30,)) + bytes(4000) if "size" in member else npy(images(20, 2)[0])
     path = forged_npz(tmp_path, data, **member)
     with pytest.raises(InputError) as caught:
-        formats.load_split("fashion-mnist", "train", path)
+        load("fashion-mnist", "train", path)
     assert all(w in str(caught.value) for w in words), caught.value
 
 
@@ -247,7 +248,7 @@ def test_npz_member_beyond_the_memory_available_is_not_read(tmp_path, monkeypatc
     path = forged_npz(tmp_path, npy(np.zeros((4000, 1000), np.uint8)), deflate=True)
     monkeypatch.setattr(formats.memory, "available", lambda: 1 << 20)
     with pytest.raises(InputError, match="more than the 1 MiB of memory available"):
-        formats.load_split("fashion-mnist", "train", path)
+        load("fashion-mnist", "train", path)
 
 
 def test_npz_member_shorter_than_its_claim_is_an_error(tmp_path):
@@ -255,13 +256,13 @@ def test_npz_member_shorter_than_its_claim_is_an_error(tmp_path):
     an error, having filled only what arrived."""
     data = huge_header((40_000_000,)) + bytes(4000)
     with pytest.raises(InputError, match="forged.npz"):
-        formats.load_split("fashion-mnist", "train", forged_npz(tmp_path, data, deflate=True, size=40_000_128))
+        load("fashion-mnist", "train", forged_npz(tmp_path, data, deflate=True, size=40_000_128))
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_hand_written_npz_of_any_layout_reads_as_numpy_writes_it(tmp_path, order):
     X = np.asfortranarray(images(20, 2)[0].reshape(20, -1)) if order == "F" else images(20, 2)[0]
-    images_, labels = formats.load_split("fashion-mnist", "train", forged_npz(tmp_path, npy(X), deflate=True))
+    images_, labels = load("fashion-mnist", "train", forged_npz(tmp_path, npy(X), deflate=True))
     np.testing.assert_array_equal(images_, X.reshape(20, -1))
     assert images_.flags.c_contiguous and labels.tolist() == images(20, 2)[1].tolist()
 
@@ -269,7 +270,7 @@ def test_hand_written_npz_of_any_layout_reads_as_numpy_writes_it(tmp_path, order
 @pytest.mark.parametrize("dtype", [">f4", ">f8", ">i4", "<f4"])
 def test_other_byte_orders_become_native_with_the_same_values(dtype):
     X = np.random.default_rng(0).normal(size=(6, 3)).astype(dtype)
-    rows = formats.as_rows(X)
+    rows = as_rows(X)
     assert rows.dtype.isnative and rows.dtype.itemsize == (4 if dtype[1:] == "f4" else 8)
     np.testing.assert_array_equal(rows, X)
 

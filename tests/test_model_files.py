@@ -579,12 +579,13 @@ def test_a_model_with_more_inputs_than_the_old_fixed_bound_loads(tmp_path):
 
 def test_layer_sizes_are_bounded_by_what_a_file_holds():
     """--layers of more than MAX_LAYERS sizes is refused when it is given, not written and then refused."""
+    from fastnet.files import NPY_HEADER
     from fastnet.model import MAX_LAYERS, parse_layers
 
     assert len(parse_layers(",".join(["1"] * MAX_LAYERS))) == MAX_LAYERS
     with pytest.raises(InputError, match="at most"):
         parse_layers(",".join(["1"] * (MAX_LAYERS + 1)))
-    assert checkpoint.SMALL_MEMBERS["sizes"] >= 8 * MAX_LAYERS + checkpoint.NPY_HEADER
+    assert checkpoint.SMALL_MEMBERS["sizes"] >= 8 * MAX_LAYERS + NPY_HEADER
 
 
 def test_class_names_longer_than_a_file_holds_are_refused_when_writing(tmp_path):

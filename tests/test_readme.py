@@ -59,7 +59,7 @@ def fashion_mnist_installed():
     from fastnet.errors import InputError
 
     try:
-        data.load_split("fashion-mnist", "test", download=False)
+        data.load("fashion-mnist", "test", download=False)
     except InputError:
         return False
     return True

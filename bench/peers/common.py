@@ -61,7 +61,7 @@ def load(split, data_dir=None):
     """(pixels / 255 as float32 (N, D0), labels int64 (N,)) of a Fashion-MNIST split, as fastnet finds it."""
     from fastnet import data
 
-    loaded = data.load_split("fashion-mnist", split, data_dir)
+    loaded = data.load("fashion-mnist", split, data_dir)
     images, labels = loaded.images, loaded.labels
     return images.astype(np.float32) / np.float32(255), labels.astype(np.int64)
 
@@ -110,7 +110,8 @@ def run(args, start, rng, n, epoch, logits, **info):
 
     epoch(order) -> (mean loss over the samples, steps taken): one training pass over the samples
     in `order`, finished (not just dispatched) when it returns. A peer with its own shuffle
-    (Keras, scikit-learn) ignores `order`; drawing it costs ~1 ms, the same for everyone.
+    (Keras, scikit-learn) ignores `order`; drawing it costs the same for everyone
+    (docs/performance.md#constants-and-where-they-come-from).
     logits(images) -> float array (N, K) for float32 pixels / 255. n: the training samples.
     start: perf_counter() before the library was imported.
     """

@@ -10,10 +10,9 @@ epoch, so Python never waits on a step.
 Threads: XLA's CPU thread pools take their size from the process's CPU affinity, and ignore every
 other knob, so the process is pinned to --threads cores before jax is imported. Checked: at 1
 thread all 14 OS threads of the process may run on core 0 only at the end (cores_of_all_threads in
-the metrics), and each epoch's CPU/wall ratio stays under the thread count (0.4 at 1 thread,
-0.8-1.2 at 2, on a loaded machine). XLA_FLAGS --xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1 made no difference at 1 thread (0.95-0.98 s against 1.06 s an
-epoch, noisy), so none are set.
+the metrics), and each epoch's CPU/wall ratio stays under the thread count. XLA_FLAGS
+--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1 made no difference at 1 thread,
+so none are set (docs/performance.md#constants-and-where-they-come-from).
 """
 
 import time

@@ -7,8 +7,8 @@ scikit-learn does: eps then meets sqrt(v), not sqrt(v̂), a last-bits difference
 One model.fit(epochs=1, shuffle=True) per epoch: Keras draws the order itself (from NumPy's
 global generator, seeded here), keeps the partial last batch, and jit-compiles its train step
 (jit_compile is on by default on JAX); a callback counts the steps. One fit per epoch rather than
-one fit(epochs=N) timed by a callback: measured, fit's own set-up outside its epoch is 1-2 ms, and
-the epochs were no slower (1.06-1.31 s against 0.83-1.43 s on 1 thread, a loaded machine).
+one fit(epochs=N) timed by a callback: fit's own set-up outside its epoch is small, and the epochs
+were no slower (docs/performance.md#constants-and-where-they-come-from).
 
 Threads: Keras computes with JAX here, and XLA only honours the process's CPU affinity, so the
 process is pinned to --threads cores before keras (and with it jax) is imported. Checked in the

@@ -8,8 +8,8 @@ the first timed partial_fit starts a fresh AdamOptimizer (t = 0) on exactly fast
 partial_fit, not fit(warm_start=True, max_iter=1): fit makes a new optimiser on every call, which
 would reset Adam's moments each epoch. Each partial_fit is one epoch over all samples, in an order
 MLPClassifier draws itself (from NumPy's global generator, seeded here); it also checks the 60,000
-inputs again, which belongs to training with sklearn this way: measured, 68-92 ms of a 3.6 s epoch
-(2-2.6%) on one thread.
+inputs again, which belongs to training with sklearn this way: a few percent of an epoch
+(docs/performance.md#constants-and-where-they-come-from).
 Its Adam folds the bias corrections into the step size (lr·sqrt(1-β2^t)/(1-β1^t)), so eps is
 added to sqrt(v) rather than to sqrt(v̂): with eps 1e-8 the two differ in the last bits.
 

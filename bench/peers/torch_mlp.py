@@ -3,13 +3,13 @@
 nn.Linear layers with ReLU between them, loaded with fastnet's initial weights; mean
 cross-entropy; torch.optim.Adam with the recipe's betas and eps. The step (gather of the batch,
 forward, backward, Adam) is one function: called as it is (eager, with Adam's fused CPU kernel,
-fused=True, which was faster than the default for-loop Adam: 3.3-3.8 against 4.2-4.5 ms a step on
-one thread, a noisy machine), or through torch.compile (--compile, the default Adam, whose step
-Dynamo traces and Inductor compiles; dynamic=False, so the full batches and the partial last one
-get one static graph each, both compiled during the first epoch). Dynamo splits the compiled step
-at loss.backward() and at zero_grad (forward and backward are still compiled together by
-AOTAutograd); torch._dynamo.config.trace_autograd_ops and compiled_autograd did not remove the
-breaks and were no faster.
+fused=True, which was faster than the default for-loop Adam:
+docs/performance.md#constants-and-where-they-come-from), or through torch.compile (--compile, the
+default Adam, whose step Dynamo traces and Inductor compiles; dynamic=False, so the full batches
+and the partial last one get one static graph each, both compiled during the first epoch). Dynamo
+splits the compiled step at loss.backward() and at zero_grad (forward and backward are still
+compiled together by AOTAutograd); torch._dynamo.config.trace_autograd_ops and compiled_autograd
+did not remove the breaks and were no faster.
 
 Threads: the process is pinned to --threads cores before torch is imported, and
 torch.set_num_threads / set_num_interop_threads(--threads) follow. Checked in the metrics: at 1

@@ -1,51 +1,63 @@
-"""Find, check and decode the IDX files of Fashion-MNIST, MNIST, or any other IDX image data.
+"""The data sets fastnet reads: IDX files (Fashion-MNIST, MNIST, or any other IDX image data), a .npz
+archive, or a directory of CSV files; and the arrays they become.
 
-`load_split(name, split)` returns a `Split`: the images and labels of one split together with its
+`load(name, split, data_dir)` returns a `Split`: the images and labels of one split together with its
 class names, its class count and where it came from, so nothing about the data lives anywhere else.
+Every command that reads a data set (train, evaluate, gradcheck, show) and fastnet.datasets call it.
 
 The package, one concern a module:
   idx.py       reading and validating IDX files (raw or gzip), bounded decompression
   cache.py     the decoded, verified .npy cache (~/.cache/fastnet, $FASTNET_CACHE_DIR, $XDG_CACHE_HOME)
   sources.py   the known data sets (hashes, mirrors, class names), the search order, verification
   download.py  the verified download into the user cache
+  formats.py   the other files that hold a data set: a .npz archive, a directory of two CSV files
+  arrays.py    the rows fastnet trains on (dtypes, layout, finiteness) and their labels
 
-Where the four files come from, in this order: the data_dir argument (--data-dir), the data set's
-environment variable, the system copy (Debian's dataset-fashion-mnist), the user cache, and last a
-download from the official mirror into the user cache. Every problem with a file is an
-InputError: one line naming the file and what is wrong.
+What `data_dir` (--data-dir) names, see `kind`: a directory of the four IDX files; a .npz file; or a
+directory of one *train*.csv and one *test*.csv. Where the four IDX files come from, in this order:
+data_dir, the data set's environment variable, the system copy (Debian's dataset-fashion-mnist), the
+user cache, and last a download from the official mirror into the user cache. Every problem with a
+file is an InputError: one line naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from . import sources
+from . import formats, sources
 from .cache import cache_dir, load_file
 from .idx import bad_file, read_header, read_idx
 from .sources import DATASETS, SPLIT_FILES, DatasetInfo
 
-__all__ = ["DATASETS", "SPLIT_FILES", "DatasetInfo", "Split", "cache_dir", "load_split", "read_idx"]
+__all__ = ["DATASETS", "DATA_DIR_HELP", "SPLIT_FILES", "DatasetInfo", "Split", "cache_dir", "kind", "load", "read_idx"]
+
+DATA_DIR_HELP = ("directory holding the four IDX files; or a .npz file, or a directory of *train*.csv and "
+                 "*test*.csv (see fastnet.data)")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no truth value, so == would raise
 class Split:
     """One split of a data set, carrying all that is known about it.
 
-    images       uint8 (N, rows*cols), C-contiguous: one flattened image a row
-    labels       uint8 (N,), each in 0..num_classes-1
+    images       (N, D), C-contiguous: one flattened image a row; uint8 from IDX files, uint8, float32
+                 or float64 from a .npz or CSV (fastnet.data.arrays)
+    labels       (N,), each in 0..num_classes-1: uint8, or intp above 256 classes
     class_names  num_classes names; label c is class_names[c]: the known data set's names, or
                  "0", "1", ... for custom data
-    num_classes  the known data set's class count, or for custom data the largest train label + 1
+    num_classes  the known data set's class count; for custom IDX data the largest train label + 1,
+                 for a .npz or CSV split its own largest label + 1
     dataset      the data set name asked for, e.g. "fashion-mnist"
     split        "train" or "test"
-    source       the directory the files were read from
+    source       the directory (or .npz file) the data were read from
     found_by     how that directory was found: "--data-dir", "$FASHION_MNIST_DIR", "system copy",
                  "user cache" or "downloaded from URL"
-    custom       True when the files are plain IDX data rather than the known data set
+    custom       True when the files are other data (plain IDX, .npz, CSV) than the known data set
     """
 
     images: np.ndarray
@@ -59,31 +71,33 @@ class Split:
     custom: bool
 
     def __iter__(self):
-        """A split unpacks as its arrays: images, labels = load_split(...)."""
+        """A split unpacks as its arrays: images, labels = load(...)."""
         return iter((self.images, self.labels))
 
 
-def load_split(name="fashion-mnist", split="train", data_dir=None, download=True) -> Split:
+def load(name="fashion-mnist", split="train", data_dir=None, download=True) -> Split:
     """One split of a data set: its images, labels, class names and class count, and where it came from.
 
-    Finds the four files in the search order, checks them (IDX format, counts, known hashes, label
-    range) and decodes them through the decoded cache.
+    IDX files are found in the search order, checked (IDX format, counts, known hashes, label range)
+    and decoded through the decoded cache; a .npz file or a CSV directory is read and checked as
+    untrusted (fastnet.data.formats): custom data whose classes are numbered by its labels.
 
     Parameters
     ----------
     name : str
-        A data set of DATASETS: "fashion-mnist" or "mnist".
+        A data set of DATASETS: "fashion-mnist" or "mnist" (for a .npz or CSV, only its name).
     split : str
         "train" or "test".
     data_dir : str or Path, optional
-        A directory holding the four IDX files (raw or .gz); it must hold them, no falling through.
+        A directory holding the four IDX files (raw or .gz), a .npz file, or a directory of one
+        *train*.csv and one *test*.csv (see kind); it must hold them, no falling through.
     download : bool
-        Whether to download the data set into the user cache when it is found nowhere else.
+        Whether to download the data set into the user cache when it is found nowhere else (IDX only).
 
     Returns
     -------
     Split
-        images uint8 (N, rows*cols), labels uint8 (N,), class_names, num_classes, and the source.
+        images (N, D), labels (N,), class_names, num_classes, and the source.
 
     Raises
     ------
@@ -93,10 +107,40 @@ def load_split(name="fashion-mnist", split="train", data_dir=None, download=True
     Examples
     --------
     >>> from fastnet import data
-    >>> test = data.load_split("fashion-mnist", "test", download=False)
+    >>> test = data.load("fashion-mnist", "test", download=False)
     >>> test.images.shape, test.num_classes, test.class_names[9], test.custom
     ((10000, 784), 10, 'Ankle boot', False)
     """
+    what = kind(data_dir)
+    if what == "idx":
+        return _load_idx(name, split, data_dir, download)
+    if split not in ("train", "test"):
+        raise InputError(f"unknown split {split!r}; expected train or test")
+    path = os.path.expanduser(data_dir)
+    images, labels = formats.read_npz(path, split) if what == "npz" else formats.read_csv(formats.csv_file(path, split))
+    classes = int(labels.max()) + 1 if len(labels) else 0
+    return Split(images, labels, tuple(str(c) for c in range(classes)), classes, name, split, Path(path),
+                 "--data-dir", True)
+
+
+def kind(data_dir) -> str:
+    """What data_dir (--data-dir) names: "npz", "csv" or "idx" (also for None, a search for the IDX files)."""
+    if data_dir is None:
+        return "idx"
+    path = os.path.expanduser(data_dir)
+    if os.path.isfile(path) and (path.endswith(".npz") or formats.is_zip(path)):
+        return "npz"
+    if os.path.isfile(path) and path.endswith(".csv"):
+        raise InputError(f"--data-dir {data_dir}: pass the directory holding *train*.csv and *test*.csv, "
+                         "not one CSV file")
+    if os.path.isdir(path) and not glob.glob(os.path.join(glob.escape(path), "*idx[13]-ubyte*")) \
+            and glob.glob(os.path.join(glob.escape(path), "*.csv")):
+        return "csv"
+    return "idx"
+
+
+def _load_idx(name, split, data_dir, download) -> Split:
+    """One split of IDX files: found in the search order, checked and decoded through the cache (see load)."""
     info = sources.lookup(name)
     if split not in info.files:
         raise InputError(f"unknown split {split!r}; expected one of {', '.join(info.files)}")

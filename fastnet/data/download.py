@@ -67,7 +67,8 @@ def _download_file(info: DatasetInfo, url: str, final: Path) -> None:
 
 def _fetch(info: DatasetInfo, url: str, out) -> str:
     """Copy url into the open file out, with progress on stderr; return the MD5 of the bytes."""
-    import http.client  # imported here: they cost ~50 ms, and most runs never download
+    # imported here, as most runs never download: docs/performance.md#constants-and-where-they-come-from
+    import http.client
     import urllib.request
 
     md5 = hashlib.md5(usedforsecurity=False)

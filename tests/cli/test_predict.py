@@ -161,7 +161,7 @@ def trained(tmp_path_factory):
     from fastnet import data
 
     K = get_backend("numpy")
-    train, test = (data.load_split("fashion-mnist", split, download=False) for split in ("train", "test"))
+    train, test = (data.load("fashion-mnist", split, download=False) for split in ("train", "test"))
     images, labels, test_images, test_labels = train.images, train.labels, test.images, test.labels
     model = MLP.he_init((784, 64, 10), np.random.default_rng(0))
     state = TrainState(model, Adam(model.params.size, model.dtype), np.random.default_rng(1))

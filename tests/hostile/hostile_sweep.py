@@ -472,7 +472,7 @@ if os.environ.get("NUMBA_DISABLE_JIT") != "1":
     case("env_numba_disable_jit_trains", "environment", TRAIN + ["--backend", "numba"], 0,
          env={"NUMBA_DISABLE_JIT": "1"}, timeout=180)
 
-# the other data formats (fastnet.formats): a .npz file or a directory of two CSV files as --data-dir
+# the other data formats (fastnet.data): a .npz file or a directory of two CSV files as --data-dir
 def npz_data(rel, **changes):
     """Setup: a .npz data set from data/'s arrays, with members replaced (None drops one; bytes are
     written as the member's raw .npy contents)."""

@@ -80,7 +80,7 @@ def test_a_gzip_bomb_is_refused_from_its_header_before_inflating(bomb, tmp_cache
     t = time.perf_counter()
     try:
         with pytest.raises(InputError, match="200000 images but .* 300 labels"):
-            data.load_split(data_dir=bomb)
+            data.load(data_dir=bomb)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -92,7 +92,7 @@ def test_a_claim_beyond_the_available_memory_is_refused(tmp_path, tmp_cache, mon
     folder = make_set(tmp_path / "set", side=28)
     monkeypatch.setattr(idx, "available_memory", lambda: 100_000)  # the 300 x 784 images need 235 KB
     with pytest.raises(InputError, match="memory available"):
-        data.load_split(data_dir=folder)
+        data.load(data_dir=folder)
     assert not tmp_cache.exists() or not list(tmp_cache.rglob("*.npy"))
 
 
@@ -166,15 +166,15 @@ def test_published_test_files_beside_a_training_subset_are_custom_data(tmp_path,
     for base in data.SPLIT_FILES["train"]:  # a subset of the published training files
         write_idx(mine / base, idx.read_idx(pub / base)[:10])
     for split in ("train", "test"):
-        result = data.load_split("toy", split, mine)
+        result = data.load("toy", split, mine)
         assert result.custom and result.class_names == ("0", "1", "2", "3")
-    assert not data.load_split("toy", "test", pub).custom
+    assert not data.load("toy", "test", pub).custom
     # the same dims as the published file but other bytes: a damaged copy, still an error
     damaged = shutil.copytree(pub, tmp_path / "damaged")
     labels = idx.read_idx(pub / "train-labels-idx1-ubyte")
     write_idx(damaged / "train-labels-idx1-ubyte", (labels + 1) % 4)
     with pytest.raises(InputError, match="corrupt or modified"):
-        data.load_split("toy", "test", damaged)
+        data.load("toy", "test", damaged)
 
 
 @needs_real
@@ -183,7 +183,7 @@ def test_the_real_test_files_beside_a_500_image_training_subset_are_custom_data(
         os.symlink(REAL / f"{base}.gz", tmp_path / f"{base}.gz")
     for base in data.SPLIT_FILES["train"]:
         write_idx(tmp_path / base, idx.read_idx(REAL / f"{base}.gz")[:500])
-    result = data.load_split("fashion-mnist", "test", tmp_path)
+    result = data.load("fashion-mnist", "test", tmp_path)
     assert result.custom and len(result.labels) == 10000
 
 
@@ -264,7 +264,7 @@ def test_a_trickling_mirror_gives_up_and_leaves_no_file(tmp_path, tmp_cache, mon
         monkeypatch.setattr(download, "DEADLINE_SECONDS", 1.5)
     t = time.perf_counter()
     with pytest.raises(InputError, match="stalled" if mode == "stall" else "unfinished after 1.5 s") as info:
-        data.load_split("mnist")
+        data.load("mnist")
     assert time.perf_counter() - t < 10 and "\n" not in str(info.value)
     assert os.listdir(tmp_cache / "mnist") == []
 

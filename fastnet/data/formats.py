@@ -1,19 +1,12 @@
-"""The arrays fastnet trains on, and the files besides IDX that hold them: .npz archives and CSV.
+"""The files besides IDX that hold a data set: a .npz archive, or a directory of two CSV files.
 
-Arrays: rows (N, D) of real numbers, one sample a row. uint8, float32 and float64 rows are read as
-they are, without a copy when C-contiguous (a read-only memory-mapped .npy included): the compiled
-step gathers raw rows and scales them on the way in. Other dtypes are converted once: integers and
-booleans to float64 (exact), float16 to float32, other byte orders to the machine's; each dtype the
-step reads is one more compilation.
-
-`--data-dir` of python -m fastnet.train (and fastnet.evaluate) names one of:
-- a directory of the four IDX files (fastnet.data);
-- a .npz file holding X_train, y_train, X_test, y_test: images (N, D) or (N, rows, cols) of any
+- a .npz file holds X_train, y_train, X_test, y_test: images (N, D) or (N, rows, cols) of any
   real dtype, labels non-negative integers (classes 0..K-1);
-- a directory holding one *train*.csv and one *test*.csv file: a header line, then one image a
+- a directory holds one *train*.csv and one *test*.csv file: a header line, then one image a
   line, its label first, then its pixels (the layout of the Fashion-MNIST and MNIST CSV files that
   circulate, e.g. fashion-mnist_train.csv). Integer pixels in 0..255 become uint8 pixels.
-Every problem with such a file is an InputError: one line naming the file and what is wrong.
+Both are read as untrusted: every problem with such a file is an InputError, one line naming the
+file and what is wrong.
 """
 
 import glob
@@ -22,90 +15,20 @@ import os
 import warnings
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 
-from . import data, memory
-from .checkpoint import npy_header
-from .data.idx import DEFLATE_MAX_RATIO
-from .errors import InputError
+from .. import memory
+from ..errors import InputError
+from ..files import npy_header
+from .arrays import MAX_CLASSES, as_rows, small_labels
+from .idx import DEFLATE_MAX_RATIO
 
-NATIVE = (np.uint8, np.float32, np.float64)  # dtypes the compiled step reads without a conversion
 NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")
 
 
-# ---------------------------------------------------------------- arrays
-
-
-MAX_CLASSES = 65536  # labels above are a typo or hostile: one name and one output each
-
-
-def as_rows(X, what="X", finite=True):
-    """X as rows (N, D) that the kernels read: a NATIVE dtype, C-contiguous. Converts only when
-    needed; raises TypeError for what is not an array of real numbers and ValueError for a wrong
-    shape, no rows or features, or (with `finite`) NaN or infinite values."""
-    if not isinstance(X, np.ndarray):
-        if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
-            try:
-                X = np.asarray(X)
-            except (ValueError, TypeError) as exc:
-                raise TypeError(f"{what} must be an array of numbers ({exc})") from None
-        else:
-            raise TypeError(f"{what} must be a 2-D array of numbers, got {type(X).__name__}")
-    if X.dtype.kind not in "biuf":
-        kind = "complex" if X.dtype.kind == "c" else str(X.dtype)
-        raise TypeError(f"{what} must hold real numbers, got {kind} values")
-    if X.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (samples, features), got shape {X.shape}"
-                         + ("; reshape a single sample with X.reshape(1, -1)" if X.ndim == 1 else ""))
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{what} has shape {X.shape}: it needs at least one sample and one feature")
-    if X.dtype.type not in NATIVE:
-        X = X.astype(np.float32 if X.dtype == np.float16 else np.float64)
-    elif not X.dtype.isnative:  # big-endian float32/64 (a file written elsewhere): the same values, native
-        X = X.astype(X.dtype.newbyteorder("="))
-    X = np.ascontiguousarray(X)  # no copy when it already is, memory maps included
-    if finite and X.dtype.kind == "f" and not all_finite(X):
-        raise ValueError(f"{what} holds NaN or infinite values; remove or impute them first")
-    return X
-
-
-def all_finite(X, chunk=4096):
-    """True when no value of float rows X is NaN or infinite: one float64 sum (NaN or inf propagate),
-    then, only if that sum is not finite (an overflow is possible), an exact pass in chunks."""
-    with np.errstate(over="ignore"):  # finite values near 1e308 may overflow the sum: no warning, the exact pass
-        if np.isfinite(X.sum(dtype=np.float64)):
-            return True
-    return all(np.isfinite(X[i : i + chunk]).all() for i in range(0, len(X), chunk))
-
-
-def small_labels(labels):
-    """Class indices 0..K-1 in the smallest type the kernels share: uint8 (as IDX labels are, so the
-    same compiled step serves) while K <= 256, else intp."""
-    return labels.astype(np.uint8 if len(labels) == 0 or labels.max() < 256 else np.intp)
-
-
-# ---------------------------------------------------------------- files for --data-dir
-
-
-def kind(data_dir):
-    """What --data-dir names: "npz", "csv" or "idx" (also for None, a search for the IDX files)."""
-    if data_dir is None:
-        return "idx"
-    path = os.path.expanduser(data_dir)
-    if os.path.isfile(path) and (path.endswith(".npz") or _is_zip(path)):
-        return "npz"
-    if os.path.isfile(path) and path.endswith(".csv"):
-        raise InputError(f"--data-dir {data_dir}: pass the directory holding *train*.csv and *test*.csv, "
-                         "not one CSV file")
-    if os.path.isdir(path) and not glob.glob(os.path.join(glob.escape(path), "*idx[13]-ubyte*")) \
-            and glob.glob(os.path.join(glob.escape(path), "*.csv")):
-        return "csv"
-    return "idx"
-
-
-def _is_zip(path):
+def is_zip(path):
+    """True when the file at path starts as a zip archive (a .npz) does."""
     try:
         with open(path, "rb") as f:
             return f.read(4) == b"PK\x03\x04"
@@ -113,23 +36,7 @@ def _is_zip(path):
         return False
 
 
-def load_split(name="fashion-mnist", split="train", data_dir=None, download=True):
-    """One split (a fastnet.data.Split) from whatever data_dir names (see kind); IDX files through
-    fastnet.data.load_split, with its search order, checks and cache; .npz and CSV data are custom
-    data sets whose classes are numbered by their labels."""
-    what = kind(data_dir)
-    if what == "idx":
-        return data.load_split(name, split, data_dir, download)
-    if split not in ("train", "test"):
-        raise InputError(f"unknown split {split!r}; expected train or test")
-    path = os.path.expanduser(data_dir)
-    images, labels = read_npz(path, split) if what == "npz" else read_csv(_csv_file(path, split))
-    classes = int(labels.max()) + 1 if len(labels) else 0
-    return data.Split(images, labels, tuple(str(c) for c in range(classes)), classes, name, split, Path(path),
-                      "--data-dir", True)
-
-
-def _csv_file(directory, split):
+def csv_file(directory, split):
     """The one *train*.csv (or *test*.csv) file in directory."""
     found = sorted(glob.glob(os.path.join(glob.escape(directory), f"*{split}*.csv")))
     other = "test" if split == "train" else "train"
@@ -148,7 +55,7 @@ def read_npz(path, split):
     read within bounds (_read_member)."""
     x_key, y_key = f"X_{split}", f"y_{split}"
     _regular_file(path)
-    if not _is_zip(path):
+    if not is_zip(path):
         raise InputError(f"{path} is not a .npz (zip) file")
     try:
         with zipfile.ZipFile(path) as zf:
