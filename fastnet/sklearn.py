@@ -392,15 +392,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Probability of each class (columns in the order of classes_), float64 rows summing to 1."""
-        return self.model_.predict_proba(self._rows(X))
+        X = self._rows(X)  # NotFittedError first
+        return self.model_.predict_proba(X)
 
     def predict_log_proba(self, X):
         """The logarithm of predict_proba."""
-        return self.model_.predict_log_proba(self._rows(X))
+        X = self._rows(X)  # NotFittedError first
+        return self.model_.predict_log_proba(X)
 
     def predict(self, X):
         """The most probable class of each sample."""
-        return self.model_.predict(self._rows(X))
+        X = self._rows(X)  # NotFittedError first
+        return self.model_.predict(X)
 
     # ------------------------------------------------------------ what scikit-learn users read
 

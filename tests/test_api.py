@@ -382,7 +382,7 @@ def test_prediction_errors():
         model.predict(np.full((1, 7), np.nan))
     with pytest.raises(ValueError, match="does not know"):
         fastnet.fit(X, y, epochs=1, validation=(X[:3], [0, 1, 9]), threads=1)
-    with pytest.raises(ValueError, match="learning rate too high.*smaller lr"):
+    with pytest.raises(ValueError, match="learning rate too high.*smaller one"):
         fastnet.fit(X, y, optimizer="gd", lr=1e35, epochs=2, **FAST)
 
 

@@ -32,7 +32,7 @@ from fastnet.training import TrainState
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (16, 8, 3)
 NAMES = ["cat", "dog", "bird"]
-RECIPE = Recipe(layers=SIZES, lr=2e-3, batch_size=8, epochs=3, warmup=2)
+RECIPE = Recipe(layers=SIZES, lr=2e-3, batch_size=8, epochs=3, warmup=2, beta1=0.9, beta2=0.999)  # Adam(): its defaults
 TRAINED = {"dataset": "fashion-mnist", "data_dir": None, "input_dtype": "uint8"}
 
 

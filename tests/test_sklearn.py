@@ -278,17 +278,18 @@ def ctrl_c_in_epoch(monkeypatch, epoch, steps=3):
 
     real, epochs = training.train_epoch, [0]
 
-    def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None, max_chunk=64):
+    def train_epoch(state, backend, images, labels, batch_size, lr_at, ws, on_batch=None, stop=None, max_chunk=64,
+                    shuffle=True):
         epochs[0] += 1
         if epochs[0] != epoch:
-            return real(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk)
+            return real(state, backend, images, labels, batch_size, lr_at, ws, on_batch, stop, max_chunk, shuffle)
         asked = iter(range(1, 10**6))
 
         def ctrl_c():
             if next(asked) == steps:
                 raise KeyboardInterrupt
             return False
-        return real(state, backend, images, labels, batch_size, lr_at, ws, on_batch, ctrl_c, 1)
+        return real(state, backend, images, labels, batch_size, lr_at, ws, on_batch, ctrl_c, 1, shuffle)
 
     monkeypatch.setattr(training, "train_epoch", train_epoch)
 

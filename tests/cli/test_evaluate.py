@@ -13,6 +13,7 @@ from fastnet import checkpoint
 from fastnet.evaluate import grid_sample, per_class, table
 from fastnet.model import MLP
 from fastnet.optim import Adam
+from fastnet.recipe import Recipe
 from fastnet.training import TrainState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def save_model(path, sizes=(784, 16, 10)):
     model = MLP.he_init(sizes, np.random.default_rng(0))
     state = TrainState(model, Adam(model.params.size, model.dtype), np.random.default_rng(0))
     names = NAMES if sizes[-1] == 10 else [str(i) for i in range(sizes[-1])]
-    checkpoint.save(str(path), state, {"dataset": "fashion-mnist"}, names)
+    checkpoint.save(str(path), state, Recipe(layers=sizes), {"dataset": "fashion-mnist"}, names)
     return path
 
 

@@ -14,6 +14,7 @@ from fastnet.backend import get_backend
 from fastnet.errors import InputError
 from fastnet.model import MLP, predict_logits
 from fastnet.optim import Adam
+from fastnet.recipe import Recipe
 from fastnet.training import TrainState, fit
 
 Image = pytest.importorskip("PIL.Image")
@@ -36,7 +37,7 @@ def run_predict(*args):
 def save_model(path, model, names=NAMES):
     """Write model to path as a fastnet model file and return the path."""
     state = TrainState(model, Adam(model.params.size, model.dtype), np.random.default_rng(0))
-    checkpoint.save(str(path), state, {"dataset": "fashion-mnist"}, names)
+    checkpoint.save(str(path), state, Recipe(layers=model.sizes), {"dataset": "fashion-mnist"}, names)
     return path
 
 

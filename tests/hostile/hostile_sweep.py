@@ -390,7 +390,7 @@ for name, argv, code, setup in [
      model_with(progress={"history": {"train_loss": {"a": 1}}})),
     ("resume_step_negative", TRAIN + ["--resume", "model.npz", "--epochs", "2"], 2,
      model_with(opt_step=np.array(-5))),
-    ("resume_settings_threads_text", TRAIN[:-6] + ["--data-dir", "{data}", "--resume", "model.npz", "--epochs", "2"],
+    ("resume_trained_threads_text", TRAIN[:-6] + ["--data-dir", "{data}", "--resume", "model.npz", "--epochs", "2"],
      2, model_with(trained={"threads": "many"})),
     ("resume_continues", TRAIN + ["--resume", "model.npz", "--epochs", "2"], 0, None),
     ("evaluate_other_inputs", EVALUATE, 2, both(data_file(TI, idx_bytes(images(300, 9))),

@@ -165,7 +165,7 @@ def test_adam_with_a_huge_learning_rate_stops_as_divergence(tmp_path, env, tiny)
     assert train(env, tiny, "--save", path).returncode == 0
     before = path.read_bytes()
     proc = train(env, tiny, "--lr", "1e6", "--save", path)
-    assert_one_line_error(proc, 3, "diverged", "exploded", "--lr")
+    assert_one_line_error(proc, 3, "diverged", "exploded", "learning rate too high")
     assert path.read_bytes() == before and debris(tmp_path) == []
 
 

@@ -101,8 +101,8 @@ def test_sigkill_during_saves_never_leaves_a_broken_model(tmp_path):
         hits += len(left)
         if left:  # the stale temporary is harmless: the next save and load ignore it
             state.optimizer.step += 1
-            checkpoint.save(str(path), state, {"i": -1}, names)
-            assert checkpoint.load(str(path))[1] == {"i": -1}
+            checkpoint.save(str(path), state, Recipe(seed=10**9), {}, names)
+            assert checkpoint.load(str(path))[1]["recipe"]["seed"] == 10**9
             assert temporaries(folder) == left
     # the loop spends most of its time inside save: some kills must have landed mid-write
     assert hits >= 1
@@ -472,7 +472,7 @@ def test_interrupt_save_load_continue_equals_straight_fit(tmp_path, K, dtype, op
     assert not training.fit(part, K, train, val, **FIT, stop=_stop_after(k), max_chunk=1)
     assert part.epoch * 8 + part.batch == k
     path = tmp_path / "part.npz"
-    checkpoint.save(str(path), part, {"k": k}, ["a", "b", "c"])
+    checkpoint.save(str(path), part, Recipe(layers=part.model.sizes), {}, ["a", "b", "c"])
     resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
     assert training.fit(resumed, K, train, val, **FIT)
 
@@ -504,7 +504,7 @@ def test_a_stop_with_an_epochs_last_step_ends_between_epochs(tmp_path, K, dtype,
     assert len(part.history.train_loss) == calls and part.optimizer.step == calls
     checkpoint.check_position(part, len(train[1]), len(train[1]), "part.npz")
     path = tmp_path / "part.npz"
-    checkpoint.save(str(path), part, {}, ["a", "b", "c"])
+    checkpoint.save(str(path), part, Recipe(layers=part.model.sizes), {}, ["a", "b", "c"])
     resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
     assert training.fit(resumed, K, train, val, **one_step)
     atol = 0.0 if K is jit else 1e-12
@@ -556,7 +556,7 @@ def test_a_stop_between_chunks_resumes_exactly(tmp_path, K, dtype, calls):
     assert not training.fit(part, K, train, val, **FIT, stop=_stop_after(calls))
     assert 1 <= part.epoch * 8 + part.batch <= 32 and part.optimizer.step == part.epoch * 8 + part.batch
     path = tmp_path / "part.npz"
-    checkpoint.save(str(path), part, {}, ["a", "b", "c"])
+    checkpoint.save(str(path), part, Recipe(layers=part.model.sizes), {}, ["a", "b", "c"])
     resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
     assert training.fit(resumed, K, train, val, **FIT)
     atol = 0.0 if K is jit else 1e-12

@@ -333,8 +333,9 @@ def wide_model(classes=1000, name_chars=None):
         model = MLP.he_init((64, 8, classes), np.random.default_rng(0))
         state = TrainState(model, OPTIMIZERS["adam"](model.params.size, model.dtype), np.random.default_rng(0))
         names = [str(i) if name_chars is None else f"{i}".ljust(name_chars, "x") for i in range(classes)]
-        settings = json.loads(str(np.load(ws / "model.npz")["settings"]))
-        checkpoint.save(str(ws / "model.npz"), state, {**settings, "layers": f"64,8,{classes}"}, names)
+        record = checkpoint.load(str(ws / "model.npz"))[1]
+        recipe = Recipe.from_stored(record["recipe"]).replace(layers=(64, 8, classes))
+        checkpoint.save(str(ws / "model.npz"), state, recipe, record["trained"], names)
     return setup
 
 
@@ -447,25 +448,25 @@ def add(case, sweep):
     ]:
         case(f"mf_{name}", "model files", argv, code, setup=setup, **kw)
 
-    # hostile JSON members (M2)
+    # hostile JSON members (M2): `trained` is what evaluate and predict read, `recipe` what a resume reads too
     for name, argv, code, setup in [
-        ("json_settings_huge_int_evaluate", evaluate, 2, json_extra("settings", huge)),
-        ("json_settings_huge_int_predict", ["fastnet.predict", "model.npz", "img.png"], 2,
-         json_extra("settings", huge)),
-        ("json_settings_huge_int_resume", resume, 2, json_extra("settings", huge)),
+        ("json_trained_huge_int_evaluate", evaluate, 2, json_extra("trained", huge)),
+        ("json_trained_huge_int_predict", ["fastnet.predict", "model.npz", "img.png"], 2,
+         json_extra("trained", huge)),
+        ("json_recipe_huge_int_resume", resume, 2, json_extra("recipe", huge)),
         ("json_progress_huge_int_resume", resume, 2, json_extra("progress", huge)),
         ("json_progress_huge_int_evaluate", evaluate, 0, json_extra("progress", huge)),
         ("json_progress_huge_epoch_resume", resume, 2, json_text("progress", '{"epoch": ' + huge + "}")),
-        ("json_settings_negative_huge_int", evaluate, 2, json_extra("settings", "-" + huge)),
-        ("json_settings_deep_nesting", evaluate, 2, json_extra("settings", "[" * 100_000 + "]" * 100_000)),
-        ("json_settings_infinity_evaluate", evaluate, 0, json_extra("settings", "Infinity")),
-        ("json_settings_lr_infinity_resume", resume, 2, sweep.model_with(settings={"lr": float("inf")})),
-        ("json_settings_input_dtype_unknown", evaluate, 2, sweep.model_with(settings={"input_dtype": "float16x"})),
-        ("json_settings_input_dtype_list", evaluate, 0, sweep.model_with(settings={"input_dtype": ["uint8"]})),
-        ("json_settings_input_dtype_float_predict", ["fastnet.predict", "model.npz", "img.png"], 2,
-         sweep.model_with(settings={"input_dtype": "float64"})),
-        ("json_settings_not_an_object", evaluate, 2, json_text("settings", "[1, 2]")),
-        ("json_huge_float_exponent", evaluate, 0, json_extra("settings", "1e" + huge[:400])),
+        ("json_trained_negative_huge_int", evaluate, 2, json_extra("trained", "-" + huge)),
+        ("json_trained_deep_nesting", evaluate, 2, json_extra("trained", "[" * 100_000 + "]" * 100_000)),
+        ("json_trained_infinity_evaluate", evaluate, 0, json_extra("trained", "Infinity")),
+        ("json_recipe_lr_infinity_resume", resume, 2, sweep.model_with(recipe={"lr": float("inf")})),
+        ("json_trained_input_dtype_unknown", evaluate, 2, sweep.model_with(trained={"input_dtype": "float16x"})),
+        ("json_trained_input_dtype_list", evaluate, 0, sweep.model_with(trained={"input_dtype": ["uint8"]})),
+        ("json_trained_input_dtype_float_predict", ["fastnet.predict", "model.npz", "img.png"], 2,
+         sweep.model_with(trained={"input_dtype": "float64"})),
+        ("json_trained_not_an_object", evaluate, 2, json_text("trained", "[1, 2]")),
+        ("json_huge_float_exponent", evaluate, 0, json_extra("trained", "1e" + huge[:400])),
     ]:
         case(f"mf_{name}", "model files", argv, code, setup=setup)
 
@@ -493,7 +494,7 @@ def add(case, sweep):
                 "fit_x_1e200_unstandardised": 2, "fit_x_at_float64_max": 2, "sklearn_fit_1e300_float32": 2}
     writes = {"load_bytes_path": ("m.npz",), "save_bytes_path": ("m.npz",), "save_uint64_labels": ("m.npz",),
               "save_int64_extremes": ("m.npz",), "save_text_labels_at_name_limit": ("m.npz",)}
-    setups = {"load_json_huge_int": json_extra("settings", huge)}
+    setups = {"load_json_huge_int": json_extra("trained", huge)}
     for name in SCENARIOS:
         case(f"api_{name}", "python api", RUNNER + [name], expected.get(name, 0), setup=setups.get(name),
              writes=writes.get(name, ()))
@@ -501,9 +502,12 @@ def add(case, sweep):
 
 def old_layout():
     """Setup: model.npz rewritten as fastnet wrote it before the history had members of its own: the
-    history and partial losses in the progress JSON, no steps or step_stride."""
+    history and partial losses in the progress JSON, no steps or step_stride, and the recipe and what
+    it was trained on in one `settings` member (layers as text)."""
     def setup(ws):
         arrays = dict(np.load(ws / "model.npz"))
+        settings = {**json.loads(str(arrays.pop("recipe"))), **json.loads(str(arrays.pop("trained")))}
+        arrays["settings"] = np.array(json.dumps({**settings, "layers": ",".join(map(str, settings["layers"]))}))
         progress = json.loads(str(arrays["progress"]))
         history = {k[8:]: arrays.pop(k).tolist() for k in list(arrays) if k.startswith("history_")}
         progress["history"] = history
