@@ -2,12 +2,12 @@
 
 import pytest
 
-from tests.cli.test_train import fastnet, needs_real, small_data
+from tests.helpers import idx_set, needs_real, run_cli
 
 
 @pytest.mark.parametrize("activation", ["tanh", "logistic", "identity"])
 def test_gradcheck_cli_takes_activation_and_alpha(tmp_path, tmp_cache, activation):
-    proc = fastnet("fastnet.gradcheck", "--data-dir", str(small_data(tmp_path / "data")), "--layers", "16,8,3",
+    proc = run_cli("fastnet.gradcheck", "--data-dir", str(idx_set(tmp_path / "data")), "--layers", "16,8,3",
                    "--backend", "numpy", "--activation", activation, "--alpha", "0.5")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{activation} hidden layers, alpha 0.5" in proc.stdout
@@ -16,7 +16,7 @@ def test_gradcheck_cli_takes_activation_and_alpha(tmp_path, tmp_cache, activatio
 
 @needs_real
 def test_gradcheck_cli_passes():
-    proc = fastnet("fastnet.gradcheck", "--backend", "numpy")
+    proc = run_cli("fastnet.gradcheck", "--backend", "numpy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("relative difference: ")
