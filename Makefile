@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATA   := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test test-nojit hostile bench compare gradcheck clean
+.PHONY: setup data train test test-fast test-nojit hostile bench compare gradcheck clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +35,16 @@ train: setup data
 test: setup data
 	$(PY) -m pytest
 
+# The inner loop: every test not marked slow (under two minutes with the kernels compiled once).
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
 test-nojit: setup data
-	NUMBA_DISABLE_JIT=1 $(PY) -m pytest tests/test_kernels.py
+	NUMBA_DISABLE_JIT=1 $(PY) -m pytest tests/kernels/test_kernels.py
 
 # Every case of the hostile sweep (about 200 commands, a few minutes); make test runs a fast subset.
 hostile: setup data
-	$(PY) tests/hostile_sweep.py
+	$(PY) tests/hostile/hostile_sweep.py
 
 bench: setup data
 	$(PY) -m pytest bench --benchmark-only --benchmark-group-by=group --benchmark-columns=median,iqr,min,rounds

@@ -1,18 +1,9 @@
-"""Shared test helpers: write IDX files, and point the user cache at a temporary directory."""
-
-import gzip
-import struct
+"""Fixtures shared by the tests (helpers to import are in tests/helpers.py)."""
 
 import numpy as np
 import pytest
 
-
-def write_idx(path, array, gz=False):
-    """Write array as a uint8 IDX file at path (gzip-compressed if gz) and return the path."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    data = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
+from tests.helpers import write_idx
 
 
 @pytest.fixture
@@ -21,27 +12,6 @@ def tmp_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("FASTNET_CACHE_DIR", str(cache))
     return cache
-
-
-def zip_bytes(members):
-    """A zip archive written by hand, so that tests can forge what zipfile never writes: members is a
-    list of dicts with name and data (the stored bytes), and optionally method (0 stored, 8
-    deflate, or any number), flags (bit 0: encrypted), crc, and the sizes the directory claims
-    (size: uncompressed, compressed). Every size is written in a zip64 extra field."""
-    local, central = bytearray(), bytearray()
-    for m in members:
-        name, data = m["name"].encode(), m["data"]
-        size, compressed = m.get("size", len(data)), m.get("compressed", len(data))
-        fields = struct.pack("<HHHHHI", 45, m.get("flags", 0), m.get("method", 0), 0, 0x21, m.get("crc", 0))
-        extra = struct.pack("<HHQQ", 1, 16, size, compressed)
-        offset = len(local)
-        local += b"PK\x03\x04" + fields + struct.pack("<IIHH", 0xFFFFFFFF, 0xFFFFFFFF, len(name), len(extra))
-        local += name + extra + data
-        central += b"PK\x01\x02" + struct.pack("<H", 45) + fields + struct.pack(
-            "<IIHHHHHII", 0xFFFFFFFF, 0xFFFFFFFF, len(name), len(extra), 0, 0, 0, 0, offset) + name + extra
-    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(local), 0)
-    return bytes(local + central + end)
-
 
 @pytest.fixture
 def data_dirs(tmp_path):

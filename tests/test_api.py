@@ -7,22 +7,15 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastnet
-from tests.conftest import write_idx
 from fastnet import checkpoint, recipe
 from fastnet.data.arrays import as_rows
+from tests.helpers import ROOT, needs_real, run_cli, write_idx_set
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL = Path("/usr/share/datasets/fashion-mnist")
-needs_real = pytest.mark.skipif(
-    not (REAL / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("CI"),
-    reason="real Fashion-MNIST not installed (CI installs it; a missing data set fails there)",
-)
 FAST = dict(threads=1, validation=None)  # one thread: deterministic and quick on a busy machine
 
 
@@ -252,19 +245,10 @@ def test_threads_are_restored_after_a_call():
 # ---------------------------------------------------------------- model files and the command line
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-
-
 def idx_data(directory, n_train=120, n_test=60):
     """A small IDX data set of 8x8 images in 4 classes (pixels()); returns the directory."""
-    directory.mkdir()
-    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
-        X, y = pixels(n, seed=seed)
-        write_idx(directory / f"{prefix}-images-idx3-ubyte", X.reshape(n, 8, 8))
-        write_idx(directory / f"{prefix}-labels-idx1-ubyte", y)
-    return directory
+    (X, y), (Xt, yt) = pixels(n_train, seed=0), pixels(n_test, seed=1)
+    return write_idx_set(directory, (X.reshape(-1, 8, 8), y), (Xt.reshape(-1, 8, 8), yt))
 
 
 def test_model_files_go_both_ways_between_python_and_the_command_line(tmp_path, tmp_cache):
@@ -274,11 +258,11 @@ def test_model_files_go_both_ways_between_python_and_the_command_line(tmp_path, 
     # Python -> python -m fastnet.evaluate
     model = fastnet.fit(X, y, hidden_layer_sizes=(16,), epochs=3, batch_size=16, lr=1e-2, **FAST)
     model.save(tmp_path / "api.npz")
-    done = run("fastnet.evaluate", tmp_path / "api.npz", "--data-dir", data, "--json")
+    done = run_cli("fastnet.evaluate", tmp_path / "api.npz", "--data-dir", data, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["test_accuracy"] == pytest.approx(model.score(X_test, y_test))
     # python -m fastnet.train -> fastnet.load
-    done = run("fastnet.train", "--data-dir", data, "--layers", "64,16,4", "--epochs", "2", "--threads", "1",
+    done = run_cli("fastnet.train", "--data-dir", data, "--layers", "64,16,4", "--epochs", "2", "--threads", "1",
                "--save", tmp_path / "cli.npz", "--metrics-json", tmp_path / "cli.json")
     assert done.returncode == 0, done.stderr
     cli = fastnet.load(tmp_path / "cli.npz")
@@ -291,7 +275,7 @@ def test_fit_on_fashion_mnist_arrays_trains_the_command_lines_network(tmp_path):
     """One epoch of the default recipe from Python and from python -m fastnet.train: the same bits."""
     (X, y), (X_test, y_test) = fastnet.datasets.load_fashion_mnist(download=False)
     assert X.shape == (60000, 784) and X.dtype == np.uint8
-    done = run("fastnet.train", "--epochs", "1", "--threads", "1", "--save", tmp_path / "cli.npz")
+    done = run_cli("fastnet.train", "--epochs", "1", "--threads", "1", "--save", tmp_path / "cli.npz")
     assert done.returncode == 0, done.stderr
     model = fastnet.fit(X, y, epochs=1, threads=1)
     cli = fastnet.load(tmp_path / "cli.npz")

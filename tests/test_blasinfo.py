@@ -3,11 +3,9 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from fastnet import blasinfo
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, idx_set
 
 
 def info(kernels, forced, library="openblas"):
@@ -52,13 +50,7 @@ def test_a_run_names_its_blas_in_the_header_and_the_metrics_and_notes_forced_ker
     AVX-512 CPU one 'note:' line says what it costs (and nothing else is on stderr)."""
     import json
 
-    import numpy as np
-    from tests.conftest import write_idx
-
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 60), ("t10k", 20)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 3)
+    idx_set(tmp_path, 60, 20)
     for forced in (None, "Haswell"):
         env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} if forced is None else \
             dict(os.environ, OPENBLAS_CORETYPE=forced)

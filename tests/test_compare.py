@@ -8,7 +8,7 @@ import pytest
 
 from bench import compare, profile_step
 from bench.peers import common
-from tests.conftest import write_idx
+from tests.helpers import write_idx
 from fastnet import data
 from fastnet.recipe import Recipe, new_state
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import write_idx
+from tests.helpers import write_idx
 from fastnet import data
 from fastnet.data import cache, idx, load, read_idx, sources
 from fastnet.errors import InputError

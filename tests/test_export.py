@@ -5,7 +5,6 @@ model gives the accuracy fastnet.evaluate prints."""
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,9 @@ import pytest
 
 import fastnet
 from fastnet import export
+from tests.helpers import ROOT, assert_one_line_error, needs_real, run_cli
 from tests.kernels.tolerances import tolerance
 
-ROOT = Path(__file__).resolve().parents[1]
-REAL = Path("/usr/share/datasets/fashion-mnist")
-needs_real = pytest.mark.skipif(
-    not (REAL / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("CI"),
-    reason="real Fashion-MNIST not installed (CI installs it; a missing data set fails there)",
-)
 needs_onnx = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "skl2onnx")),
     reason="the [onnx] extra is not installed (pip install '.[onnx]'; make test installs it)",
@@ -316,13 +310,6 @@ def fastnet_export(*args, prelude=""):
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def assert_one_line_error(proc, *words):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert all(w in lines[0] for w in words), lines[0]
-
-
 def leftovers(folder):
     return sorted(p.name for p in Path(folder).iterdir() if p.suffix == ".onnx" or p.name.startswith(".tmp-"))
 
@@ -360,13 +347,13 @@ def test_cli_bad_input_is_one_line(saved, tmp_path, args, words):
     before = saved.read_bytes()
     names = dict(bad=tmp_path / "bad.npz", model=saved, out=tmp_path / "out.onnx", tmp=tmp_path,
                  floats=tmp_path / "floats.npz")
-    assert_one_line_error(fastnet_export(*[a.format(**names) for a in args]), *words)
+    assert_one_line_error(fastnet_export(*[a.format(**names) for a in args]), 2, *words)
     assert leftovers(tmp_path) == [] and saved.read_bytes() == before
 
 
 def test_cli_without_onnx_names_the_extra(saved, tmp_path):
     done = fastnet_export(saved, tmp_path / "out.onnx", prelude="import sys; sys.modules['onnx'] = None")
-    assert_one_line_error(done, "needs the onnx package", "fastnet-mlp[onnx]")
+    assert_one_line_error(done, 2, "needs the onnx package", "fastnet-mlp[onnx]")
     assert leftovers(tmp_path) == []
 
 
@@ -406,8 +393,7 @@ def test_api_bad_input_raises_and_keeps_the_old_file(small_model, tmp_path, monk
 @needs_onnx
 def test_exported_cli_model_scores_what_evaluate_prints(tmp_path, fashion):
     def command(*args):
-        done = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=600)
+        done = run_cli(*args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -4,62 +4,26 @@ common layout (a header, then label and pixels per line); bad files are one-line
 import io
 import json
 import os
-import subprocess
-import sys
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import zip_bytes
 from fastnet.data import formats, kind, load
 from fastnet.data.arrays import as_rows
 from fastnet.errors import InputError
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import assert_one_line_error, banded_images, npz_set, run_cli, write_csv, zip_bytes
 
 
 def train(*args):
     """`python -m fastnet.train ARGS` from the repository root; the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "fastnet.train", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-
-
-def assert_one_line_error(proc, *words):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert all(w in lines[0] for w in words), lines[0]
-
-
-def images(n, classes, side=8, seed=0):
-    """uint8 images (n, side, side), class c bright in band c; labels 0..classes-1 in turn."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    X = rng.integers(0, 50, (n, side, side), dtype=np.uint8)
-    for c in range(classes):
-        X[y == c, c % side] += 200
-    return X, y
-
-
-def write_csv(path, X, y, header=True):
-    """The common CSV layout: 'label,pixel1,...' then one image a line, its label first."""
-    rows = np.column_stack([y, X.reshape(len(X), -1)])
-    head = ",".join(["label"] + [f"pixel{i + 1}" for i in range(rows.shape[1] - 1)])
-    np.savetxt(path, rows, fmt="%d", delimiter=",", header=head if header else "", comments="")
-    if not header:  # savetxt writes an empty first line for an empty header
-        path.write_text(path.read_text().lstrip("\n"))
-    return path
+    return run_cli("fastnet.train", *args)
 
 
 @pytest.fixture
 def npz(tmp_path):
-    (X, y), (Xt, yt) = images(60, 3), images(30, 3, seed=1)
-    path = tmp_path / "data.npz"
-    np.savez(path, X_train=X, y_train=y, X_test=Xt, y_test=yt)
-    return path
+    return npz_set(tmp_path / "data.npz")
 
 
 def test_npz_trains_with_layers_fitted_to_its_data(npz, tmp_path):
@@ -69,8 +33,7 @@ def test_npz_trains_with_layers_fitted_to_its_data(npz, tmp_path):
     assert "layers 64,128,3" in done.stdout and str(npz) in done.stdout
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["layers"] == "64,128,3" and metrics["test_accuracy"] > 0.9
-    ev = subprocess.run([sys.executable, "-m", "fastnet.evaluate", tmp_path / "m.npz", "--json"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)  # finds the .npz it was trained on
+    ev = run_cli("fastnet.evaluate", tmp_path / "m.npz", "--json")  # finds the .npz it was trained on
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["test_accuracy"] == metrics["test_accuracy"]
 
@@ -91,8 +54,8 @@ def test_csv_directory_of_two_images_per_class_trains_with_default_flags(tmp_pat
     --data-dir (5 epochs, 784-128-10, one image held out for validation)."""
     data = tmp_path / "csv"
     data.mkdir()
-    write_csv(data / "fashion-mnist_train.csv", *images(20, 10, side=28))
-    write_csv(data / "fashion-mnist_test.csv", *images(10, 10, side=28, seed=1))
+    write_csv(data / "fashion-mnist_train.csv", *banded_images(20, 10, side=28))
+    write_csv(data / "fashion-mnist_test.csv", *banded_images(10, 10, side=28, seed=1))
     done = train("--data-dir", data)
     assert done.returncode == 0, done.stderr
     assert "19 train / 1 val, layers 784,128,10" in done.stdout
@@ -101,7 +64,7 @@ def test_csv_directory_of_two_images_per_class_trains_with_default_flags(tmp_pat
 
 
 def test_csv_reader(tmp_path):
-    X, y = images(12, 3)
+    X, y = banded_images(12, 3)
     for header in (True, False):
         path = write_csv(tmp_path / f"train{header}.csv", X, y, header)
         rows, labels = formats.read_csv(path)
@@ -123,7 +86,7 @@ def test_data_dir_kinds(tmp_path, npz):
 
 
 def bad_npz(tmp_path, **arrays):
-    (X, y), (Xt, yt) = images(20, 2), images(10, 2, seed=1)
+    (X, y), (Xt, yt) = banded_images(20, 2), banded_images(10, 2, seed=1)
     members = dict(X_train=X, y_train=y, X_test=Xt, y_test=yt)
     members.update(arrays)
     path = tmp_path / "bad.npz"
@@ -146,7 +109,7 @@ def bad_npz(tmp_path, **arrays):
     (dict(X_test=np.zeros((10, 63), np.uint8)), ["63 pixels"]),
 ])
 def test_bad_npz_files_are_one_line_errors(tmp_path, arrays, words):
-    assert_one_line_error(train("--data-dir", bad_npz(tmp_path, **arrays), "--backend", "numpy"), *words)
+    assert_one_line_error(train("--data-dir", bad_npz(tmp_path, **arrays), "--backend", "numpy"), 2, *words)
 
 
 @pytest.mark.parametrize("files, words", [
@@ -163,18 +126,18 @@ def test_bad_npz_files_are_one_line_errors(tmp_path, arrays, words):
 def test_bad_csv_files_are_one_line_errors(tmp_path, files, words):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    assert_one_line_error(train("--data-dir", tmp_path, "--backend", "numpy"), *words)
+    assert_one_line_error(train("--data-dir", tmp_path, "--backend", "numpy"), 2, *words)
 
 
 def test_one_csv_file_is_not_a_data_dir(tmp_path):
-    write_csv(tmp_path / "train.csv", *images(4, 2))
-    assert_one_line_error(train("--data-dir", tmp_path / "train.csv", "--backend", "numpy"), "*test*.csv")
+    write_csv(tmp_path / "train.csv", *banded_images(4, 2))
+    assert_one_line_error(train("--data-dir", tmp_path / "train.csv", "--backend", "numpy"), 2, "*test*.csv")
 
 
 def test_untrusted_data_files_are_read_within_bounds(tmp_path):
     """A label of 10**9 (10**9 classes), a member whose .npy header claims a terabyte, and a FIFO
     named train.csv: each is refused before anything large is allocated or a read blocks."""
-    (X, y), (Xt, yt) = images(40, 4), images(20, 4, seed=1)
+    (X, y), (Xt, yt) = banded_images(40, 4), banded_images(20, 4, seed=1)
     huge_label = tmp_path / "label.npz"
     np.savez(huge_label, X_train=X, y_train=np.r_[y[:-1], 10**9], X_test=Xt, y_test=yt)
     with pytest.raises(InputError, match="label 1000000000"):
@@ -204,9 +167,9 @@ def npy(array):
 
 
 def forged_npz(tmp_path, x_train, **member):
-    """A .npz of the four members, written by hand (conftest.zip_bytes): X_train's .npy bytes are
+    """A .npz of the four members, written by hand (helpers.zip_bytes): X_train's .npy bytes are
     x_train, stored as `member` says (method, flags, the sizes its directory claims, deflated)."""
-    (X, y), (Xt, yt) = images(20, 2), images(10, 2, seed=1)
+    (X, y), (Xt, yt) = banded_images(20, 2), banded_images(10, 2, seed=1)
     members = [dict(name=f"{k}.npy", data=npy(v), crc=zlib.crc32(npy(v)))
                for k, v in dict(y_train=y, X_test=Xt, y_test=yt).items()]
     first = dict(name="X_train.npy", data=x_train, crc=zlib.crc32(x_train), size=len(x_train))
@@ -236,7 +199,7 @@ def test_npz_members_are_read_within_bounds(tmp_path, member, words):
     """An encrypted member, an unknown compression method, a directory claiming 179 GiB for a
     member of a few KB (stored or deflated; the .npy header claiming as much), a compressed size
     beyond the file: each is one InputError, before anything is allocated (no MemoryError)."""
-    data = huge_header((179 << 30,)) + bytes(4000) if "size" in member else npy(images(20, 2)[0])
+    data = huge_header((179 << 30,)) + bytes(4000) if "size" in member else npy(banded_images(20, 2)[0])
     path = forged_npz(tmp_path, data, **member)
     with pytest.raises(InputError) as caught:
         load("fashion-mnist", "train", path)
@@ -261,10 +224,10 @@ def test_npz_member_shorter_than_its_claim_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_hand_written_npz_of_any_layout_reads_as_numpy_writes_it(tmp_path, order):
-    X = np.asfortranarray(images(20, 2)[0].reshape(20, -1)) if order == "F" else images(20, 2)[0]
+    X = np.asfortranarray(banded_images(20, 2)[0].reshape(20, -1)) if order == "F" else banded_images(20, 2)[0]
     images_, labels = load("fashion-mnist", "train", forged_npz(tmp_path, npy(X), deflate=True))
     np.testing.assert_array_equal(images_, X.reshape(20, -1))
-    assert images_.flags.c_contiguous and labels.tolist() == images(20, 2)[1].tolist()
+    assert images_.flags.c_contiguous and labels.tolist() == banded_images(20, 2)[1].tolist()
 
 
 @pytest.mark.parametrize("dtype", [">f4", ">f8", ">i4", "<f4"])
@@ -290,7 +253,7 @@ def test_big_endian_npz_trains_the_same_model_as_native(tmp_path):
 
 
 def test_csv_with_a_byte_order_mark_and_no_header_keeps_its_first_row(tmp_path):
-    X, y = images(6, 3)
+    X, y = banded_images(6, 3)
     path = write_csv(tmp_path / "train.csv", X, y, header=False)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     rows, labels = formats.read_csv(path)
@@ -304,7 +267,7 @@ def test_csv_with_a_byte_order_mark_and_no_header_keeps_its_first_row(tmp_path):
 def test_utf16_csv_and_float_labels_beyond_any_class_are_one_line_errors(tmp_path):
     """UTF-16 text is named as such (not 'line 2 holds a NUL'); a float label of 1e20 is refused before
     a cast to integers that cannot hold it (NumPy warned on stderr, a second line)."""
-    X, y = images(6, 3)
+    X, y = banded_images(6, 3)
     path = write_csv(tmp_path / "train.csv", X, y)
     path.write_bytes(path.read_text().encode("utf-16"))
     with pytest.raises(InputError, match="is UTF-16 text; save it as UTF-8"):

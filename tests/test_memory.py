@@ -6,18 +6,17 @@ import resource
 import subprocess
 import sys
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import write_idx
+from tests.helpers import write_idx
 from fastnet import memory, recipe, run
 from fastnet.backend import get_backend
 from fastnet.errors import InputError
 from fastnet.model import evaluate
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cgroup(tmp_path, monkeypatch, line, files):

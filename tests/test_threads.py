@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from fastnet import threads
 from fastnet.threads import SHARE_VARIABLES, available_cores, default_threads
+from tests.helpers import ROOT, idx_set
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_the_numpy_backend_trains_without_loading_numba(tmp_path):
             "loss_and_grads(model, reference, images, np.arange(5), labels, ws)\n"
             "assert ws.buffers.partials.size == 0\n"
             "print(sorted(m for m in sys.modules if m == 'numba' or m.startswith('numba.')))\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     env = dict(os.environ, OMP_NUM_THREADS="abc", PYTHONPATH=root)
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -290,21 +290,14 @@ cli.run(train.main, sys.argv[4:])
 def test_a_planted_registry_never_truncates_a_file_and_the_run_trains(tmp_path, how):
     if how == "other-user" and os.geteuid() != 0:
         pytest.skip("giving a folder to another user needs root")
-    from tests.conftest import write_idx
-
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 200), ("t10k", 40)):
-        write_idx(data / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)))
-        write_idx(data / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 3)
+    data = idx_set(tmp_path / "data", 200, 40)
     runtime = tmp_path / "shm"
     folder = runtime / f"fastnet-{os.getuid()}"
     folder.mkdir(parents=True)
     folder.chmod(0o777 if how == "mode-0777" else 0o700)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1", FASTNET_CACHE_DIR=str(tmp_path / "cache"))
     done = subprocess.run([sys.executable, "-c", PLANTED_RUN, str(runtime), str(victim), how, "--epochs", "1",
                            "--quiet", "--layers", "16,8,3", "--backend", "numpy", "--data-dir", str(data)],

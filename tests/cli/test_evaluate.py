@@ -1,63 +1,29 @@
 """Tests of python -m fastnet.evaluate on small IDX data sets: the report, JSON, plots and one-line errors."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import write_idx
-from fastnet import checkpoint
 from fastnet.evaluate import grid_sample, per_class, table
-from fastnet.model import MLP
-from fastnet.optim import Adam
-from fastnet.recipe import Recipe
-from fastnet.training import TrainState
+from tests.helpers import FASHION_NAMES as NAMES
+from tests.helpers import assert_one_line_error, idx_set, model_file, run_cli, write_idx_set
 
-ROOT = Path(__file__).resolve().parents[2]
-NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+def fashion_shaped(folder):
+    """Random 28 x 28 images in 10 classes (60 training, 40 test) as an IDX data set; returns folder."""
+    return idx_set(folder, 60, 40, side=28, classes=10)
 
 
 def run_evaluate(*args):
     """`python -m fastnet.evaluate ARGS --backend numpy` from the repository root; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "fastnet.evaluate", *map(str, args), "--backend", "numpy"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def make_data(directory, pixels=784, n_train=60, n_test=40):
-    """Four IDX files of random images with labels 0..9 in turn; returns the directory."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    side = int(np.sqrt(pixels))
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(directory / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, side, pixels // side)))
-        write_idx(directory / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
-    return directory
-
-
-def save_model(path, sizes=(784, 16, 10)):
-    """An untrained model file with Fashion-MNIST's class names; returns the path."""
-    model = MLP.he_init(sizes, np.random.default_rng(0))
-    state = TrainState(model, Adam(model.params.size, model.dtype), np.random.default_rng(0))
-    names = NAMES if sizes[-1] == 10 else [str(i) for i in range(sizes[-1])]
-    checkpoint.save(str(path), state, Recipe(layers=sizes), {"dataset": "fashion-mnist"}, names)
-    return path
+    return run_cli("fastnet.evaluate", *args, "--backend", "numpy")
 
 
 @pytest.fixture
 def model_and_data(tmp_path, tmp_cache):
     """A model file and a small IDX data directory for it, with a private user cache."""
-    return save_model(tmp_path / "model.npz"), make_data(tmp_path / "data")
-
-
-def assert_one_line_error(proc, *words):
-    """The command failed with exit status 2 and one line on stderr holding every word."""
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert all(w in lines[0] for w in words), lines[0]
+    return model_file(tmp_path / "model.npz"), fashion_shaped(tmp_path / "data")
 
 
 def test_report_lists_every_class_and_the_accuracy(model_and_data):
@@ -106,19 +72,19 @@ def test_bad_model_file_exits_2_with_one_line(tmp_path, make):
         path.write_text("not a model")
     elif make == "npz":
         np.savez(path, weights=np.zeros(3))
-    assert_one_line_error(run_evaluate(path), str(path))
+    assert_one_line_error(run_evaluate(path), 2, str(path))
 
 
 def test_image_size_must_match_the_model(tmp_path, tmp_cache):
-    model = save_model(tmp_path / "small.npz", (100, 8, 10))
-    proc = run_evaluate(model, "--data-dir", make_data(tmp_path / "data"))
-    assert_one_line_error(proc, "784 pixels", "100 inputs")
+    model = model_file(tmp_path / "small.npz", sizes=(100, 8, 10))
+    proc = run_evaluate(model, "--data-dir", fashion_shaped(tmp_path / "data"))
+    assert_one_line_error(proc, 2, "784 pixels", "100 inputs")
 
 
 def test_labels_must_be_classes_of_the_model(tmp_path, tmp_cache):
-    model = save_model(tmp_path / "three.npz", (784, 8, 3))
-    proc = run_evaluate(model, "--data-dir", make_data(tmp_path / "data"))
-    assert_one_line_error(proc, "label 9", "3 classes")
+    model = model_file(tmp_path / "three.npz", sizes=(784, 8, 3))
+    proc = run_evaluate(model, "--data-dir", fashion_shaped(tmp_path / "data"))
+    assert_one_line_error(proc, 2, "label 9", "3 classes")
 
 
 def test_per_class_table_and_grid_sample():
@@ -140,18 +106,16 @@ def test_per_class_table_and_grid_sample():
 def learnable_data(directory, classes=12, n_train=360, n_test=120):
     """Four IDX files of 784-pixel images whose class (0..classes-1, at most 12) lights a band of rows
     of the image: a network learns them in a few epochs. Returns (directory, (X, y), (X_test, y_test))."""
-    directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(3)
     splits = []
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
+    for n in (n_train, n_test):
         y = rng.permutation(np.arange(n) % classes)
         X = rng.integers(0, 40, (n, 28, 28))
         for c in range(classes):
             X[y == c, 2 * c + 2 : 2 * c + 4, 4:24] += 200
-        write_idx(directory / f"{prefix}-images-idx3-ubyte", X)
-        write_idx(directory / f"{prefix}-labels-idx1-ubyte", y)
-        splits.append((X.reshape(n, -1).astype(np.uint8), y))
-    return directory, splits[0], splits[1]
+        splits.append((X.astype(np.uint8), y))
+    write_idx_set(directory, *splits)
+    return directory, *((X.reshape(len(X), -1), y) for X, y in splits)
 
 
 # A custom data set's classes are named "0", "1", ...: as text, "10" sorts before "2", so a model fit
@@ -202,9 +166,8 @@ def test_resume_keeps_a_python_models_classes_and_their_encoding(tmp_path, tmp_c
     model = fastnet.fit(X, TEXT[y], hidden_layer_sizes=(32,), epochs=1, batch_size=32, lr=1e-2, threads=1,
                         validation=None, backend="numpy")
     model.save(tmp_path / "api.npz")
-    done = subprocess.run([sys.executable, "-m", "fastnet.train", "--resume", tmp_path / "api.npz", "--epochs", "6",
-                           "--data-dir", data, "--backend", "numpy"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_cli("fastnet.train", "--resume", tmp_path / "api.npz", "--epochs", "6", "--data-dir", data,
+                   "--backend", "numpy")
     assert done.returncode == 0, done.stderr
     resumed = fastnet.load(tmp_path / "api.npz")
     assert resumed.classes_.tolist() == sorted(TEXT) and len(resumed.history["loss"]) == 6
@@ -221,7 +184,7 @@ def test_labels_that_a_python_model_was_not_trained_on_are_one_line(tmp_path, tm
     model = fastnet.fit(X, np.array(["odd", "even"])[y % 2], epochs=1, threads=1, validation=None,
                         backend="numpy", hidden_layer_sizes=(4,))
     model.save(tmp_path / "api.npz")
-    assert_one_line_error(run_evaluate(tmp_path / "api.npz", "--data-dir", data), "not trained on", "0, 1")
+    assert_one_line_error(run_evaluate(tmp_path / "api.npz", "--data-dir", data), 2, "not trained on", "0, 1")
 
 
 def test_a_python_model_of_float_features_asks_for_its_data(tmp_path, tmp_cache):
@@ -234,20 +197,19 @@ def test_a_python_model_of_float_features_asks_for_its_data(tmp_path, tmp_cache)
     model = fastnet.fit(X / 255, y, hidden_layer_sizes=(16,), epochs=4, batch_size=32, threads=1, validation=None,
                         backend="numpy")
     model.save(tmp_path / "float.npz")
-    assert_one_line_error(run_evaluate(tmp_path / "float.npz"), "trained in Python", "--data-dir")
-    assert_one_line_error(run_evaluate(tmp_path / "float.npz", "--data-dir", data), "float64 features", "pixels")
+    assert_one_line_error(run_evaluate(tmp_path / "float.npz"), 2, "trained in Python", "--data-dir")
+    assert_one_line_error(run_evaluate(tmp_path / "float.npz", "--data-dir", data), 2, "float64 features", "pixels")
     npz = tmp_path / "floats.npz"
     np.savez(npz, X_train=X / 255, y_train=y, X_test=X_test / 255, y_test=y_test)
     proc = run_evaluate(tmp_path / "float.npz", "--data-dir", npz, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["test_accuracy"] == model.score(X_test / 255, y_test)
-    proc = subprocess.run([sys.executable, "-m", "fastnet.predict", tmp_path / "float.npz", tmp_path / "x.png"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert_one_line_error(proc, "float64 features", "images")
+    proc = run_cli("fastnet.predict", tmp_path / "float.npz", tmp_path / "x.png")
+    assert_one_line_error(proc, 2, "float64 features", "images")
     # a model fit on pixels still evaluates on pixels, with --data-dir
     pixels = fastnet.fit(X, y, hidden_layer_sizes=(4,), epochs=1, threads=1, validation=None, backend="numpy")
     pixels.save(tmp_path / "pixels.npz")
-    assert_one_line_error(run_evaluate(tmp_path / "pixels.npz"), "trained in Python")
+    assert_one_line_error(run_evaluate(tmp_path / "pixels.npz"), 2, "trained in Python")
     assert run_evaluate(tmp_path / "pixels.npz", "--data-dir", data).returncode == 0
 
 
@@ -255,12 +217,12 @@ def test_mathtext_in_a_class_name_is_drawn_as_text(tmp_path, tmp_cache):
     """A class name `$\\foo$` (matplotlib mathtext that does not parse) is drawn as written: exit 0,
     two PNGs. Before, a traceback, and an empty plot folder left behind."""
     pytest.importorskip("matplotlib")
-    model = save_model(tmp_path / "model.npz")
+    model = model_file(tmp_path / "model.npz")
     arrays = dict(np.load(model))
     arrays["class_names"] = np.array(["$\\foo$", "a$b", "$x^$", *NAMES[3:]])
     np.savez(model, **arrays)
     out = tmp_path / "plots"
-    proc = run_evaluate(model, "--data-dir", make_data(tmp_path / "data"), "--plot", out)
+    proc = run_evaluate(model, "--data-dir", fashion_shaped(tmp_path / "data"), "--plot", out)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "test_predictions.png"]
 
@@ -276,7 +238,7 @@ def test_a_failed_plot_leaves_no_folder_it_made(tmp_path, tmp_cache, monkeypatch
         raise InputError("cannot draw")
 
     monkeypatch.setattr(plots, "plot_confusion_matrix", fail)
-    model, data = save_model(tmp_path / "model.npz"), make_data(tmp_path / "data")
+    model, data = model_file(tmp_path / "model.npz"), fashion_shaped(tmp_path / "data")
     for out in (tmp_path / "new" / "plots", tmp_path):
         with pytest.raises(InputError, match="cannot draw"):
             evaluate.main([str(model), "--data-dir", str(data), "--backend", "numpy", "--plot", str(out)])

@@ -1,13 +1,68 @@
-"""The gradcheck command as a user runs it."""
+"""The gradcheck command as a user runs it; it reads every kind of --data-dir that train reads (IDX,
+.npz, CSV), through the same loader: the same help, the same one-line errors."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from tests.cli.test_train import fastnet, needs_real, small_data
+from fastnet import data
+from tests.helpers import idx_set, needs_real, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def command(*args):
+    """`python -m ARGS` from the repository root, help unwrapped; the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "COLUMNS": "400"})
+
+
+def gradcheck(data_dir, *args):
+    return command("fastnet.gradcheck", "--data-dir", data_dir, "--backend", "numpy", *args)
+
+
+def one_line_error(proc):
+    """The one stderr line of a command that refused its input (exit 2), checked to be one line."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["idx", "npz", "float-npz", "csv"])
+def test_gradcheck_passes_on_every_kind_of_data_dir(data_dirs, kind):
+    """16 inputs: the check runs on the tiny set itself (Fashion-MNIST's 784 pixels would not fit)."""
+    proc = gradcheck(data_dirs[kind], "--layers", "16,6,3", "--samples", "6")
+    assert proc.returncode == 0, proc.stderr
+    assert "on 6 samples" in proc.stdout and "relative difference" in proc.stdout, proc.stdout
+
+
+def test_gradcheck_layers_that_do_not_fit_a_npz_are_one_line(data_dirs):
+    assert "--layers takes 784 inputs" in one_line_error(gradcheck(data_dirs["npz"]))
+
+
+def test_gradcheck_refuses_bad_data_in_the_words_of_train(data_dirs, tmp_path):
+    """A .npz without y_test, one CSV file instead of its folder: the same line as train's."""
+    arrays = dict(np.load(data_dirs["npz"]))
+    del arrays["y_test"]
+    np.savez(tmp_path / "partial.npz", **arrays)
+    for bad in (tmp_path / "partial.npz", Path(data_dirs["csv"]) / "train.csv"):
+        line = one_line_error(gradcheck(bad, "--layers", "16,6,3"))
+        assert line == one_line_error(command("fastnet.train", "--data-dir", bad, "--layers", "16,6,3"))
+        assert str(bad) in line
+
+
+def test_gradcheck_help_describes_data_dir_as_train_does():
+    assert " ".join(data.DATA_DIR_HELP.split()) in " ".join(command("fastnet.gradcheck", "--help").stdout.split())
 
 
 @pytest.mark.parametrize("activation", ["tanh", "logistic", "identity"])
 def test_gradcheck_cli_takes_activation_and_alpha(tmp_path, tmp_cache, activation):
-    proc = fastnet("fastnet.gradcheck", "--data-dir", str(small_data(tmp_path / "data")), "--layers", "16,8,3",
+    proc = run_cli("fastnet.gradcheck", "--data-dir", str(idx_set(tmp_path / "data")), "--layers", "16,8,3",
                    "--backend", "numpy", "--activation", activation, "--alpha", "0.5")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{activation} hidden layers, alpha 0.5" in proc.stdout
@@ -16,7 +71,7 @@ def test_gradcheck_cli_takes_activation_and_alpha(tmp_path, tmp_cache, activatio
 
 @needs_real
 def test_gradcheck_cli_passes():
-    proc = fastnet("fastnet.gradcheck", "--backend", "numpy")
+    proc = run_cli("fastnet.gradcheck", "--backend", "numpy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("relative difference: ")

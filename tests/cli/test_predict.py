@@ -1,51 +1,32 @@
 """Tests of fastnet.predict: the Fashion-MNIST-style conversion of image files, real classifications, CLI errors."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fastnet import checkpoint, predict
+from fastnet import predict
 from fastnet.backend import get_backend
 from fastnet.errors import InputError
 from fastnet.model import MLP, predict_logits
 from fastnet.optim import Adam
-from fastnet.recipe import Recipe
 from fastnet.training import TrainState, fit
+from tests.helpers import FASHION_NAMES as NAMES
+from tests.helpers import model_file, needs_real, run_cli
 
 Image = pytest.importorskip("PIL.Image")
-
-ROOT = Path(__file__).resolve().parents[2]
-REAL = Path("/usr/share/datasets/fashion-mnist")
-NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-needs_real = pytest.mark.skipif(
-    not (REAL / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("CI"),
-    reason="real Fashion-MNIST not installed (CI installs it; a missing data set fails there)",
-)
 
 
 def run_predict(*args):
     """`python -m fastnet.predict ARGS` from the repository root; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "fastnet.predict", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-
-
-def save_model(path, model, names=NAMES):
-    """Write model to path as a fastnet model file and return the path."""
-    state = TrainState(model, Adam(model.params.size, model.dtype), np.random.default_rng(0))
-    checkpoint.save(str(path), state, Recipe(layers=model.sizes), {"dataset": "fashion-mnist"}, names)
-    return path
+    return run_cli("fastnet.predict", *args)
 
 
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory):
     """An untrained 784-16-10 model file: enough for the command's error paths."""
     path = tmp_path_factory.mktemp("model") / "random.npz"
-    return save_model(path, MLP.he_init((784, 16, 10), np.random.default_rng(0)))
+    return model_file(path)
 
 
 def bbox(pixels):
@@ -167,7 +148,7 @@ def trained(tmp_path_factory):
     model = MLP.he_init((784, 64, 10), np.random.default_rng(0))
     state = TrainState(model, Adam(model.params.size, model.dtype), np.random.default_rng(1))
     fit(state, K, (images[:30000], labels[:30000]), (images[:0], labels[:0]), 1, 128, 1e-3)
-    path = save_model(tmp_path_factory.mktemp("trained") / "model.npz", model)
+    path = model_file(tmp_path_factory.mktemp("trained") / "model.npz", model)
     return path, model, K, test_images, test_labels
 
 

@@ -2,38 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import write_idx
 from fastnet import checkpoint
 from fastnet.optim import OPTIMIZERS
-
-ROOT = Path(__file__).resolve().parents[2]
-REAL = Path("/usr/share/datasets/fashion-mnist")
-needs_real = pytest.mark.skipif(
-    not (REAL / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("CI"),
-    reason="real Fashion-MNIST not installed (CI installs it; a missing data set fails there)",
-)
-
-
-def fastnet(*args, timeout=600, **kw):
-    """Run `python -m fastnet.<args>` from the repository root; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, **kw)
-
-
-def assert_one_line_error(proc, code=2, *words):
-    assert proc.returncode == code, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
+from tests.helpers import assert_one_line_error, idx_set, needs_real, run_cli
 
 
 @pytest.mark.parametrize("flag, value, word", [
@@ -55,25 +30,25 @@ def assert_one_line_error(proc, code=2, *words):
     ("--alpha", "inf", "--alpha"),
 ])
 def test_bad_flags_exit_2_with_one_line(flag, value, word):
-    assert_one_line_error(fastnet("fastnet.train", flag, value), 2, word)
+    assert_one_line_error(run_cli("fastnet.train", flag, value), 2, word)
 
 
 def test_missing_data_dir_exits_2(tmp_path):
-    proc = fastnet("fastnet.train", "--data-dir", str(tmp_path / "nowhere"), "--backend", "numpy")
+    proc = run_cli("fastnet.train", "--data-dir", str(tmp_path / "nowhere"), "--backend", "numpy")
     assert_one_line_error(proc, 2)
 
 
 @needs_real
 @pytest.mark.parametrize("layers, word", [("785,128,10", "785"), ("784,128,9", "9")])
 def test_layers_that_contradict_the_data(layers, word):
-    assert_one_line_error(fastnet("fastnet.train", "--layers", layers, "--backend", "numpy"), 2, word)
+    assert_one_line_error(run_cli("fastnet.train", "--layers", layers, "--backend", "numpy"), 2, word)
 
 
 @needs_real
 def test_seed_recipe_numpy_reference_reaches_86_percent(tmp_path):
     """The blog's recipe on the reference backend: Adam, lr 5e-4, batch 128, 5 epochs -> >= 0.86."""
     metrics, model = tmp_path / "m.json", tmp_path / "model.npz"
-    proc = fastnet("fastnet.train", "--preset", "seed", "--backend", "numpy",
+    proc = run_cli("fastnet.train", "--preset", "seed", "--backend", "numpy",
                    "--metrics-json", str(metrics), "--save", str(model))
     assert proc.returncode == 0, proc.stderr
     assert len([l for l in proc.stdout.splitlines() if l.startswith("epoch ")]) == 5
@@ -87,19 +62,9 @@ def test_seed_recipe_numpy_reference_reaches_86_percent(tmp_path):
     assert m["train_loss"][-1] < m["train_loss"][0]
     assert m["test_accuracy"] >= 0.86, m["test_accuracy"]
     # the saved model evaluates to the same accuracy
-    ev = fastnet("fastnet.evaluate", str(model), "--backend", "numpy")
+    ev = run_cli("fastnet.evaluate", str(model), "--backend", "numpy")
     assert ev.returncode == 0, ev.stderr
     assert f"{m['test_accuracy']:.4f}" in ev.stdout
-
-
-def small_data(folder):
-    """A 4 x 4-pixel IDX data set in 3 classes: 90 training and 30 test images."""
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 90), ("t10k", 30)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 3)
-    return folder
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -107,8 +72,8 @@ def test_activation_and_alpha_reach_the_model_file_and_evaluate(tmp_path, tmp_ca
     """--activation tanh --alpha 0.01: the file records the activations and both settings, and
     fastnet.evaluate computes the test loss the run reported, through tanh (the same file relabelled
     relu gives another loss)."""
-    data, model, metrics = small_data(tmp_path / "data"), tmp_path / "model.npz", tmp_path / "m.json"
-    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--epochs", "2",
+    data, model, metrics = idx_set(tmp_path / "data"), tmp_path / "model.npz", tmp_path / "m.json"
+    proc = run_cli("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--epochs", "2",
                    "--batch-size", "16", "--backend", backend, "--activation", "tanh", "--alpha", "0.01",
                    "--save", str(model), "--metrics-json", str(metrics), "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -119,7 +84,7 @@ def test_activation_and_alpha_reach_the_model_file_and_evaluate(tmp_path, tmp_ca
     assert (record["recipe"]["activation"], record["recipe"]["alpha"]) == ("tanh", 0.01)
 
     def evaluated(path):
-        ev = fastnet("fastnet.evaluate", str(path), "--backend", backend, "--json")
+        ev = run_cli("fastnet.evaluate", str(path), "--backend", backend, "--json")
         assert ev.returncode == 0, ev.stderr
         return json.loads(ev.stdout)["test_loss"]
 
@@ -138,7 +103,7 @@ def test_same_seed_same_backend_identical_loss_curve(tmp_path):
     curves = []
     for run in range(2):
         out = tmp_path / f"m{run}.json"
-        proc = fastnet("fastnet.train", "--epochs", "1", "--threads", "2", "--metrics-json", str(out))
+        proc = run_cli("fastnet.train", "--epochs", "1", "--threads", "2", "--metrics-json", str(out))
         assert proc.returncode == 0, proc.stderr
         curves.append(json.loads(out.read_text())["train_loss"])
     assert curves[0] == curves[1]
@@ -147,10 +112,10 @@ def test_same_seed_same_backend_identical_loss_curve(tmp_path):
 @needs_real
 def test_divergence_stops_cleanly_and_keeps_the_saved_model(tmp_path):
     model = tmp_path / "model.npz"
-    ok = fastnet("fastnet.train", "--epochs", "1", "--save", str(model))
+    ok = run_cli("fastnet.train", "--epochs", "1", "--save", str(model))
     assert ok.returncode == 0, ok.stderr
     before = model.read_bytes()
-    proc = fastnet("fastnet.train", "--epochs", "1", "--lr", "1e6", "--optimizer", "gd", "--save", str(model))
+    proc = run_cli("fastnet.train", "--epochs", "1", "--lr", "1e6", "--optimizer", "gd", "--save", str(model))
     assert_one_line_error(proc, 3, "epoch 1", "step", "learning rate")
     assert model.read_bytes() == before
     loaded, *_ = checkpoint.load(str(model))
@@ -169,14 +134,14 @@ def test_resume_equals_straight_run(tmp_path, backend, dtype, atol):
 
     The schedule is constant here: a cosine schedule's horizon is the run's --epochs, so a run
     planned for 2 epochs decays differently from one planned for 4 (an interrupted run resumed
-    to its own --epochs is exact with any schedule: see test_interrupts.py)."""
+    to its own --epochs is exact with any schedule: see tests/test_training.py)."""
     common = ["--backend", backend, "--dtype", dtype, "--schedule", "constant", "--val-split", "1000",
               "--threads", "2"]
     straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
-    a = fastnet("fastnet.train", *common, "--epochs", "4", "--save", str(straight))
-    b = fastnet("fastnet.train", *common, "--epochs", "2", "--save", str(part))
+    a = run_cli("fastnet.train", *common, "--epochs", "4", "--save", str(straight))
+    b = run_cli("fastnet.train", *common, "--epochs", "2", "--save", str(part))
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    c = fastnet("fastnet.train", "--resume", str(part), "--epochs", "4", "--backend", backend)
+    c = run_cli("fastnet.train", "--resume", str(part), "--epochs", "4", "--backend", backend)
     assert c.returncode == 0, c.stderr
     assert len([l for l in c.stdout.splitlines() if l.startswith("epoch ")]) == 2
     s, _, _ = checkpoint.load_state(str(straight), OPTIMIZERS)
@@ -191,7 +156,7 @@ def test_resume_equals_straight_run(tmp_path, backend, dtype, atol):
 def test_seed_recipe_on_the_jit_backend_reaches_86_percent(tmp_path):
     """The blog's recipe through the default (numba) backend, like the reference: >= 0.86."""
     out = tmp_path / "m.json"
-    proc = fastnet("fastnet.train", "--preset", "seed", "--metrics-json", str(out))
+    proc = run_cli("fastnet.train", "--preset", "seed", "--metrics-json", str(out))
     assert proc.returncode == 0, proc.stderr
     m = json.loads(out.read_text())
     assert (m["backend"], m["preset"], m["lr"], m["schedule"], m["standardize"]) == \
@@ -205,7 +170,7 @@ def test_default_recipe_reaches_88_5_percent(tmp_path, seed):
     """python -m fastnet.train with no recipe flags: 784-128-10, 5 epochs, batch 128 -> >= 0.885,
     with validation reported every epoch from the held-out images."""
     out = tmp_path / "m.json"
-    proc = fastnet("fastnet.train", "--seed", str(seed), "--metrics-json", str(out))
+    proc = run_cli("fastnet.train", "--seed", str(seed), "--metrics-json", str(out))
     assert proc.returncode == 0, proc.stderr
     m = json.loads(out.read_text())
     assert (m["layers"], m["epochs"], m["batch_size"]) == ("784,128,10", 5, 128)
@@ -248,10 +213,10 @@ def _plot_case(tmp_path, name):
                                   "save_inside_as_a_plot", "a_plot_is_a_directory", "dangling_link"])
 def test_an_unwritable_plot_folder_is_refused_before_training(tmp_path, tmp_cache, name):
     pytest.importorskip("matplotlib")
-    data = small_data(tmp_path / "data")
+    data = idx_set(tmp_path / "data")
     flags, _ = _plot_case(tmp_path, name)
     before = sorted(p.name for p in tmp_path.iterdir())
-    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
+    proc = run_cli("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
                    "--epochs", "1", *flags)
     assert_one_line_error(proc, 2, "--plot")
     assert proc.stdout == "", "refused before the first step"
@@ -260,16 +225,16 @@ def test_an_unwritable_plot_folder_is_refused_before_training(tmp_path, tmp_cach
 
 def test_evaluate_checks_its_plot_folder_before_evaluating(tmp_path, tmp_cache):
     pytest.importorskip("matplotlib")
-    data = small_data(tmp_path / "data")
+    data = idx_set(tmp_path / "data")
     model = tmp_path / "m.npz"
-    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
+    proc = run_cli("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
                    "--epochs", "1", "--quiet", "--save", str(model))
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "out" / "test_predictions.png").mkdir(parents=True)
-    proc = fastnet("fastnet.evaluate", str(model), "--data-dir", str(data), "--backend", "numpy",
+    proc = run_cli("fastnet.evaluate", str(model), "--data-dir", str(data), "--backend", "numpy",
                    "--plot", "/proc/fastnet-plots")
     assert_one_line_error(proc, 2, "--plot", "/proc")
-    proc = fastnet("fastnet.evaluate", str(model), "--data-dir", str(data), "--backend", "numpy",
+    proc = run_cli("fastnet.evaluate", str(model), "--data-dir", str(data), "--backend", "numpy",
                    "--plot", str(tmp_path / "out"))
     assert_one_line_error(proc, 2, "--plot", "test_predictions.png")
     assert proc.stdout == ""
@@ -277,8 +242,8 @@ def test_evaluate_checks_its_plot_folder_before_evaluating(tmp_path, tmp_cache):
 
 def test_a_plot_folder_made_by_the_run_holds_its_pictures(tmp_path, tmp_cache):
     pytest.importorskip("matplotlib")
-    data = small_data(tmp_path / "data")
-    proc = fastnet("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
+    data = idx_set(tmp_path / "data")
+    proc = run_cli("fastnet.train", "--data-dir", str(data), "--layers", "16,8,3", "--backend", "numpy",
                    "--epochs", "1", "--quiet", "--plot", str(tmp_path / "plots"))
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["confusion_matrix.png", "learning_curves.png"]

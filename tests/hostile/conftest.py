@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.hostile.common import TINY, fastnet, make_set
+from tests.helpers import TINY_ARGS, clustered_idx_set, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +21,13 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """300 training and 60 test images of 8x8 pixels in 4 classes."""
-    return make_set(tmp_path_factory.mktemp("tiny") / "data")
+    return clustered_idx_set(tmp_path_factory.mktemp("tiny") / "data")
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, env, tiny):
     """A model trained one epoch on tiny (a finished run's checkpoint)."""
     path = tmp_path_factory.mktemp("model") / "model.npz"
-    proc = fastnet("fastnet.train", *TINY, "--data-dir", tiny, "--save", path, env=env)
+    proc = run_cli("fastnet.train", *TINY_ARGS, "--data-dir", tiny, "--save", path, env=env)
     assert proc.returncode == 0, proc.stderr
     return path

@@ -588,7 +588,7 @@ def load_families(folder=Path(__file__).resolve().parent / "hostile_cases"):
     case(...) for its cases and may use this module's helpers (sweep.put, sweep.TRAIN, ...)."""
     import importlib.util
 
-    sys.path.insert(0, str(ROOT))  # the families import tests.conftest when run as a script
+    sys.path.insert(0, str(ROOT))  # the families import tests.helpers when run as a script
     for path in sorted(folder.glob("*.py")):
         spec = importlib.util.spec_from_file_location(f"hostile_cases.{path.stem}", path)
         module = importlib.util.module_from_spec(spec)

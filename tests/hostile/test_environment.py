@@ -1,7 +1,7 @@
 """Hostile environments: NUMBA_DISABLE_JIT, no writable Numba cache, NUMBA_NUM_THREADS, a negative seed,
 runs larger than memory, the threads the header reports.
 
-Commands run in subprocesses on tiny IDX data sets (tests/hostile/common.py), on the numpy backend,
+Commands run in subprocesses on tiny IDX data sets (tests/helpers.py), on the numpy backend,
 one thread, a private cache and no network (the env, tiny and model fixtures: tests/hostile/conftest.py).
 The numbers in the section comments are the red-team report's item numbers.
 """
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from kernels import blas
-from tests.cli.test_train import assert_one_line_error
-from tests.hostile.common import ROOT, TINY, fastnet, make_set, train
+from tests.helpers import ROOT, TINY_ARGS, assert_one_line_error, clustered_idx_set, run_cli, train_tiny
 
 
 # --- 11. NUMBA_DISABLE_JIT=1: gemm's Python body (make test-nojit runs the kernel tests so) -------
@@ -84,7 +83,7 @@ def test_no_writable_numba_cache_compiles_for_the_run_with_a_note(env, tmp_path)
 
 @pytest.mark.parametrize("value", ["0", "-2", "abc", ""])
 def test_numba_num_threads_that_is_not_a_count_is_one_line(env, tiny, value):
-    proc = fastnet("fastnet.train", *TINY, "--backend", "numba", "--data-dir", tiny,
+    proc = run_cli("fastnet.train", *TINY_ARGS, "--backend", "numba", "--data-dir", tiny,
                    env={**env, "NUMBA_NUM_THREADS": value})
     assert_one_line_error(proc, 2, "NUMBA_NUM_THREADS")
 
@@ -93,20 +92,20 @@ def test_numba_num_threads_that_is_not_a_count_is_one_line(env, tiny, value):
 
 @pytest.mark.parametrize("command", ["fastnet.show", "fastnet.gradcheck"])
 def test_a_negative_seed_is_one_line(env, tiny, command):
-    assert_one_line_error(fastnet(command, "--seed", "-1", "--data-dir", tiny, env=env), 2, "--seed")
+    assert_one_line_error(run_cli(command, "--seed", "-1", "--data-dir", tiny, env=env), 2, "--seed")
 
 
 # --- 14. a run that cannot fit in memory is refused before it starts ------------------------------
 
 def test_a_run_larger_than_memory_is_refused_up_front(env, tmp_path):
     """The report's case: 60000 images, 200000 hidden units, batches of 60000 in float64 (~290 GB)."""
-    many = make_set(tmp_path / "many", n_train=60000, side=2)
-    proc = train(env, many, "--layers", "4,200000,4", "--batch-size", "60000", "--dtype", "float64")
+    many = clustered_idx_set(tmp_path / "many", n_train=60000, side=2)
+    proc = train_tiny(env, many, "--layers", "4,200000,4", "--batch-size", "60000", "--dtype", "float64")
     assert_one_line_error(proc, 2, "GiB of memory")
 
 
 def test_a_batch_larger_than_the_training_set_is_not_counted_as_memory(env, tiny):
-    assert train(env, tiny, "--batch-size", "1000000000").returncode == 0
+    assert train_tiny(env, tiny, "--batch-size", "1000000000").returncode == 0
 
 
 
@@ -114,7 +113,7 @@ def test_a_batch_larger_than_the_training_set_is_not_counted_as_memory(env, tiny
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
 def test_the_header_says_how_many_threads_run(env, tiny):
-    proc = fastnet("fastnet.train", *[a for a in TINY if a != "--quiet"], "--backend", "numba", "--threads", "1000",
+    proc = run_cli("fastnet.train", *[a for a in TINY_ARGS if a != "--quiet"], "--backend", "numba", "--threads", "1000",
                    "--data-dir", tiny, env=env)
     assert proc.returncode == 0, proc.stderr
     header = proc.stdout.splitlines()[0]

@@ -1,6 +1,6 @@
 """Hostile model files: tampered checkpoints, --resume against its recipe, padded or oversized members.
 
-Commands run in subprocesses on tiny IDX data sets (tests/hostile/common.py), on the numpy backend,
+Commands run in subprocesses on tiny IDX data sets (tests/helpers.py), on the numpy backend,
 one thread, a private cache and no network (the env, tiny and model fixtures: tests/hostile/conftest.py).
 The numbers in the section comments are the red-team report's item numbers.
 """
@@ -19,8 +19,7 @@ import pytest
 from fastnet import checkpoint
 from fastnet.errors import InputError
 from fastnet.optim import OPTIMIZERS
-from tests.cli.test_train import assert_one_line_error
-from tests.hostile.common import ROOT, fastnet, progress_of, rewrite
+from tests.helpers import ROOT, assert_one_line_error, progress_of, rewrite_model, run_cli
 
 
 # --- 5. tampered checkpoints; --resume keeps its recipe; errors name what the user gave -----------
@@ -61,20 +60,20 @@ def test_a_tampered_checkpoint_is_one_error_before_resuming(name, model, tmp_pat
         del progress["batch"]
     else:
         progress.update(change)
-    bad = rewrite(model, tmp_path / f"{name}.npz", progress=np.array(json.dumps(progress)))
+    bad = rewrite_model(model, tmp_path / f"{name}.npz", progress=np.array(json.dumps(progress)))
     with pytest.raises(InputError) as info:
         checkpoint.load_state(str(bad), OPTIMIZERS)
     assert word in str(info.value) and "\n" not in str(info.value)
     if name in ("history_of_strings", "batch_1e9"):  # the report's two reproductions, end to end
-        proc = fastnet("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
+        proc = run_cli("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
         assert_one_line_error(proc, 2, "cannot be resumed")
 
 
 def test_a_batch_past_the_end_of_an_epoch_is_refused_once_the_data_is_known(model, tmp_path, env, tiny):
     progress = progress_of(model)  # 280 training images in batches of 128: 3 steps an epoch
     progress.update(batch=4, partial_losses=[1.0] * 4, epoch_rng=progress["rng"])
-    bad = rewrite(model, tmp_path / "bad.npz", progress=np.array(json.dumps(progress)))
-    proc = fastnet("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
+    bad = rewrite_model(model, tmp_path / "bad.npz", progress=np.array(json.dumps(progress)))
+    proc = run_cli("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
     assert_one_line_error(proc, 2, "batch 4", "has 3")
 
 
@@ -83,8 +82,8 @@ def test_a_checkpoint_stopped_after_an_epochs_last_batch_resumes(model, tmp_path
     Resuming completes that epoch's bookkeeping, then trains on."""
     progress = progress_of(model)
     progress.update(batch=3, partial_losses=[1.0] * 3, epoch_rng=progress["rng"])
-    old = rewrite(model, tmp_path / "old.npz", progress=np.array(json.dumps(progress)))
-    proc = fastnet("fastnet.train", "--resume", old, "--epochs", "3", "--data-dir", tiny, env=env)
+    old = rewrite_model(model, tmp_path / "old.npz", progress=np.array(json.dumps(progress)))
+    proc = run_cli("fastnet.train", "--resume", old, "--epochs", "3", "--data-dir", tiny, env=env)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     state, _, _ = checkpoint.load_state(str(old), OPTIMIZERS)
     assert (state.epoch, state.batch) == (3, 0) and state.history.step_loss[3:6] == [1.0] * 3
@@ -93,14 +92,14 @@ def test_a_checkpoint_stopped_after_an_epochs_last_batch_resumes(model, tmp_path
 @pytest.mark.parametrize("flag, value", [("--layers", "64,16,4"), ("--lr", "0.5"), ("--batch-size", "7")])
 def test_resume_refuses_recipe_flags_that_contradict_the_checkpoint(model, tmp_path, env, tiny, flag, value):
     mine = shutil.copy(model, tmp_path / "m.npz")
-    proc = fastnet("fastnet.train", "--resume", mine, "--epochs", "2", "--data-dir", tiny, flag, value, env=env)
+    proc = run_cli("fastnet.train", "--resume", mine, "--epochs", "2", "--data-dir", tiny, flag, value, env=env)
     assert_one_line_error(proc, 2, flag, "contradicts")
     assert Path(mine).read_bytes() == Path(model).read_bytes()
 
 
 def test_errors_name_the_checkpoint_not_flags_the_user_never_passed(model, tmp_path, env, tiny):
-    bad = rewrite(model, tmp_path / "bad.npz", recipe={"batch_size": 0})
-    proc = fastnet("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
+    bad = rewrite_model(model, tmp_path / "bad.npz", recipe={"batch_size": 0})
+    proc = run_cli("fastnet.train", "--resume", bad, "--epochs", "2", "--data-dir", tiny, env=env)
     assert_one_line_error(proc, 2, "the checkpoint's recipe", "batch_size must be an integer >= 1")
     assert "--batch-size" not in proc.stderr
 
@@ -149,7 +148,7 @@ def io_npy_header(shape, descr):
 
 
 def test_a_params_member_claiming_more_than_the_layers_need_is_refused(model, tmp_path, env, tiny):
-    big = rewrite(model, tmp_path / "big.npz", params=np.zeros(10**6, np.float32))  # 556 needed
+    big = rewrite_model(model, tmp_path / "big.npz", params=np.zeros(10**6, np.float32))  # 556 needed
     with zipfile.ZipFile(shutil.copy(model, tmp_path / "liar.npz")) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
     members["params.npy"] = io_npy_header((10**9,), "<f4") + bytes(64)  # claims 4 GB, holds 64 bytes
@@ -157,7 +156,7 @@ def test_a_params_member_claiming_more_than_the_layers_need_is_refused(model, tm
         for name, payload in members.items():
             zf.writestr(name, payload)
     for path, word in ((big, "more than a model file of these layers needs"), (tmp_path / "liar.npz", "larger")):
-        proc = fastnet("fastnet.evaluate", path, "--data-dir", tiny, "--backend", "numpy", env=env)
+        proc = run_cli("fastnet.evaluate", path, "--data-dir", tiny, "--backend", "numpy", env=env)
         assert_one_line_error(proc, 2, word)
 
 

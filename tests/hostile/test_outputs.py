@@ -1,6 +1,6 @@
 """Hostile outputs: devices, shared or unwritable destinations, a full disk, and what the run says.
 
-Commands run in subprocesses on tiny IDX data sets (tests/hostile/common.py), on the numpy backend,
+Commands run in subprocesses on tiny IDX data sets (tests/helpers.py), on the numpy backend,
 one thread, a private cache and no network (the env, tiny and model fixtures: tests/hostile/conftest.py).
 The numbers in the section comments are the red-team report's item numbers.
 """
@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from fastnet import checkpoint
-from tests.cli.test_train import assert_one_line_error
-from tests.hostile.common import TINY, debris, fastnet, rewrite, train
+from tests.helpers import TINY_ARGS, assert_one_line_error, leftovers, rewrite_model, run_cli, train_tiny
 
 
 # --- 3. outputs that are not regular files, or the same file twice -------------------------------
@@ -29,7 +28,7 @@ from tests.hostile.common import TINY, debris, fastnet, rewrite, train
 ])
 def test_outputs_that_are_devices_empty_or_shared_are_refused(tmp_path, env, tiny, args, word):
     args = [str(tmp_path / "x.npz") if a == "SAME" else a for a in args]
-    assert_one_line_error(train(env, tiny, *args), 2, word)
+    assert_one_line_error(train_tiny(env, tiny, *args), 2, word)
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and stat.S_ISCHR(os.stat("/dev/full").st_mode)
     assert os.listdir(tmp_path) == []
 
@@ -48,7 +47,7 @@ def immutable(folder):
 
 def loud(env, data_dir, *args):
     """train without --quiet, so stdout shows whether any epoch ran."""
-    return fastnet("fastnet.train", *[a for a in TINY if a != "--quiet"], "--data-dir", data_dir, *args, env=env)
+    return run_cli("fastnet.train", *[a for a in TINY_ARGS if a != "--quiet"], "--data-dir", data_dir, *args, env=env)
 
 
 @pytest.mark.parametrize("flag, path, word", [
@@ -93,27 +92,27 @@ def tiny_disk(tmp_path):
 
 def test_a_full_disk_keeps_the_earlier_model_and_leaves_no_debris(tiny_disk, env, tiny, tmp_path):
     path = tiny_disk / "m.npz"
-    assert train(env, tiny, "--save", path).returncode == 0  # 64,8,4 with Adam's moments: ~7 KB
+    assert train_tiny(env, tiny, "--save", path).returncode == 0  # 64,8,4 with Adam's moments: ~7 KB
     before = path.read_bytes()
-    proc = train(env, tiny, "--save", path, "--layers", "64,512,4")  # ~420 KB: does not fit
+    proc = train_tiny(env, tiny, "--save", path, "--layers", "64,512,4")  # ~420 KB: does not fit
     assert_one_line_error(proc, 2, "No space left")
-    assert path.read_bytes() == before and debris(tiny_disk) == []
+    assert path.read_bytes() == before and leftovers(tiny_disk) == []
     with open(tiny_disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last block
         try:
             while f.write(b"\0" * 4096):
                 pass
         except OSError:
             pass
-    proc = train(env, tiny, "--save", tmp_path / "elsewhere.npz", "--metrics-json", tiny_disk / "m.json")
+    proc = train_tiny(env, tiny, "--save", tmp_path / "elsewhere.npz", "--metrics-json", tiny_disk / "m.json")
     assert_one_line_error(proc, 2, "No space left")
-    assert checkpoint.load(str(tmp_path / "elsewhere.npz")) and debris(tiny_disk) == []
+    assert checkpoint.load(str(tmp_path / "elsewhere.npz")) and leftovers(tiny_disk) == []
 
 
 
 # --- 15. messages that say what happened ------------------------------------------------------------
 
 def test_an_eps_below_the_dtype_is_refused_not_reported_as_divergence(env, tiny):
-    assert_one_line_error(train(env, tiny, "--eps", "1e-50"), 2, "--eps", "float32")
+    assert_one_line_error(train_tiny(env, tiny, "--eps", "1e-50"), 2, "--eps", "float32")
 
 
 
@@ -125,34 +124,34 @@ def test_standard_output_on_a_full_device_is_one_line_and_the_model_is_saved(tmp
     test result, after the model is saved."""
     for quiet in (False, True):
         with open("/dev/full", "w") as full:
-            proc = fastnet("fastnet.train", *[a for a in TINY if a != "--quiet" or quiet], "--data-dir", tiny,
+            proc = run_cli("fastnet.train", *[a for a in TINY_ARGS if a != "--quiet" or quiet], "--data-dir", tiny,
                            "--save", tmp_path / f"{quiet}.npz", env=env, stdout=full, stderr=subprocess.PIPE)
         assert_one_line_error(proc, 2, "cannot write to standard output")
         assert (tmp_path / f"{quiet}.npz").exists() == quiet
-    assert checkpoint.load(str(tmp_path / "True.npz")) and debris(tmp_path) == []
+    assert checkpoint.load(str(tmp_path / "True.npz")) and leftovers(tmp_path) == []
 
 
 def test_an_ascii_terminal_and_a_unicode_file_name(tmp_path, env, tiny):
     folder = tmp_path / "ünï ☃"
     folder.mkdir()
     e = dict(env, PYTHONIOENCODING="ascii", LC_ALL="C")
-    proc = train(e, tiny, "--save", folder / "mödel.npz", "--quiet")
+    proc = train_tiny(e, tiny, "--save", folder / "mödel.npz", "--quiet")
     assert proc.returncode == 0, proc.stderr
     for args in (["fastnet.evaluate", folder / "mödel.npz", "--backend", "numpy"],
                  ["fastnet.evaluate", folder / "absent-ñ.npz"]):
-        proc = fastnet(*args, env=e)
+        proc = run_cli(*args, env=e)
         assert "Traceback" not in proc.stderr and proc.returncode in (0, 2), proc.stderr
     assert "absent-\\xf1" in proc.stderr
 
 
 def test_class_names_with_terminal_escapes_are_printed_escaped(model, tmp_path, env, tiny):
     names = np.array(["\x1b[31mred", "bell\x07", "ok", "new\nline"])
-    path = rewrite(model, tmp_path / "escapes.npz", class_names=names)
+    path = rewrite_model(model, tmp_path / "escapes.npz", class_names=names)
     Image = pytest.importorskip("PIL.Image")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
     for args in (["fastnet.evaluate", path, "--backend", "numpy", "--data-dir", tiny],
                  ["fastnet.predict", path, tmp_path / "x.png", "--top", "4"]):
-        proc = fastnet(*args, env=env)
+        proc = run_cli(*args, env=env)
         assert proc.returncode == 0, proc.stderr
         assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout and "\\x1b[31mred" in proc.stdout
 
@@ -162,10 +161,10 @@ def test_class_names_with_terminal_escapes_are_printed_escaped(model, tmp_path, 
 
 def test_adam_with_a_huge_learning_rate_stops_as_divergence(tmp_path, env, tiny):
     path = tmp_path / "m.npz"
-    assert train(env, tiny, "--save", path).returncode == 0
+    assert train_tiny(env, tiny, "--save", path).returncode == 0
     before = path.read_bytes()
-    proc = train(env, tiny, "--lr", "1e6", "--save", path)
+    proc = train_tiny(env, tiny, "--lr", "1e6", "--save", path)
     assert_one_line_error(proc, 3, "diverged", "exploded", "learning rate too high")
-    assert path.read_bytes() == before and debris(tmp_path) == []
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
 
 

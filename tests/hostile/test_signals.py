@@ -20,29 +20,22 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import kernels.jit as jit
-import kernels.reference as ref
-from tests.cli.test_train import assert_one_line_error
-from tests.conftest import write_idx
-from tests.hostile.common import TINY, debris, train
-from fastnet import checkpoint, cli, training
-from fastnet.model import MLP, Workspace
-from fastnet.optim import OPTIMIZERS, learning_rate
+from fastnet import checkpoint, cli
+from fastnet.model import MLP
+from fastnet.optim import OPTIMIZERS
 from fastnet.recipe import Recipe
 from fastnet.training import TrainState
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, TINY_ARGS, assert_one_line_error, clustered_idx_set, leftovers, needs_real, train_tiny
 
 
 def save_loop(path, ready):
     """Save a 784,512,10 model (407k parameters and Adam moments: ~5 MB) to path over and over.
 
-    Save number i holds params == m == v == i, step i and a recipe of seed i, so a file mixing two
+    Save number i holds params == m == v == i, step i and settings {"i": i}, so a file mixing two
     saves would show. Writes a byte to the pipe `ready` after the first complete save. Never returns.
     """
     model = MLP((784, 512, 10))
@@ -54,10 +47,6 @@ def save_loop(path, ready):
         checkpoint.save(path, state, Recipe(seed=i), {}, [str(k) for k in range(10)])
         if i == 0:
             os.write(ready, b"!")
-
-
-def temporaries(folder):
-    return [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_sigkill_during_saves_never_leaves_a_broken_model(tmp_path):
@@ -89,13 +78,13 @@ def test_sigkill_during_saves_never_leaves_a_broken_model(tmp_path):
             _, status = os.waitpid(pid, 0)
             os.close(ready)
         assert started and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        state, record, names = checkpoint.load_state(str(path), OPTIMIZERS)
-        i = record["recipe"]["seed"]
+        state, settings, names = checkpoint.load_state(str(path), OPTIMIZERS)
+        i = settings["i"]
         assert state.model.sizes == (784, 512, 10) and names == [str(k) for k in range(10)]
         assert state.optimizer.step == i
         for a in (state.model.params, state.optimizer.m, state.optimizer.v):
             assert (a == i).all()
-        left = temporaries(folder)
+        left = leftovers(folder)
         assert len(left) <= 1, left
         assert sorted(p.name for p in folder.iterdir()) == sorted(["model.npz", *left])
         hits += len(left)
@@ -103,7 +92,7 @@ def test_sigkill_during_saves_never_leaves_a_broken_model(tmp_path):
             state.optimizer.step += 1
             checkpoint.save(str(path), state, Recipe(seed=10**9), {}, names)
             assert checkpoint.load(str(path))[1]["recipe"]["seed"] == 10**9
-            assert temporaries(folder) == left
+            assert leftovers(folder) == left
     # the loop spends most of its time inside save: some kills must have landed mid-write
     assert hits >= 1
     print(f"{hits} of 20 kills landed inside a save")
@@ -117,15 +106,7 @@ def workdir(tmp_path_factory):
     backend with one thread takes about a second), and an environment that keeps the subprocesses
     to one thread, out of the user's cache and off the network."""
     root = tmp_path_factory.mktemp("interrupts")
-    folder = root / "data"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    centers = rng.integers(0, 256, (4, 64))
-    for prefix, n in (("train", 20000), ("t10k", 200)):
-        y = rng.integers(0, 4, n)
-        x = np.clip(centers[y] + rng.normal(0, 60, (n, 64)), 0, 255)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", x.reshape(n, 8, 8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y)
+    folder = clustered_idx_set(root / "data", n_train=20000, n_test=200, shuffled=True)
     # one thread: on a busy 2-core machine two spinning BLAS threads make an epoch 30x slower
     env = dict(os.environ, PYTHONUNBUFFERED="1", FASTNET_CACHE_DIR=str(root / "cache"),
                FASTNET_MIRROR="http://127.0.0.1:9", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -272,7 +253,7 @@ def test_ctrl_c_while_the_kernels_compile_stops_the_run(workdir, tmp_path):
             proc.communicate()
     assert first.startswith("compiling kernels"), first  # the signal came while the kernels compiled
     assert proc.returncode == 130 and err.splitlines() == ["interrupted before the first step; nothing saved"], err
-    assert "epoch" not in out and not path.exists() and temporaries(tmp_path) == []
+    assert "epoch" not in out and not path.exists() and leftovers(tmp_path) == []
 
 
 # `python -m fastnet.train ARGS` whose kernel warm-up first runs Python inside a ctypes callback, as
@@ -307,7 +288,7 @@ def test_a_signal_inside_a_compile_callback_is_not_lost(workdir, tmp_path, signu
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[signum]
     assert proc.returncode == 130 and proc.stderr == f"{word} before the first step; nothing saved\n", proc.stderr
-    assert "epoch" not in proc.stdout and not path.exists() and temporaries(tmp_path) == []
+    assert "epoch" not in proc.stdout and not path.exists() and leftovers(tmp_path) == []
 
 
 def test_a_compile_error_without_a_signal_is_still_one_error_line(workdir, tmp_path):
@@ -379,7 +360,7 @@ def test_signals_while_a_finished_run_exits_print_nothing_more(workdir, tmp_path
         assert "Traceback" not in err and "Exception ignored" not in err, err
         assert code in (0, 130), (code, err)
         assert err.count("\n") == (code == 130), err
-        assert checkpoint.load_state(str(path), OPTIMIZERS)[0].epoch == 1 and temporaries(tmp_path) == []
+        assert checkpoint.load_state(str(path), OPTIMIZERS)[0].epoch == 1 and leftovers(tmp_path) == []
         total += sent
     assert total >= 6  # the bursts did land (a run may exit before the first signal of its burst)
 
@@ -432,172 +413,6 @@ def test_the_start_up_handler_ends_the_process_even_where_its_exception_would_be
     assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "interrupted\n")
 
 
-# --- resume == straight run, at library level -------------------------------------------------
-
-def _data(n=300, px=64, k=3):
-    rng = np.random.default_rng(5)
-    y = rng.integers(0, k, n).astype(np.uint8)
-    x = np.clip(rng.integers(0, 256, (k, px))[y] + rng.normal(0, 50, (n, px)), 0, 255).astype(np.uint8)
-    return (x[:250], y[:250]), (x[250:], y[250:])
-
-
-def _fresh(dtype, optimizer="adam"):
-    rng = np.random.default_rng(11)
-    model = MLP.he_init((64, 32, 16, 3), rng, dtype, input_scale=1 / 255, input_shift=-0.3)
-    return TrainState(model, OPTIMIZERS[optimizer](model.params.size, model.dtype), rng)
-
-
-def _stop_after(k):
-    count = iter(range(1, 10**9))
-    return lambda: next(count) == k
-
-
-FIT = dict(epochs=4, batch_size=32, lr=3e-3, schedule="cosine", warmup=5)  # 8 steps an epoch
-
-
-@pytest.mark.parametrize("K, dtype, optimizer, atol", [
-    (ref, np.float64, "adam", 1e-12),
-    (ref, np.float64, "gd", 1e-12),
-    (jit, np.float32, "adam", 0.0),  # found: bit-identical (same kernels, same order of operations)
-    (jit, np.float64, "adam", 0.0),
-])
-@pytest.mark.parametrize("k", [1, 8, 13, 31])  # first step, an epoch's last step, mid-epoch, the last but one
-def test_interrupt_save_load_continue_equals_straight_fit(tmp_path, K, dtype, optimizer, atol, k):
-    train, val = _data()
-    straight = _fresh(dtype, optimizer)
-    assert training.fit(straight, K, train, val, **FIT)
-
-    part = _fresh(dtype, optimizer)  # one step a call, so that stop() is asked after every step (the straight
-    #                                  run's chunks of many steps must give the very same bits)
-    assert not training.fit(part, K, train, val, **FIT, stop=_stop_after(k), max_chunk=1)
-    assert part.epoch * 8 + part.batch == k
-    path = tmp_path / "part.npz"
-    checkpoint.save(str(path), part, Recipe(layers=part.model.sizes), {}, ["a", "b", "c"])
-    resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
-    assert training.fit(resumed, K, train, val, **FIT)
-
-    np.testing.assert_allclose(resumed.model.params, straight.model.params, rtol=0, atol=atol)
-    for key, value in straight.optimizer.state().items():
-        np.testing.assert_allclose(resumed.optimizer.state()[key], value, rtol=0, atol=atol)
-    assert resumed.rng.bit_generator.state == straight.rng.bit_generator.state
-    h, g = resumed.history, straight.history
-    np.testing.assert_allclose(h.train_loss, g.train_loss, rtol=0, atol=atol)
-    np.testing.assert_allclose(h.step_loss, g.step_loss, rtol=0, atol=atol)
-    assert h.val_accuracy == g.val_accuracy and len(h.epoch_seconds) == 4
-
-
-@pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
-@pytest.mark.parametrize("calls", [1, 2, 3])
-def test_a_stop_with_an_epochs_last_step_ends_between_epochs(tmp_path, K, dtype, calls):
-    """One step an epoch: every stop comes as an epoch ends (issue 21 S1). The run stops after that
-    epoch's bookkeeping, at batch 0 of the next, a place check_position accepts, and resumes to the
-    straight run's bits."""
-    train, val = _data()
-    one_step = dict(FIT, batch_size=len(train[1]))
-    straight = _fresh(dtype)
-    assert training.fit(straight, K, train, val, **one_step)
-    part = _fresh(dtype)
-    seen = []
-    assert not training.fit(part, K, train, val, **one_step, stop=_stop_after(calls),
-                            on_epoch=lambda st: seen.append(st.epoch))
-    assert (part.epoch, part.batch, part.partial_losses) == (calls, 0, []) and seen == list(range(1, calls + 1))
-    assert len(part.history.train_loss) == calls and part.optimizer.step == calls
-    checkpoint.check_position(part, len(train[1]), len(train[1]), "part.npz")
-    path = tmp_path / "part.npz"
-    checkpoint.save(str(path), part, Recipe(layers=part.model.sizes), {}, ["a", "b", "c"])
-    resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
-    assert training.fit(resumed, K, train, val, **one_step)
-    atol = 0.0 if K is jit else 1e-12
-    np.testing.assert_allclose(resumed.model.params, straight.model.params, rtol=0, atol=atol)
-    np.testing.assert_allclose(resumed.history.step_loss, straight.history.step_loss, rtol=0, atol=atol)
-
-
-def test_no_stop_is_asked_after_the_runs_last_step():
-    """A stop can only cut a run short: after the last epoch's last step fit has nothing left to stop."""
-    train, val = _data()
-    state = _fresh(np.float64)
-    asked = []
-    assert training.fit(state, ref, train, val, **dict(FIT, epochs=2), max_chunk=1,
-                        stop=lambda: asked.append(state.epoch * 8 + state.batch) or False)
-    assert asked == list(range(1, 16))
-
-
-@pytest.mark.parametrize("K, dtype, optimizer", [
-    (ref, np.float64, "adam"), (ref, np.float64, "gd"), (jit, np.float32, "adam"), (jit, np.float64, "gd"),
-])
-def test_steps_run_in_chunks_of_any_size_give_the_same_bits(K, dtype, optimizer):
-    """fit runs its steps in chunks, one optimiser call each (Adam's: one compiled call), sized by
-    time: where the chunks are cut changes nothing. 1, 3 and up to 64 steps a call give the same
-    parameters, optimiser state and step losses, with a learning rate that changes every step."""
-    train, val = _data()
-    runs = []
-    for max_chunk in (1, 3, 64):
-        state = _fresh(dtype, optimizer)
-        assert training.fit(state, K, train, val, **FIT, max_chunk=max_chunk)
-        runs.append(state)
-    for other in runs[1:]:
-        assert np.array_equal(other.model.params, runs[0].model.params)
-        for key, value in runs[0].optimizer.state().items():
-            assert np.array_equal(other.optimizer.state()[key], value)
-        assert other.history.step_loss == runs[0].history.step_loss
-        assert other.history.val_accuracy == runs[0].history.val_accuracy
-
-
-@pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
-@pytest.mark.parametrize("calls", [1, 2, 5])
-def test_a_stop_between_chunks_resumes_exactly(tmp_path, K, dtype, calls):
-    """With the default chunks (many steps a call), stop() is asked after each call: a run stopped
-    after its first, second or fifth call stops on a chunk's last step, and saved, loaded and
-    continued, it ends where a straight run ends, bit for bit for the JIT."""
-    train, val = _data()
-    straight = _fresh(dtype)
-    assert training.fit(straight, K, train, val, **FIT)
-    part = _fresh(dtype)
-    assert not training.fit(part, K, train, val, **FIT, stop=_stop_after(calls))
-    assert 1 <= part.epoch * 8 + part.batch <= 32 and part.optimizer.step == part.epoch * 8 + part.batch
-    path = tmp_path / "part.npz"
-    checkpoint.save(str(path), part, Recipe(layers=part.model.sizes), {}, ["a", "b", "c"])
-    resumed, _, _ = checkpoint.load_state(str(path), OPTIMIZERS)
-    assert training.fit(resumed, K, train, val, **FIT)
-    atol = 0.0 if K is jit else 1e-12
-    np.testing.assert_allclose(resumed.model.params, straight.model.params, rtol=0, atol=atol)
-    np.testing.assert_allclose(resumed.history.step_loss, straight.history.step_loss, rtol=0, atol=atol)
-
-
-@pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
-def test_the_running_accuracy_counts_each_steps_rows_and_the_pass_over_the_rows_changes_no_training(K, dtype):
-    """fit reports each epoch's running accuracy: the rows each step predicted right before its
-    update, over the epoch's rows (recounted here by replaying the steps one at a time with the
-    kernels' own count). fit(train_pass=True) measures it with a pass over the training rows after
-    the epoch instead, and trains the very same network."""
-    train, val = _data()
-    runs = []
-    for train_pass in (False, True):
-        state = _fresh(dtype)
-        assert training.fit(state, K, train, val, **FIT, train_pass=train_pass)
-        runs.append(state)
-    assert np.array_equal(runs[0].model.params, runs[1].model.params)
-    assert runs[0].history.step_loss == runs[1].history.step_loss
-    assert runs[0].history.val_accuracy == runs[1].history.val_accuracy
-    assert all(0 <= a <= 1 for a in runs[0].history.train_accuracy + runs[1].history.train_accuracy)
-    assert runs[0].history.train_accuracy != runs[1].history.train_accuracy  # a running mean, not the pass
-
-    (images, labels), n, batch = train, len(train[1]), FIT["batch_size"]
-    replay, expected = _fresh(dtype), []
-    ws = Workspace(replay.model.sizes, batch, replay.model.dtype)
-    total = -(-n // batch) * FIT["epochs"]
-    for _ in range(FIT["epochs"]):
-        order, right = replay.rng.permutation(n), 0
-        for start in range(0, n, batch):
-            lr = learning_rate(FIT["lr"], FIT["schedule"], replay.optimizer.step, total, FIT["warmup"])
-            count = np.zeros(1, np.int64)
-            replay.optimizer.train_steps(K, replay.model, images, order, [start, min(start + batch, n)], labels, ws,
-                                         [lr], np.inf, count)
-            right += int(count[0])
-        expected.append(right / n)
-    assert runs[0].history.train_accuracy == expected
-
-
 # --- divergence after a checkpoint ------------------------------------------------------------
 
 # Runs `python -m fastnet.train ARGS` with one NaN injected into the gradient of optimiser step FAIL
@@ -633,19 +448,15 @@ def test_divergence_in_a_later_epoch_keeps_the_last_checkpoint(workdir, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "epoch 3, step 7" in lines[0] and "not finite" in lines[0], lines[0]
     assert len([l for l in proc.stdout.splitlines() if l.startswith("epoch ")]) == 2
-    state, record, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    state, settings, _ = checkpoint.load_state(str(path), OPTIMIZERS)
     assert (state.epoch, state.batch, state.optimizer.step) == (2, 0, 1250)
     assert np.isfinite(state.model.params).all() and np.isfinite(state.optimizer.m).all()
-    assert record["recipe"]["epochs"] == 5 and temporaries(tmp_path) == []
+    assert settings["epochs"] == 5 and leftovers(tmp_path) == []
 
 
 # --- peak memory of a default run -------------------------------------------------------------
 
-REAL = Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.mark.skipif(not (REAL / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("CI"),
-                    reason="real Fashion-MNIST not installed (CI installs it; a missing data set fails there)")
+@needs_real
 def test_default_run_peak_memory(tmp_path):
     """A 1-epoch default run reports peak_rss_mb, under 4x the float32 training set plus 200 MB.
 
@@ -696,7 +507,7 @@ cli.run(train.main, sys.argv[4:])
 
 
 def signalled(env, data_dir, phase, sig, *args):
-    return subprocess.run([sys.executable, "-c", SIGNAL_AT, phase, sig, "20", *TINY, "--data-dir", str(data_dir),
+    return subprocess.run([sys.executable, "-c", SIGNAL_AT, phase, sig, "20", *TINY_ARGS, "--data-dir", str(data_dir),
                            *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -711,7 +522,7 @@ def test_a_signal_in_any_phase_keeps_the_model(tmp_path, env, tiny, phase, sig, 
         assert (state.epoch, state.batch) == (1, 0) and "Resume with:" in proc.stderr
     else:  # every epoch ran: the model is the finished one
         assert (state.epoch, state.batch) == (1, 0) and len(state.history.val_loss) == 1
-    assert debris(tmp_path) == []
+    assert leftovers(tmp_path) == []
 
 
 
@@ -720,7 +531,7 @@ def test_a_signal_in_any_phase_keeps_the_model(tmp_path, env, tiny, phase, sig, 
 def test_following_the_printed_resume_command_equals_the_straight_run(tmp_path, env, tiny):
     straight, part = tmp_path / "straight.npz", tmp_path / "part.npz"
     args = ["--epochs", "2", "--batch-size", "32"]  # 9 steps an epoch; stopped after step 3
-    assert train(env, tiny, *args, "--save", straight).returncode == 0
+    assert train_tiny(env, tiny, *args, "--save", straight).returncode == 0
     proc = signalled(env, tiny, "step", "SIGINT", *args, "--save", part)
     assert proc.returncode == 130, proc.stderr
     command = re.search(r"Resume with: (.*)$", proc.stderr.strip()).group(1)

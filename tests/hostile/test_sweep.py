@@ -1,9 +1,5 @@
-"""The fresh hostile sweep (tests/hostile/hostile_sweep.py): its FAST subset runs with the tests.
-
-Commands run in subprocesses on tiny IDX data sets (tests/hostile/common.py), on the numpy backend,
-one thread, a private cache and no network (the env, tiny and model fixtures: tests/hostile/conftest.py).
-The numbers in the section comments are the red-team report's item numbers.
-"""
+"""The fresh hostile sweep (tests/hostile/hostile_sweep.py): its FAST subset runs with the tests;
+`make hostile` runs every case."""
 
 from tests.hostile import hostile_sweep
 

@@ -5,11 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 # Root can write into any directory, so for root the probe makes Numba's in-tree writability
 # check fail exactly as it fails on a read-only directory (PermissionError from its test write).

@@ -537,42 +537,77 @@ def determinism_case(name, dtype):
     e = np.empty
     scale, shift = np.full(D, 1 / 255, dtype), np.zeros(D, dtype)
     codes = net.activation_codes
-    cases = {
-        "gather_rows": lambda backend: [backend.gather_rows(images, index, scale, shift, e((N, D), dtype))],
-        "linear_forward": lambda backend: [backend.linear_forward(X, W, b, e((N, H), dtype), "relu")],
-        "activation_forward": lambda backend: [backend.activation_forward(Z, e_like(Z), name)
-                                               for name in kernels.ACTIVATIONS],
-        "activation_backward": lambda backend: [
-            backend.activation_backward(dZ, backend.activation_forward(Z, e_like(Z), name), e_like(Z), name)
-            for name in kernels.ACTIVATIONS],
-        "softmax": lambda backend: [backend.softmax(L, e_like(L))],
-        "cross_entropy": lambda backend: [backend.cross_entropy(L, y)],
-        "softmax_xent_backward": lambda backend: [backend.softmax_xent_backward(A, y, e_like(A))],
-        "softmax_cross_entropy": lambda backend: (lambda d: [backend.softmax_cross_entropy(L, y, d), d])(e_like(L)),
-        "linear_backward": lambda backend: (lambda o: [backend.linear_backward(dZ, X, W, *o, "relu"), *o])(
-            (e((D, H), dtype), e(H, dtype), e((N, D), dtype))),
-        "adam_update": lambda backend: (lambda q, m, v: [
-            backend.adam_update(q, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8), q, m, v])(
-            p.copy(), np.abs(g) * 0.1, g * g * 0.01),
-        "sgd_update": lambda backend: (lambda q: [backend.sgd_update(q, g, 0.1), q])(p.copy()),
-        "all_finite": lambda backend: [backend.all_finite(p)],
-        "mlp_gradients": lambda backend: (lambda ws: [
-            loss_and_grads(net, backend, images, index, y_all, ws), ws.grads])(Workspace(net.sizes, N, dtype)),
-        "mlp_adam_step": lambda backend: (lambda ws, q, m, v: [  # tanh, with an L2 penalty
-            *backend.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes,
-                                   smooth.activation_codes, q, ws.grads, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, ws.buffers,
-                                   1e-3), q, m, v, ws.grads])(
-            Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
-        "mlp_train_steps": lambda backend: (lambda ws, q, m, v: [  # three Adam steps, the last one partial
-            *backend.mlp_train_steps(images, order, [0, N, 2 * N, 2 * N + 3], y_all, net.input_scale, net.input_shift,
-                                     ws.sizes, smooth.activation_codes, q, ws.grads, "adam", (m, v),
-                                     (0.9, 0.999, 1e-8), 3, [1e-3, 2e-3, 5e-4], ws.buffers, 1e-3), q, m, v,
-            ws.grads])(
-            Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01),
-        "mlp_logits": lambda backend: (lambda ws, out: [
-            backend.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes, codes, net.params, out,
-                               ws.buffers)])(Workspace(net.sizes, N, dtype), e((N, C), dtype)),
-    }
+    def gather_rows(backend):
+        return [backend.gather_rows(images, index, scale, shift, e((N, D), dtype))]
+
+    def linear_forward(backend):
+        return [backend.linear_forward(X, W, b, e((N, H), dtype), "relu")]
+
+    def activation_forward(backend):
+        return [backend.activation_forward(Z, e_like(Z), name) for name in kernels.ACTIVATIONS]
+
+    def activation_backward(backend):
+        return [backend.activation_backward(dZ, backend.activation_forward(Z, e_like(Z), name), e_like(Z), name)
+                for name in kernels.ACTIVATIONS]
+
+    def softmax(backend):
+        return [backend.softmax(L, e_like(L))]
+
+    def cross_entropy(backend):
+        return [backend.cross_entropy(L, y)]
+
+    def softmax_xent_backward(backend):
+        return [backend.softmax_xent_backward(A, y, e_like(A))]
+
+    def softmax_cross_entropy(backend):
+        d = e_like(L)
+        return [backend.softmax_cross_entropy(L, y, d), d]
+
+    def linear_backward(backend):
+        out = (e((D, H), dtype), e(H, dtype), e((N, D), dtype))
+        return [backend.linear_backward(dZ, X, W, *out, "relu"), *out]
+
+    def adam_update(backend):
+        q, m, v = p.copy(), np.abs(g) * 0.1, g * g * 0.01
+        return [backend.adam_update(q, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8), q, m, v]
+
+    def sgd_update(backend):
+        q = p.copy()
+        return [backend.sgd_update(q, g, 0.1), q]
+
+    def all_finite(backend):
+        return [backend.all_finite(p)]
+
+    def mlp_gradients(backend):
+        ws = Workspace(net.sizes, N, dtype)
+        return [loss_and_grads(net, backend, images, index, y_all, ws), ws.grads]
+
+    def fresh_network():
+        """A workspace, and fresh copies of the parameters and of Adam's moments."""
+        return Workspace(net.sizes, N, dtype), net.params.copy(), np.abs(net.params) * 0.1, net.params**2 * 0.01
+
+    def mlp_adam_step(backend):  # tanh, with an L2 penalty
+        ws, q, m, v = fresh_network()
+        return [*backend.mlp_adam_step(images, index, y_all, net.input_scale, net.input_shift, ws.sizes,
+                                       smooth.activation_codes, q, ws.grads, m, v, 3, 1e-3, 0.9, 0.999, 1e-8,
+                                       ws.buffers, 1e-3), q, m, v, ws.grads]
+
+    def mlp_train_steps(backend):  # three Adam steps, the last one partial
+        ws, q, m, v = fresh_network()
+        return [*backend.mlp_train_steps(images, order, [0, N, 2 * N, 2 * N + 3], y_all, net.input_scale,
+                                         net.input_shift, ws.sizes, smooth.activation_codes, q, ws.grads, "adam",
+                                         (m, v), (0.9, 0.999, 1e-8), 3, [1e-3, 2e-3, 5e-4], ws.buffers, 1e-3),
+                q, m, v, ws.grads]
+
+    def mlp_logits(backend):
+        ws, out = Workspace(net.sizes, N, dtype), e((N, C), dtype)
+        return [backend.mlp_logits(images, index, net.input_scale, net.input_shift, ws.sizes, codes, net.params, out,
+                                   ws.buffers)]
+
+    cases = {case.__name__: case for case in (
+        gather_rows, linear_forward, activation_forward, activation_backward, softmax, cross_entropy,
+        softmax_xent_backward, softmax_cross_entropy, linear_backward, adam_update, sgd_update, all_finite,
+        mlp_gradients, mlp_adam_step, mlp_train_steps, mlp_logits)}
     return cases[name]
 
 

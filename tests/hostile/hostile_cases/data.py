@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from tests.conftest import zip_bytes
+from tests.helpers import zip_bytes
 
 LIMITED = ["tests.hostile.hostile_cases.run.limited"]
 GIB = 1 << 30
@@ -64,7 +64,7 @@ def packed(payload, method):
 
 
 def raw_npz(sweep, key="X_train", payload=None, method=8, **member):
-    """Setup: d.npz written by hand (conftest.zip_bytes) from the workspace's arrays; member `key`
+    """Setup: d.npz written by hand (tests.helpers.zip_bytes) from the workspace's arrays; member `key`
     holds payload (its .npy bytes; default: its own array) compressed by method, with the zip entry
     fields of member (flags, method, size, compressed, crc) forged where given; extra= adds members."""
     extra = member.pop("extra", [])

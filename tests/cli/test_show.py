@@ -11,7 +11,7 @@ import pytest
 
 from fastnet import data, plots, show
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
