@@ -12,6 +12,7 @@ import kernels.reference as ref
 from fastnet import checkpoint, training
 from fastnet.errors import DivergenceError
 from fastnet.model import MLP, Workspace
+from fastnet.recipe import Recipe
 from fastnet.optim import OPTIMIZERS, learning_rate
 from fastnet.training import TrainState
 
