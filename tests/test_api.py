@@ -251,6 +251,7 @@ def idx_data(directory, n_train=120, n_test=60):
     return write_idx_set(directory, (X.reshape(-1, 8, 8), y), (Xt.reshape(-1, 8, 8), yt))
 
 
+@pytest.mark.slow
 def test_model_files_go_both_ways_between_python_and_the_command_line(tmp_path, tmp_cache):
     data = idx_data(tmp_path / "data")
     (X, y), (X_test, y_test) = fastnet.datasets.load_idx(data)
@@ -270,6 +271,7 @@ def test_model_files_go_both_ways_between_python_and_the_command_line(tmp_path, 
     assert cli.score(X_test, y_test) == pytest.approx(json.loads((tmp_path / "cli.json").read_text())["test_accuracy"])
 
 
+@pytest.mark.slow
 @needs_real
 def test_fit_on_fashion_mnist_arrays_trains_the_command_lines_network(tmp_path):
     """One epoch of the default recipe from Python and from python -m fastnet.train: the same bits."""
@@ -379,6 +381,7 @@ def test_import_fastnet_stays_light():
     assert callable(fastnet.fit) and fastnet.datasets.load_fashion_mnist and "Model" in dir(fastnet)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["fastnet.api", "fastnet.datasets", "fastnet.sklearn"])
 def test_docstring_examples_run(module):
     import doctest

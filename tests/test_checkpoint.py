@@ -141,6 +141,7 @@ def test_a_long_runs_history_is_stored_as_float_members_and_reads_back_exactly(t
     assert loaded.partial_losses == state.partial_losses and loaded.batch == state.batch
 
 
+@pytest.mark.slow
 def test_a_model_with_more_inputs_than_the_old_fixed_bound_loads(tmp_path):
     """8.4 million float64 inputs: the input scaling (67 MB) was refused by a fixed 64 MiB bound; the
     bound now follows the stored layer sizes."""

@@ -150,6 +150,7 @@ def test_profile_step_times_every_pass_on_a_small_data_set(small_fashion, capsys
     assert all(t > 0 for t in times.values())  # each ran (timings are compared in benchmarks, never here)
 
 
+@pytest.mark.slow
 def test_whole_runs_time_a_first_run_with_empty_caches_and_a_later_one(small_fashion, tmp_path, capsys):
     """--whole: each run from exec to exit; the first with every compile and data cache in a fresh
     folder (so the decoded data is written there), the later one with the folder as the first left it."""

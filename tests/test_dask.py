@@ -20,6 +20,8 @@ from sklearn.model_selection import GridSearchCV  # noqa: E402
 from fastnet.sklearn import MLPClassifier  # noqa: E402
 from fastnet.threads import default_threads  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a local Dask cluster
+
 GRID = {"hidden_layer_sizes": [(16,), (32,)], "learning_rate_init": [1e-3, 1e-2]}
 
 

@@ -77,6 +77,7 @@ def onnx_input(X, kind):
 # ---------------------------------------------------------------- real data, every kind of network
 
 
+@pytest.mark.slow
 @needs_real
 @needs_onnx
 @pytest.mark.parametrize("kind", ["float", "uint8"])
@@ -98,6 +99,7 @@ def test_a_batch_of_one_row(default_model, fashion):
     assert_agrees(default_model, X[:64], labels, proba, min_decided=0.95)
 
 
+@pytest.mark.slow
 @needs_real
 @needs_onnx
 @pytest.mark.parametrize("activation, hidden, dtype", [
@@ -231,6 +233,7 @@ def pipeline_agrees(pipe, X, y, onnx_model, classes):
     assert set(np.unique(labels)) <= set(classes)
 
 
+@pytest.mark.slow
 @needs_onnx
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_pipeline_on_digits(skl2onnx_ready, dtype):
@@ -291,6 +294,7 @@ def test_docstring_examples_run():
     assert result.failed == 0 and result.attempted > 0
 
 
+@pytest.mark.slow
 def test_importing_fastnet_imports_no_onnx():
     code = ("import sys, fastnet, fastnet.api, fastnet.export\n"
             "try:\n    import fastnet.sklearn\nexcept ImportError:\n    pass\n"
@@ -321,6 +325,7 @@ def saved(small_model, tmp_path):
     return path
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_cli_writes_what_the_api_returns(saved, small_model, tmp_path):
     import onnx
@@ -330,6 +335,7 @@ def test_cli_writes_what_the_api_returns(saved, small_model, tmp_path):
     assert onnx.load(tmp_path / "m.onnx") == small_model[0].to_onnx(input="uint8", opset=15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["{bad}", "{out}"], ["not an .npz"]),
     (["{tmp}/absent.npz", "{out}"], ["does not exist"]),
@@ -389,6 +395,7 @@ def test_api_bad_input_raises_and_keeps_the_old_file(small_model, tmp_path, monk
 # ---------------------------------------------------------------- done when: train, export, evaluate
 
 
+@pytest.mark.slow
 @needs_real
 @needs_onnx
 def test_exported_cli_model_scores_what_evaluate_prints(tmp_path, fashion):

@@ -26,6 +26,7 @@ def npz(tmp_path):
     return npz_set(tmp_path / "data.npz")
 
 
+@pytest.mark.slow
 def test_npz_trains_with_layers_fitted_to_its_data(npz, tmp_path):
     done = train("--data-dir", npz, "--epochs", "3", "--batch-size", "8", "--threads", "1",
                  "--save", tmp_path / "m.npz", "--metrics-json", tmp_path / "m.json")
@@ -38,6 +39,7 @@ def test_npz_trains_with_layers_fitted_to_its_data(npz, tmp_path):
     assert json.loads(ev.stdout)["test_accuracy"] == metrics["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_npz_of_float_features(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5)).astype(np.float32)
@@ -49,6 +51,7 @@ def test_npz_of_float_features(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["test_accuracy"] > 0.85
 
 
+@pytest.mark.slow
 def test_csv_directory_of_two_images_per_class_trains_with_default_flags(tmp_path):
     """Ten classes of 28x28 images, two of each, in fashion-mnist_train.csv / _test.csv: no flag but
     --data-dir (5 epochs, 784-128-10, one image held out for validation)."""
@@ -97,6 +100,7 @@ def bad_npz(tmp_path, **arrays):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arrays, words", [
     (dict(y_test=None), ["lacks y_test"]),
     (dict(X_train="not a zip"), ["not a .npz"]),
@@ -112,6 +116,7 @@ def test_bad_npz_files_are_one_line_errors(tmp_path, arrays, words):
     assert_one_line_error(train("--data-dir", bad_npz(tmp_path, **arrays), "--backend", "numpy"), 2, *words)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("files, words", [
     ({"x_train.csv": "label,p1,p2\n0,1,2\n1,3\n", "x_test.csv": "label,p1,p2\n0,1,2\n"},
      ["x_train.csv", "line 3 has 2 columns"]),
@@ -238,6 +243,7 @@ def test_other_byte_orders_become_native_with_the_same_values(dtype):
     np.testing.assert_array_equal(rows, X)
 
 
+@pytest.mark.slow
 def test_big_endian_npz_trains_the_same_model_as_native(tmp_path):
     """The CLI on a .npz of >f4 images gives the bits of the same images in native order."""
     X = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)

@@ -87,6 +87,7 @@ def test_ulimit_v_is_counted(tmp_path):
     assert 0 <= available <= room < (1 << 30) - (10 << 20), proc.stderr  # the interpreter's own space is used
 
 
+@pytest.mark.slow
 def test_a_run_beyond_ulimit_v_is_refused_up_front(tmp_path):
     """Under `ulimit -v` of 1 GiB, a 1,000,000-unit hidden layer (a 1.1 GB optimiser state) is one line
     and status 2, not a MemoryError traceback partway; a small run trains under the same limit."""
@@ -135,6 +136,7 @@ def measured(sizes, n, batch, dtype, backend, rows_dtype, threads=1, val_split=0
     return peak, estimate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sizes, n, batch, dtype, backend, rows_dtype", [
     ((64, 20000, 4), 300, 64, "float64", "numba", np.uint8),  # small data, a wide layer: was counted 4x
     ((64, 20000, 4), 300, 64, "float32", "numpy", np.uint8),

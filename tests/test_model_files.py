@@ -223,6 +223,7 @@ def test_missing_and_directory_paths(tmp_path):
         checkpoint.load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_every_truncation_and_random_corruption_is_an_input_error(good_file, tmp_path):
     """Every prefix length of a model file, and bytes flipped at random in a plain and a compressed
     copy: nothing but InputError escapes (zlib, zipfile's NotImplementedError, ... included)."""

@@ -68,6 +68,7 @@ def test_accuracy_title_counts():
     assert "87.50%" in title and "7 of 8" in title
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("val", [True, False])
 def test_training_plots_write_readable_pngs(mpl, tmp_path, val):
     rng = np.random.default_rng(1)
@@ -122,6 +123,7 @@ def _failing_confusion(monkeypatch):
     monkeypatch.setattr(plots, "plot_confusion_matrix", fail)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nested", [False, True])
 def test_a_failed_training_plot_removes_the_folders_and_pictures_it_made(mpl, tmp_path, monkeypatch, nested):
     _failing_confusion(monkeypatch)  # learning_curves.png is written, then the second picture fails
@@ -161,6 +163,7 @@ def test_a_folder_that_gained_other_files_is_left(tmp_path):
     assert [p.name for p in out.iterdir()] == ["other.txt"]
 
 
+@pytest.mark.slow
 def test_long_class_names_are_cut_in_pictures_and_drawn_as_text(tmp_path, recwarn):
     """A model file may hold class names of 1024 characters: a picture shows 40 of them, without a
     layout warning (before, 'constrained_layout not applied' on stderr); mathtext is drawn as text."""

@@ -76,6 +76,7 @@ def run_block(code, cwd):
                           text=True, timeout=TIMEOUT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line, code", README_BLOCKS, ids=[f"README.md:{n}" for n, _ in README_BLOCKS])
 def test_python_block_runs(line, code, tmp_path):
     for module in sorted(imported_modules(code) & OPTIONAL.keys()):

@@ -36,6 +36,7 @@ def expected_failures(estimator):
     return {}
 
 
+@pytest.mark.slow
 @parametrize_with_checks([CHECKED], expected_failed_checks=expected_failures)
 def test_sklearn_estimator_checks(estimator, check, monkeypatch):
     # check_array_api_input runs only where SciPy's array API switch is on (it reads the variable
@@ -57,6 +58,7 @@ def small(**kw):
 # ---------------------------------------------------------------- beside scikit-learn's MLPClassifier
 
 
+@pytest.mark.slow
 def test_default_scores_on_load_digits_as_well_as_sklearn(digits):
     """Default parameters (a seed aside) on the same split: within 0.01 of scikit-learn's or better."""
     X_train, X_test, y_train, y_test = digits
@@ -245,6 +247,7 @@ def test_pickle_and_joblib_round_trips_predict_the_same(digits, tmp_path):
     assert loaded.t_ == clf.t_ + len(y)
 
 
+@pytest.mark.slow
 def test_pipeline_grid_search_and_cross_validation(digits):
     X, X_test, y, y_test = digits
     pipe = make_pipeline(StandardScaler(), small())

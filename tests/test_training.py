@@ -189,6 +189,7 @@ def _stop_after(k):
 FIT = dict(epochs=4, batch_size=32, lr=3e-3, schedule="cosine", warmup=5)  # 8 steps an epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K, dtype, optimizer, atol", [
     (ref, np.float64, "adam", 1e-12),
     (ref, np.float64, "gd", 1e-12),
@@ -256,6 +257,7 @@ def test_no_stop_is_asked_after_the_runs_last_step():
     assert asked == list(range(1, 16))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K, dtype, optimizer", [
     (ref, np.float64, "adam"), (ref, np.float64, "gd"), (jit, np.float32, "adam"), (jit, np.float64, "gd"),
 ])
@@ -277,6 +279,7 @@ def test_steps_run_in_chunks_of_any_size_give_the_same_bits(K, dtype, optimizer)
         assert other.history.val_accuracy == runs[0].history.val_accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K, dtype", [(ref, np.float64), (jit, np.float32)])
 @pytest.mark.parametrize("calls", [1, 2, 5])
 def test_a_stop_between_chunks_resumes_exactly(tmp_path, K, dtype, calls):

@@ -52,6 +52,7 @@ def test_json_agrees_with_itself(model_and_data):
     assert np.isfinite(result["test_loss"]) and result["plots"] == []
 
 
+@pytest.mark.slow
 def test_plot_writes_two_pngs(model_and_data, tmp_path):
     pytest.importorskip("matplotlib")
     Image = pytest.importorskip("PIL.Image")
@@ -187,6 +188,7 @@ def test_labels_that_a_python_model_was_not_trained_on_are_one_line(tmp_path, tm
     assert_one_line_error(run_evaluate(tmp_path / "api.npz", "--data-dir", data), 2, "not trained on", "0, 1")
 
 
+@pytest.mark.slow
 def test_a_python_model_of_float_features_asks_for_its_data(tmp_path, tmp_cache):
     """A model fit in Python records its inputs (dtype): evaluate without --data-dir does not assume
     Fashion-MNIST for it, and 0-255 pixels are not taken for the X / 255 features it was fit on
@@ -213,6 +215,7 @@ def test_a_python_model_of_float_features_asks_for_its_data(tmp_path, tmp_cache)
     assert run_evaluate(tmp_path / "pixels.npz", "--data-dir", data).returncode == 0
 
 
+@pytest.mark.slow
 def test_mathtext_in_a_class_name_is_drawn_as_text(tmp_path, tmp_cache):
     """A class name `$\\foo$` (matplotlib mathtext that does not parse) is drawn as written: exit 0,
     two PNGs. Before, a traceback, and an empty plot folder left behind."""
@@ -227,6 +230,7 @@ def test_mathtext_in_a_class_name_is_drawn_as_text(tmp_path, tmp_cache):
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "test_predictions.png"]
 
 
+@pytest.mark.slow
 def test_a_failed_plot_leaves_no_folder_it_made(tmp_path, tmp_cache, monkeypatch):
     """When a picture cannot be drawn, the plot folders evaluate created are removed again, with the
     picture already drawn in them (a folder that was there before is kept)."""

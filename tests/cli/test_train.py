@@ -11,6 +11,7 @@ from fastnet.optim import OPTIMIZERS
 from tests.helpers import assert_one_line_error, idx_set, needs_real, run_cli
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, value, word", [
     ("--batch-size", "0", "--batch-size"),
     ("--batch-size", "-5", "--batch-size"),
@@ -44,6 +45,7 @@ def test_layers_that_contradict_the_data(layers, word):
     assert_one_line_error(run_cli("fastnet.train", "--layers", layers, "--backend", "numpy"), 2, word)
 
 
+@pytest.mark.slow
 @needs_real
 def test_seed_recipe_numpy_reference_reaches_86_percent(tmp_path):
     """The blog's recipe on the reference backend: Adam, lr 5e-4, batch 128, 5 epochs -> >= 0.86."""
@@ -67,6 +69,7 @@ def test_seed_recipe_numpy_reference_reaches_86_percent(tmp_path):
     assert f"{m['test_accuracy']:.4f}" in ev.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_activation_and_alpha_reach_the_model_file_and_evaluate(tmp_path, tmp_cache, backend):
     """--activation tanh --alpha 0.01: the file records the activations and both settings, and
@@ -98,6 +101,7 @@ def test_activation_and_alpha_reach_the_model_file_and_evaluate(tmp_path, tmp_ca
     assert evaluated(relu) != m["test_loss"]
 
 
+@pytest.mark.slow
 @needs_real
 def test_same_seed_same_backend_identical_loss_curve(tmp_path):
     curves = []
@@ -109,6 +113,7 @@ def test_same_seed_same_backend_identical_loss_curve(tmp_path):
     assert curves[0] == curves[1]
 
 
+@pytest.mark.slow
 @needs_real
 def test_divergence_stops_cleanly_and_keeps_the_saved_model(tmp_path):
     model = tmp_path / "model.npz"
@@ -122,6 +127,7 @@ def test_divergence_stops_cleanly_and_keeps_the_saved_model(tmp_path):
     assert np.isfinite(loaded.params).all()
 
 
+@pytest.mark.slow
 @needs_real
 @pytest.mark.parametrize("backend, dtype, atol", [
     ("numpy", "float64", 1e-12),  # the issue's bound for the reference
@@ -152,6 +158,7 @@ def test_resume_equals_straight_run(tmp_path, backend, dtype, atol):
     np.testing.assert_allclose(r.history.train_loss, s.history.train_loss, rtol=0, atol=atol)
 
 
+@pytest.mark.slow
 @needs_real
 def test_seed_recipe_on_the_jit_backend_reaches_86_percent(tmp_path):
     """The blog's recipe through the default (numba) backend, like the reference: >= 0.86."""
@@ -164,6 +171,7 @@ def test_seed_recipe_on_the_jit_backend_reaches_86_percent(tmp_path):
     assert m["test_accuracy"] >= 0.86, m["test_accuracy"]
 
 
+@pytest.mark.slow
 @needs_real
 @pytest.mark.parametrize("seed", [0, 1])
 def test_default_recipe_reaches_88_5_percent(tmp_path, seed):
@@ -209,6 +217,7 @@ def _plot_case(tmp_path, name):
     raise AssertionError(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["proc", "proc_itself", "read_only", "same_as_save", "same_as_metrics",
                                   "save_inside_as_a_plot", "a_plot_is_a_directory", "dangling_link"])
 def test_an_unwritable_plot_folder_is_refused_before_training(tmp_path, tmp_cache, name):
@@ -223,6 +232,7 @@ def test_an_unwritable_plot_folder_is_refused_before_training(tmp_path, tmp_cach
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing made"
 
 
+@pytest.mark.slow
 def test_evaluate_checks_its_plot_folder_before_evaluating(tmp_path, tmp_cache):
     pytest.importorskip("matplotlib")
     data = idx_set(tmp_path / "data")
@@ -240,6 +250,7 @@ def test_evaluate_checks_its_plot_folder_before_evaluating(tmp_path, tmp_cache):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_a_plot_folder_made_by_the_run_holds_its_pictures(tmp_path, tmp_cache):
     pytest.importorskip("matplotlib")
     data = idx_set(tmp_path / "data")

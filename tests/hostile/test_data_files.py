@@ -219,6 +219,7 @@ def test_evaluate_on_custom_data_names_its_directory(model, env, tiny):
 
 # --- 16. evaluate never silently swaps the test set -------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_vanished_training_directory_and_notes_another_test_set(tmp_path, env, tiny):
     gone = shutil.copytree(tiny, tmp_path / "gone")
     path = tmp_path / "m.npz"
@@ -260,6 +261,7 @@ def trickle():
     server.server_close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["stall", "deadline"])
 def test_a_trickling_mirror_gives_up_and_leaves_no_file(tmp_path, tmp_cache, monkeypatch, trickle, mode):
     mnist = data.DATASETS["mnist"]

@@ -71,6 +71,7 @@ print(K.softmax(Z, np.empty_like(Z))[0, 0])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
 def test_no_writable_numba_cache_compiles_for_the_run_with_a_note(env, tmp_path):
     e = {k: v for k, v in env.items() if k != "NUMBA_CACHE_DIR"}

@@ -77,6 +77,7 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(array=SMALL_ARRAYS, gz=st.booleans(), data=st.data())
 def test_mutated_idx_reads_exactly_or_fails_cleanly(work, array, gz, data):
@@ -90,6 +91,7 @@ def test_mutated_idx_reads_exactly_or_fails_cleanly(work, array, gz, data):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(array=SMALL_ARRAYS, data=st.data())
 def test_mutated_gzip_stream_never_misreads(work, array, data):

@@ -52,6 +52,7 @@ TAMPERED_PROGRESS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TAMPERED_PROGRESS))
 def test_a_tampered_checkpoint_is_one_error_before_resuming(name, model, tmp_path, env, tiny):
     change, word = TAMPERED_PROGRESS[name]
@@ -89,6 +90,7 @@ def test_a_checkpoint_stopped_after_an_epochs_last_batch_resumes(model, tmp_path
     assert (state.epoch, state.batch) == (3, 0) and state.history.step_loss[3:6] == [1.0] * 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, value", [("--layers", "64,16,4"), ("--lr", "0.5"), ("--batch-size", "7")])
 def test_resume_refuses_recipe_flags_that_contradict_the_checkpoint(model, tmp_path, env, tiny, flag, value):
     mine = shutil.copy(model, tmp_path / "m.npz")
@@ -120,6 +122,7 @@ def peak_rss_mb(*argv):
     return out, proc.returncode, usage.ru_maxrss / 1024
 
 
+@pytest.mark.slow
 def test_a_huge_extra_member_is_never_read(model, tmp_path):
     padded = shutil.copy(model, tmp_path / "padded.npz")
     header = io_npy_header((200 << 20,), "|u1")

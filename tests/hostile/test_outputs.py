@@ -131,6 +131,7 @@ def test_standard_output_on_a_full_device_is_one_line_and_the_model_is_saved(tmp
     assert checkpoint.load(str(tmp_path / "True.npz")) and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_an_ascii_terminal_and_a_unicode_file_name(tmp_path, env, tiny):
     folder = tmp_path / "ünï ☃"
     folder.mkdir()

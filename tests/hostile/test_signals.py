@@ -49,6 +49,7 @@ def save_loop(path, ready):
             os.write(ready, b"!")
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_a_broken_model(tmp_path):
     """20 times: a save loop killed with SIGKILL at a random moment. The file is always a complete
     model of one save (no mix of two), and at most the one temporary file being written remains.
@@ -163,6 +164,7 @@ def resume_command(stderr, epochs, copy_to):
     return [sys.executable, *argv[1:]]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_the_printed_command_resumes(interrupted, tmp_path):
     data, env, path, err = interrupted
     mine = tmp_path / "run.npz"
@@ -196,6 +198,7 @@ def test_printed_resume_command_keeps_saving_to_the_same_file(interrupted, tmp_p
     assert state.epoch == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_one_step_epochs_resumes_to_the_straight_runs_bits(workdir, tmp_path):
     """An epoch of one step: every Ctrl-C comes as an epoch ends (issue 21 S1: the checkpoint said
     batch 1 of 1, which --resume refused). It stops after that epoch; the printed command resumes
@@ -232,6 +235,7 @@ def test_ctrl_c_in_one_step_epochs_resumes_to_the_straight_runs_bits(workdir, tm
     assert np.array_equal(a.optimizer.m, b.optimizer.m) and a.history.step_loss == b.history.step_loss
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_kernels_compile_stops_the_run(workdir, tmp_path):
     """Numba compiles through llvmlite's ctypes callbacks, which swallow an exception raised in them
     (issue 21 S2: a Ctrl-C there was lost, the run trained and exited 0, or said the backend failed
@@ -275,6 +279,7 @@ cli.run(train.main, sys.argv[3:])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, count", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 3)])
 def test_a_signal_inside_a_compile_callback_is_not_lost(workdir, tmp_path, signum, count):
     """Issue 21 S2, deterministic: signals land in Python code called back from C during the warm-up.
@@ -332,6 +337,7 @@ def burst_at_the_end(cmd, env, wait_for, signum=signal.SIGINT):
     return proc.returncode, "".join(out) + rest, err, sent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signals_while_a_finished_run_exits_print_nothing_more(workdir, tmp_path, signum):
     """Issue 21 S3: Ctrl-C repeated while a finished run exits printed "Exception ignored in atexit
@@ -456,6 +462,7 @@ def test_divergence_in_a_later_epoch_keeps_the_last_checkpoint(workdir, tmp_path
 
 # --- peak memory of a default run -------------------------------------------------------------
 
+@pytest.mark.slow
 @needs_real
 def test_default_run_peak_memory(tmp_path):
     """A 1-epoch default run reports peak_rss_mb, under 4x the float32 training set plus 200 MB.
@@ -511,6 +518,7 @@ def signalled(env, data_dir, phase, sig, *args):
                            *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, word", [("SIGINT", "interrupted"), ("SIGTERM", "terminated")])
 @pytest.mark.parametrize("phase", ["step", "validation", "save", "test"])
 def test_a_signal_in_any_phase_keeps_the_model(tmp_path, env, tiny, phase, sig, word):

@@ -1,7 +1,11 @@
 """The fresh hostile sweep (tests/hostile/hostile_sweep.py): its FAST subset runs with the tests;
 `make hostile` runs every case."""
 
+import pytest
+
 from tests.hostile import hostile_sweep
+
+pytestmark = pytest.mark.slow  # about 20 commands in subprocesses
 
 
 def test_hostile_sweep_fast_subset():

@@ -176,6 +176,7 @@ def check(case, backend):
         assert relative_difference(num[mine], bp[indices[mine]]) < THRESHOLD, name
 
 
+@pytest.mark.slow
 def test_every_parameter_of_a_tiny_network(tiny, backend):
     check(tiny, backend)
 
@@ -190,6 +191,7 @@ ORACLE_CASES = pytest.mark.parametrize("hidden, alpha", [(("relu", "relu"), 0.0)
                                        ids=["relu", "tanh-logistic-alpha0.3", "identity-tanh-alpha1e-4"])
 
 
+@pytest.mark.slow
 @ORACLE_CASES
 def test_backprop_against_torch_autograd_where_installed(hidden, alpha):
     """A second oracle, PyTorch autograd in float64; skipped cleanly where torch is not installed."""

@@ -37,6 +37,7 @@ def _run(pkg_parent, home):
                           capture_output=True, text=True, timeout=300, cwd=str(home))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
 def test_read_only_package_compiles_into_the_user_cache_and_reuses_it(tmp_path):
     """First run compiles and writes the user-wide cache; the second run loads it (a cache hit)."""
@@ -96,6 +97,7 @@ def _step(pkg_parent, cache, **env):
     return digest, set(compiled.split(",")) - {"-"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
 def test_a_cached_step_whose_callees_are_missing_stale_or_of_another_cpu_compiles_them_and_never_crashes(tmp_path):
     """A step's callees are compiled apart and named by symbol in their callers' cached code

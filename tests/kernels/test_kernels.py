@@ -208,6 +208,7 @@ def test_linear_forward(backend, dtype, n, rows, D, H, activation):
     assert_rest_untouched(out, n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @BATCHES
 @LAYERS
@@ -331,6 +332,7 @@ def test_cross_entropy(backend, dtype, n, rows, C, case):
     assert_close(got, ref, "cross_entropy", dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("C", [2, 3, 7, 10])
 def test_cross_entropy_of_equal_huge_logits_is_log_k(backend, dtype, C):
@@ -402,6 +404,7 @@ def flat_gradients(rng, P, dtype):
     return g.astype(dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @SIZES
 @pytest.mark.parametrize("lr, beta1, beta2, eps", [(1e-3, 0.9, 0.999, 1e-8), (3e-2, 0.8, 0.99, 1e-6)],
@@ -423,6 +426,7 @@ def test_adam_update_steps_1_to_5(backend, dtype, P, lr, beta1, beta2, eps):
             assert_close(got, ref, "adam_update", dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_moments_are_never_subnormal(backend, dtype):
     """Once a weight's gradient is exactly 0 its moments decay geometrically; below the smallest
@@ -443,6 +447,7 @@ def test_adam_moments_are_never_subnormal(backend, dtype):
     assert np.isfinite(p).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @SIZES
 def test_sgd_update(backend, dtype, P):
@@ -619,6 +624,7 @@ def as_bytes(outputs):
     return b"|".join(np.asarray(o).tobytes() for o in outputs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", kernels.KERNEL_NAMES)
 def test_every_kernel_is_deterministic(backend, dtype, name):
@@ -690,6 +696,7 @@ NETWORKS = pytest.mark.parametrize("sizes, n, rows, threads", [
 ], ids=["N1", "N1of128_t2", "N7", "N7_t3", "N96of128_t2", "N128_t16", "no_hidden", "width1_t4", "784-128-10"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @NETWORKS
 @pytest.mark.parametrize("hostile", [False, True], ids=["normal", "logits1e4"])
@@ -829,6 +836,7 @@ def test_fixed_parts_give_identical_results_on_any_number_of_running_threads(alp
 MANY_THREADS = 16
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS >= MANY_THREADS, reason="already run with many threads")
 @pytest.mark.skipif(NO_JIT, reason="threads do not exist without the JIT")
 def test_network_kernels_with_more_threads_than_cores():
@@ -944,6 +952,7 @@ def step_batches(n, rows, steps=None):
     return order, starts if steps is None else starts[: steps + 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", kernels.OPTIMIZERS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @STEP_RUNS
@@ -1127,6 +1136,7 @@ def loss_curve(backend, dtype, steps=20, batch=32):
     return np.array(losses)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_loss_curve_agrees_between_backends(backend, dtype):
     fast, ref = loss_curve(backend, dtype), loss_curve(reference, dtype)

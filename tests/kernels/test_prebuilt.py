@@ -14,6 +14,7 @@ from tests.helpers import ROOT
 PREBUILT = ROOT / "kernels" / "prebuilt"
 
 pytestmark = [
+    pytest.mark.slow,  # each test runs the prebuilt kernels in fresh processes
     pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT"),
     pytest.mark.skipif(not (PREBUILT / "manifest.json").exists(), reason="no prebuilt kernels: run make setup"),
 ]

@@ -47,6 +47,7 @@ def tolerance(dtype, k):
     return 2 * k * np.finfo(dtype).eps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @FAST
 @given(data=st.data())
@@ -109,6 +110,7 @@ def argvs(draw):
 PARSER = train.build_parser()  # built once: parse_args keeps no state between calls
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(argv=argvs())
