@@ -309,7 +309,7 @@ def test_importing_fastnet_imports_no_onnx():
 
 def fastnet_export(*args, prelude=""):
     """Run the fastnet.export command line in a fresh interpreter (after prelude, if any)."""
-    code = (f"{prelude}\nfrom fastnet.cli import run\nfrom fastnet.export import main\n"
+    code = (f"{prelude}\nfrom fastnet.cli import run\nfrom fastnet.export.__main__ import main\n"
             f"run(main, {list(map(str, args))!r})")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
 

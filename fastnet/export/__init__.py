@@ -1,4 +1,5 @@
-"""python -m fastnet.export: a model file as an ONNX graph, to run in ONNX Runtime or any ONNX runtime.
+"""fastnet.export: a model as an ONNX graph, to run in ONNX Runtime or any ONNX runtime (its command
+line, python -m fastnet.export MODEL OUT: __main__.py).
 
 The graph is the whole prediction: the stored input scaling (x·scale + shift, per feature; uint8
 input is Cast to float first), each layer's Gemm and activation, the softmax, and the labels.
@@ -14,14 +15,12 @@ pipeline, with the same graph (in float64 where the pipeline runs in float64).
 
 import importlib
 import json
-import os
 
 import numpy as np
 
-from . import __version__, checkpoint
-from .cli import ArgumentParser, printable, run
-from .errors import InputError
-from .files import atomic_write, check_destination
+from .. import __version__
+from ..errors import InputError
+from ..files import atomic_write, check_destination
 
 INPUTS = ("float", "uint8")
 MIN_OPSET = 13  # Softmax over one axis (its opset-13 meaning); every other operator used is older
@@ -196,7 +195,7 @@ def register_skl2onnx():
         raise ImportError(str(exc)) from None
     from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
 
-    from .sklearn import MLPClassifier
+    from ..sklearn import MLPClassifier
 
     skl2onnx.update_registered_converter(MLPClassifier, SKL2ONNX_ALIAS, calculate_linear_classifier_output_shapes,
                                          _convert, options={"zipmap": [True, False, "columns"], "nocl": [True, False]})
@@ -224,40 +223,3 @@ def _convert(scope, operator, container):
         container.add_initializer(t.name, t.data_type, list(t.dims), content)
     for op, inputs, outputs, attrs in nodes:
         container.add_node(op, inputs, outputs, name=scope.get_unique_operator_name(op), **attrs)
-
-
-# ---------------------------------------------------------------- the command line
-
-
-def build_parser():
-    """The command line of fastnet.export."""
-    p = ArgumentParser(prog="python -m fastnet.export", description=__doc__.split("\n")[0])
-    p.add_argument("model", metavar="MODEL", help="model file written by python -m fastnet.train --save or Model.save")
-    p.add_argument("out", metavar="OUT", help="the ONNX file to write (replaced atomically)")
-    p.add_argument("--input", choices=INPUTS, default="float",
-                   help="the graph's input: float32 features (default), or uint8 pixels")
-    p.add_argument("--opset", type=int, default=None,
-                   help=f"ONNX opset, from {MIN_OPSET} to the installed onnx's newest (default {DEFAULT_OPSET})")
-    return p
-
-
-def main(argv=None):
-    """Export MODEL to OUT; print one line saying what was written."""
-    args = build_parser().parse_args(argv)
-    require("onnx")
-    check_opset(args.opset)
-    check_destination(args.out, "ONNX file")
-    if os.path.exists(args.model) and os.path.exists(args.out) and os.path.samefile(args.model, args.out):
-        raise InputError(f"OUT {printable(args.out)} is the model file itself; give the ONNX file a name of its own")
-    network, record, _, arrays = checkpoint.load(args.model)
-    classes = checkpoint.classes(arrays, args.model, network.num_classes)
-    classes = np.arange(network.num_classes) if classes is None else classes
-    model = to_onnx(network, classes, record["recipe"], args.out,
-                    input=args.input, opset=args.opset)
-    print(f"wrote {printable(args.out)}: ONNX opset {model.opset_import[0].version}, input X {args.input} "
-          f"(N, {network.sizes[0]}), outputs output_label (N,) and output_probability (N, {network.sizes[-1]})")
-    return 0
-
-
-if __name__ == "__main__":
-    run(main)
