@@ -90,6 +90,8 @@ def recipe_from(args):
     """The Recipe of the flags: the preset's for those left unset, --layers read from its text; a
     value out of range is one line naming its flag."""
     values = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
+    if not isinstance(args.layers, str):  # `--layers=--` gives [] on Pythons before 3.11.8 (CPython gh-109475)
+        raise InputError(f"--layers must look like 784,128,10, got {args.layers!r}")
     values["layers"] = parse_layers(args.layers)
     try:
         return make(flag, **{**Recipe.preset(args.preset).as_stored(), **values})

@@ -530,3 +530,76 @@ def test_a_finite_row_far_beyond_the_training_rows_predicts_without_nan(dtype):
     assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1)
     np.testing.assert_array_equal(proba[:3], before[:3])
     assert model.predict(rows).shape == (6,)
+
+
+# ---------------------------------------------------------------- Model.train: more epochs, one public door
+
+
+def test_train_continues_a_fit_bit_for_bit():
+    """fit for 1 epoch, then train 2 more, is fit for 3 (a constant rate: the schedule spans the epochs)."""
+    X, y = blobs()
+    kw = dict(FAST, schedule="constant", batch_size=32, seed=3)
+    straight = fastnet.fit(X, y, epochs=3, **kw)
+    stepwise = fastnet.fit(X, y, epochs=1, **kw).train(X, y, epochs=2)
+    assert stepwise.network.params.tobytes() == straight.network.params.tobytes()
+    for key in ("loss", "accuracy"):
+        assert stepwise.history[key] == straight.history[key]
+    assert stepwise.recipe == straight.recipe and stepwise.recipe.epochs == 3
+
+
+def test_train_takes_labels_as_classes_and_measures_a_validation_pair():
+    X, y = blobs()
+    names = np.array(["a", "b", "c"])[y]
+    model = fastnet.fit(X, names, epochs=1, **FAST)
+    model.train(X[:200], names[:200], epochs=2, validation=(X[200:], names[200:]))
+    assert len(model.history["val_accuracy"]) == 3 and np.isnan(model.history["val_accuracy"][0])
+    assert model.history["val_accuracy"][-1] == model.score(X[200:], names[200:])
+    with pytest.raises(ValueError, match="does not know"):
+        model.train(X, np.where(names == "a", "z", names))
+
+
+def test_an_epoch_callback_that_returns_true_stops_training_there():
+    X, y = blobs()
+    seen = []
+    model = fastnet.fit(X, y, epochs=1, **FAST)
+    model.train(X, y, epochs=10, on_epoch=lambda m: seen.append(len(m.history["loss"])) or len(seen) == 2)
+    assert seen == [2, 3] and len(model.history["loss"]) == 3 and model.recipe.epochs == 3
+
+
+def test_shuffle_false_draws_no_order():
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=1, **FAST)
+    rng = model._state.rng.bit_generator.state
+    model.train(X, y, epochs=2, shuffle=False)
+    assert model._state.rng.bit_generator.state == rng
+    model.train(X, y, epochs=1)
+    assert model._state.rng.bit_generator.state != rng
+
+
+def test_ctrl_c_leaves_the_model_as_after_its_last_complete_epoch():
+    X, y = blobs()
+    kw = dict(FAST, schedule="constant", batch_size=32)
+    one = fastnet.fit(X, y, epochs=1, **kw).train(X, y, epochs=1)
+
+    def ctrl_c(model):
+        if len(model.history["loss"]) == 3:
+            raise KeyboardInterrupt
+
+    cut = fastnet.fit(X, y, epochs=1, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train(X, y, epochs=5, on_epoch=ctrl_c)
+    assert cut.network.params.tobytes() == one.network.params.tobytes()
+    assert len(cut.history["loss"]) == 2 and cut.recipe.epochs == 2 and cut._state.optimizer.step == \
+        one._state.optimizer.step
+
+
+def test_a_new_recipe_changes_the_steps_not_the_network():
+    X, y = blobs()
+    model = fastnet.fit(X, y, epochs=1, **FAST)
+    steps = model._state.optimizer.step
+    new = recipe.Recipe(layers=(7, 5, 3), activation="tanh", dtype="float64", lr=1e-4, batch_size=16)
+    model.train(X, y, recipe=new, fresh_optimizer=True)
+    assert model.recipe.lr == 1e-4 and model.recipe.batch_size == 16
+    assert model.recipe.layers == (7, 128, 3) and model.recipe.activation == "relu"
+    assert model.recipe.dtype == "float32" and model.network.dtype == np.float32
+    assert model._state.optimizer.step == len(X) // 16 + (len(X) % 16 > 0) != steps

@@ -79,8 +79,8 @@ def test_sigkill_during_saves_never_leaves_a_broken_model(tmp_path):
             _, status = os.waitpid(pid, 0)
             os.close(ready)
         assert started and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        state, settings, names = checkpoint.load_state(str(path), OPTIMIZERS)
-        i = settings["i"]
+        state, record, names = checkpoint.load_state(str(path), OPTIMIZERS)
+        i = record["recipe"]["seed"]
         assert state.model.sizes == (784, 512, 10) and names == [str(k) for k in range(10)]
         assert state.optimizer.step == i
         for a in (state.model.params, state.optimizer.m, state.optimizer.v):
@@ -299,9 +299,9 @@ def test_a_signal_inside_a_compile_callback_is_not_lost(workdir, tmp_path, signu
 def test_a_compile_error_without_a_signal_is_still_one_error_line(workdir, tmp_path):
     """The warm-up under the run's StopRequest changes nothing for a kernel that fails to compile."""
     root, data, env = workdir
-    code = ("import sys\nfrom fastnet import cli, train, training\n"
+    code = ("import sys\nfrom fastnet import cli, run, train\n"
             "def broken(*args):\n    raise RuntimeError('LLVM ERROR: out of registers')\n"
-            "training._exercise = broken\ncli.run(train.main, sys.argv[1:])\n")
+            "run._exercise = broken\ncli.run(train.main, sys.argv[1:])\n")
     proc = subprocess.run([sys.executable, "-c", code, "--data-dir", str(data), "--layers", "64,8,4",
                            "--backend", "numba", "--threads", "1", "--save", str(tmp_path / "run.npz")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -454,10 +454,10 @@ def test_divergence_in_a_later_epoch_keeps_the_last_checkpoint(workdir, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "epoch 3, step 7" in lines[0] and "not finite" in lines[0], lines[0]
     assert len([l for l in proc.stdout.splitlines() if l.startswith("epoch ")]) == 2
-    state, settings, _ = checkpoint.load_state(str(path), OPTIMIZERS)
+    state, record, _ = checkpoint.load_state(str(path), OPTIMIZERS)
     assert (state.epoch, state.batch, state.optimizer.step) == (2, 0, 1250)
     assert np.isfinite(state.model.params).all() and np.isfinite(state.optimizer.m).all()
-    assert settings["epochs"] == 5 and leftovers(tmp_path) == []
+    assert record["recipe"]["epochs"] == 5 and leftovers(tmp_path) == []
 
 
 # --- peak memory of a default run -------------------------------------------------------------

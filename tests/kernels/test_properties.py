@@ -24,6 +24,7 @@ from hypothesis.extra import numpy as hnp
 from fastnet import train
 from fastnet.errors import InputError
 from fastnet.model import parse_layers
+from fastnet.recipe import MAX_THREADS
 
 # function_scoped_fixture: the `backend` fixture (conftest.py) is a kernel module, which no example
 # changes, so sharing it between examples is safe.
@@ -116,20 +117,21 @@ PARSER = train.build_parser()  # built once: parse_args keeps no state between c
 @given(argv=argvs())
 def test_train_arguments_parse_or_raise_input_error(argv):
     try:
-        s = train.settings_from(PARSER.parse_args(argv))
-        sizes = parse_layers(s["layers"])
+        args = PARSER.parse_args(argv)
+        r = train.recipe_from(args)
+        train.check_args(args)
     except InputError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
     for key in ("epochs", "batch_size"):
-        assert isinstance(s[key], int) and s[key] > 0
-    assert isinstance(s["lr"], float) and 0 < s["lr"] < math.inf
-    assert isinstance(s["warmup"], int) and s["warmup"] >= 0
-    split = s["val_split"]  # a count of images, or a fraction of them
+        assert isinstance(getattr(r, key), int) and getattr(r, key) > 0
+    assert isinstance(r.lr, float) and 0 < r.lr < math.inf
+    assert isinstance(r.warmup, int) and r.warmup >= 0
+    split = r.val_split  # a count of images, or a fraction of them
     assert (isinstance(split, int) and split >= 0) or (isinstance(split, float) and 0 <= split < 1)
-    assert s["threads"] is None or s["threads"] > 0
-    assert len(sizes) >= 2 and min(sizes) > 0
-    assert not (s["checkpoint_every"] and not s["save"])
+    assert args.threads is None or 0 < args.threads <= MAX_THREADS
+    assert len(r.layers) >= 2 and min(r.layers) > 0
+    assert not (args.checkpoint_every and not args.save)
 
 
 @pytest.mark.parametrize("argv", [
@@ -137,8 +139,9 @@ def test_train_arguments_parse_or_raise_input_error(argv):
     ["--batch-size=1", "--lr=5e-324", "--layers=1,1"],
 ])
 def test_some_valid_arguments_parse(argv):
-    s = train.settings_from(train.build_parser().parse_args(argv))
-    parse_layers(s["layers"])
+    r = train.recipe_from(train.build_parser().parse_args(argv))
+    assert r.layers == parse_layers(argv[argv.index("--layers") + 1] if "--layers" in argv else
+                                    [a for a in argv if a.startswith("--layers=")][0].split("=")[1])
 
 
 # CPython gh-109475 (fixed in 3.11.8 and 3.12.2): `--opt=--` makes argparse store [] without
@@ -146,8 +149,4 @@ def test_some_valid_arguments_parse(argv):
 @pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--lr", "--layers", "--val-split", "--warmup"])
 def test_explicit_double_dash_value(flag):
     with pytest.raises(InputError):
-        s = train.settings_from(PARSER.parse_args([f"{flag}=--"]))
-        parse_layers(s["layers"])
-        for key in ("epochs", "batch_size", "lr", "val_split", "warmup"):
-            if not isinstance(s[key], (int, float)):
-                raise TypeError(f"{key} = {s[key]!r}")
+        train.recipe_from(PARSER.parse_args([f"{flag}=--"]))
