@@ -30,16 +30,27 @@ def _umask():
 @contextmanager
 def _signals_held():
     """Stop signals wait while the block runs (delivered right after it): a Ctrl-C between creating
-    the temporary file and naming it, or while removing it, would leave it behind."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    the temporary file and naming it, or while removing it, would leave it behind.
+
+    Their Python handlers are swapped for one that notes them, and the noted ones are raised again
+    once the handlers are back. Blocking them in this thread (pthread_sigmask) is not enough: any of
+    the process's other threads (BLAS's, Numba's) may take a signal sent to the process, and Python
+    then runs the handler in this thread anyway."""
     if threading.current_thread() is not threading.main_thread():  # handlers run in the main thread only
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    noted, before = [], {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):  # ignored stays ignored; None: a handler set outside Python
+            before[sig] = signal.signal(sig, lambda signum, frame: noted.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(noted):
+            signal.raise_signal(signum)
 
 
 def check_destination(path, what="output", probe=True):

@@ -106,6 +106,11 @@ class Adam(Optimizer):
 OPTIMIZERS = {"adam": Adam, "gd": GD}
 
 
+def schedule_of(recipe):
+    """The recipe's learning rate as rate(step, total_steps): what the training loop asks each step."""
+    return lambda step, total_steps: learning_rate(recipe.lr, recipe.schedule, step, total_steps, recipe.warmup)
+
+
 def learning_rate(base, schedule, step, total_steps, warmup=0):
     """The learning rate at optimiser step `step` (0-based) of `total_steps`.
 

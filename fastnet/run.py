@@ -15,6 +15,7 @@ from kernels import BACKENDS, REFERENCE
 
 from .errors import InputError
 from .model import MLP, Workspace, evaluate, predict_logits
+from .optim import schedule_of
 from .training import fit
 
 
@@ -67,8 +68,9 @@ def train(state, backend, train_rows, val, recipe, on_epoch=None, on_batch=None,
     cut the run short. Non-finite values raise DivergenceError in fit, so NumPy's warnings about
     them are silenced. parts, share, train_pass and shuffle: training.fit's."""
     with np.errstate(all="ignore"):
-        return fit(state, backend, train_rows, val, recipe.epochs, recipe.batch_size, recipe.lr, recipe.schedule,
-                   recipe.warmup, on_epoch, on_batch, stop, parts, share, train_pass=train_pass, shuffle=shuffle)
+        return fit(state, backend, train_rows, val, recipe.epochs, recipe.batch_size, schedule_of(recipe),
+                   on_epoch=on_epoch, on_batch=on_batch, stop=stop, parts=parts, share=share, train_pass=train_pass,
+                   shuffle=shuffle)
 
 
 def test(model, backend, images, labels):

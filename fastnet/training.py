@@ -156,6 +156,8 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
         shuffle=True):
     """Train until state.epoch == epochs, evaluating train and validation accuracy after each epoch.
 
+    lr: the base learning rate of `schedule` (with `warmup`), or a function rate(step, total steps)
+    (optim.schedule_of) that replaces all three.
     train and val are (images, labels) pairs. on_epoch(state) runs after each epoch (print,
     checkpoint, a stopping rule): when it returns True the run ends there. shuffle: train_epoch's. Epoch time covers shuffle, forward, backward and update only; evaluation is timed
     apart. parts: the parts a batch is cut into (kernels.mlp_workspace; 0: one per running thread).
@@ -172,7 +174,7 @@ def fit(state, backend, train, val, epochs, batch_size, lr, schedule="constant",
     total = steps_per_epoch * epochs
 
     def lr_at(step):
-        return learning_rate(lr, schedule, step, total, warmup)
+        return lr(step, total) if callable(lr) else learning_rate(lr, schedule, step, total, warmup)
 
     ws = Workspace(state.model.sizes, min(batch_size, len(labels)), state.model.dtype, parts)
     if share is not None:

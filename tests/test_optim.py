@@ -150,3 +150,13 @@ def test_load_state_restores_the_step_and_buffers(kind):
     assert other.step == 7
     for a, b in zip(opt.buffers, other.buffers):
         assert a.tobytes() == b.tobytes() and a is not b
+
+
+def test_a_recipes_schedule_is_its_rate_at_each_step():
+    from fastnet.optim import schedule_of
+    from fastnet.recipe import Recipe
+
+    r = Recipe(lr=3e-3, schedule="cosine", warmup=4)
+    rate = schedule_of(r)
+    assert [rate(step, 20) for step in range(22)] == [learning_rate(3e-3, "cosine", s, 20, 4) for s in range(22)]
+    assert rate(0, 20) == 3e-3 / 4 and rate(19, 20) < 3e-3 * 0.01
