@@ -523,12 +523,12 @@ class Model:
         d = dict(self.__dict__)
         net = self._state.model
         d["_state"] = dataclasses.replace(self._state, model=None)
-        d["_network"] = (net.sizes, net.dtype.str, net.params, net.input_scale, net.input_shift)
+        d["_network"] = (net.sizes, net.dtype.str, net.params, net.input_scale, net.input_shift, net.activations)
         return d
 
     def __setstate__(self, d):
-        sizes, dtype, params, scale, shift = d.pop("_network")
-        net = MLP(sizes, np.dtype(dtype), scale, shift)
+        sizes, dtype, params, scale, shift, *activations = d.pop("_network")  # pickles of before: relu
+        net = MLP(sizes, np.dtype(dtype), scale, shift, *activations)
         net.params[...] = params
         d["_state"].model = net
         self.__dict__.update(d)

@@ -224,10 +224,13 @@ def test_numpy_backend_float64_and_gradient_descent():
     assert model.score(X, y) > 0.9
 
 
-def test_a_model_pickles_with_identical_predictions():
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic"])
+def test_a_model_pickles_with_identical_predictions(activation):
+    """Before, the activations were not pickled: a tanh model came back as relu (joblib, Dask)."""
     X, y = blobs()
-    model = fastnet.fit(X, np.array(["a", "b", "c"])[y], epochs=2, **FAST)
+    model = fastnet.fit(X, np.array(["a", "b", "c"])[y], epochs=2, activation=activation, **FAST)
     again = pickle.loads(pickle.dumps(model))
+    assert again.network.activations == (activation, "identity")
     np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
     assert again.network.W[0].base is not None  # the per-layer views still view the flat buffer
     assert np.shares_memory(again.network.W[0], again.network.params)
