@@ -179,7 +179,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     model, record, names, _ = checkpoint.load(args.model)
     trained = record["trained"]
-    if trained.get("input_dtype", "uint8") != "uint8":  # recorded by files of today (evaluate.check_inputs)
+    if trained.get("input_dtype", "uint8") != "uint8":  # recorded by files of today (provenance.check_inputs)
         raise InputError(f"{printable(args.model)} was trained on {printable(trained['input_dtype'])} features, "
                          "not on 0-255 pixels: fastnet.predict classifies images; use it in Python (fastnet.load)")
     side = math.isqrt(model.sizes[0])

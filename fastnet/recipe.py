@@ -66,14 +66,17 @@ class Rule:
 
 
 def integer(least):
+    """The rule of an integer field of at least `least` (numpy integers become ints)."""
     return Rule(f"an integer >= {least}", lambda v: _int(v) and v >= least, lambda v: int(v) if _int(v) else v, int)
 
 
 def real(text, accepts):
+    """The rule of a real field: a float (ints and numpy numbers become floats) that `accepts`."""
     return Rule(text, lambda v: isinstance(v, float) and accepts(v), lambda v: float(v) if _real(v) else v, float)
 
 
 def choice(options):
+    """The rule of a field that holds one of `options` (text)."""
     return Rule(f"one of {', '.join(options)}", lambda v: isinstance(v, str) and v in options, None, str,
                 tuple(options))
 
@@ -173,10 +176,6 @@ class Recipe:
     def preset(cls, name, **changes):
         """The recipe `name` (PRESETS: "fastnet", the defaults, or "seed", the blog's) with changes."""
         return cls(**{**PRESETS[name], **changes})
-
-    @property
-    def sizes(self):
-        return self.layers
 
     def replace(self, **changes):
         """A copy with changes, validated."""
