@@ -187,9 +187,10 @@ def parameter_count(sizes):
 
 
 # Scratch of the whole-network kernels. inputs (rows·D0,); activations and deltas (rows·(D1+...+DL),),
-# one rows·D_l block per layer l = 1..L, back to back; labels (rows,); parts: how many parts a batch
-# is cut into (0: as many as Numba runs threads at each call). Fixing parts fixes the rounding: a run
-# gives the same numbers on however many threads actually run them. partials (up to (parts-1)·rows·D1):
+# one rows·D_l block per layer l = 1..L, back to back; labels (rows,); parts: how many parts a training
+# step cuts a batch into (0: as many as Numba runs threads at each call). Fixing parts fixes the
+# rounding: a run gives the same numbers on however many threads actually run them. mlp_logits
+# ignores parts: its rows' bits never depend on the cut (kernels.jit.TILE_ROWS). partials (up to (parts-1)·rows·D1):
 # a training step cuts the first layer's product X·W0 along the D0 inputs, one piece per part, and
 # sums the pieces (jit._mlp); pieces 1.. are written here (empty: the product is not cut).
 MLPWork = namedtuple("MLPWork", "inputs activations deltas labels parts partials")

@@ -2,11 +2,17 @@
 
 Each public function is a thin wrapper that casts constants to the data's dtype (Numba would
 promote float32 x Python float to float64) and calls a private compiled core that takes its outputs
-first and only loops. Matrix products stay on NumPy's BLAS (kernels.blas): hand-written loops are
-several times slower than BLAS here. What the JIT adds is fusion: bias and activation in one pass
-over the product, max/exp/normalise/loss/gradient of the output layer in one pass, the optimiser's
-update of each band of parameters right after its gradients, and whole-network kernels that run
-many training steps (mlp_train_steps) or a batch's logits (mlp_logits) in one compiled call.
+first and only loops. A training step's matrix products stay on NumPy's BLAS (kernels.blas):
+hand-written loops are slower than BLAS here. What the JIT adds is fusion: bias and activation in
+one pass over the product, max/exp/normalise/loss/gradient of the output layer in one pass, the
+optimiser's update of each band of parameters right after its gradients, and whole-network kernels
+that run many training steps (mlp_train_steps) or a batch's logits (mlp_logits) in one compiled call.
+
+Evaluation (mlp_logits) does not use BLAS: BLAS computes a row of a product with other code
+depending on where the row stands in the block and on how many rows the block has, so a row's
+logits would change with its neighbours and with the threads that cut the batch. _tile_product
+sums every entry in the order of the inputs, the same operations for every row: a row's logits are
+the same bits wherever it stands, in tiles of TILE_ROWS rows on any number of threads.
 
 The training step (_mlp): its arguments come in four named tuples, Network (sizes, activation
 codes, params, grads), Batches (images, labels, their scaling, the order and the steps' starts),
@@ -304,8 +310,9 @@ Scratch = namedtuple("Scratch", "X acts deltas y partials logits at results part
 #   kernels.MLPWork's buffers: X (rows·D0) the gathered inputs, acts and deltas (rows·(D1+...+DL)) a
 #   block per layer, y (rows,) the batch's labels, partials the first layer's pieces 1..; logits:
 #   where a LOGITS pass writes (a step's go to the last block of acts); at: _layout's offsets;
-#   results (parts, 4): each part's RESULT_* columns; parts: the parts a batch is cut into; pieces:
-#   the pieces of the first layer's product (0: gathered and multiplied by rows instead)
+#   results (parts, 4): each part's RESULT_* columns; parts: the parts a batch is cut into (a
+#   LOGITS pass: its tiles of TILE_ROWS rows); pieces: the pieces of the first layer's product (0:
+#   gathered and multiplied by rows instead)
 Update = namedtuple("Update", "code m v steps beta1 beta2 one_minus_beta1 one_minus_beta2 eps zero tiny")
 #   the optimiser (its code: kernels.OPTIMIZERS, or NO_UPDATE), its state (Adam's moments; empty
 #   arrays for gradient descent), steps (K, 5): each step's STEP_* columns, and the constants of
@@ -400,7 +407,7 @@ def _add_pieces(Z, partials, pieces, rows, lo):
 
 @_internal
 def _forward_rows(w, s, net, data, work, update):
-    """ROWS and LOGITS, part w: its rows lo..hi of the batch through every layer (BLAS, then a
+    """ROWS, part w: its rows lo..hi of the batch through every layer (BLAS, then a
     bias/activation pass) into acts; the last layer writes work.logits. With no pieces the rows are
     gathered into X and the first layer multiplied here; otherwise its pieces are summed here."""
     index, sizes, at, X, acts = _batch(s, data), net.sizes, work.at, work.X, work.acts
@@ -519,11 +526,81 @@ def _weight_gradients(w, s, net, data, work, update):
     return finite, penalty
 
 
-_first_layer_piece_apart, _forward_rows_apart, _backward_rows_apart, _weight_gradients_apart = (
-    apart(k) for k in (_first_layer_piece, _forward_rows, _backward_rows, _weight_gradients))
+# ----------------------------------------------------------------------------- evaluation
+# mlp_logits cuts a batch into tiles of TILE_ROWS rows, one part of the LOGITS pass each: the cut
+# never follows the threads. The bits do not depend on it either (_tile_product); the figure is a
+# speed setting, from the measurement in docs/performance.md ("Evaluation"): tiles small enough
+# to share a batch among threads and keep a tile's activations in cache, a multiple of 4 rows.
+TILE_ROWS = 32
+
+
+@_internal  # not fastmath: no reassociation, no fused multiply-add; every entry the same sum
+def _tile_product(Z, X, W):
+    """Z (m, H) = X (m, D)·W (D, H) for m a multiple of 4, each entry summed in the order of the
+    inputs: z = (((x_0·w_0 + x_1·w_1) + x_2·w_2) + ...), each product and each sum rounded. Every
+    row gets the same operations, wherever it stands and however many rows there are, so its bits
+    are its own. Four rows of Z are updated by four inputs at a time: one pass over a row of W
+    serves sixteen products, and the vectorised loop over the H columns changes no sum."""
+    m, D = X.shape
+    H = W.shape[1]
+    D4 = D - D % 4
+    for i in range(0, m, 4):
+        za, zb, zc, zd = Z[i], Z[i + 1], Z[i + 2], Z[i + 3]
+        xa, xb, xc, xd = X[i], X[i + 1], X[i + 2], X[i + 3]
+        for j in range(H):
+            za[j], zb[j], zc[j], zd[j] = 0, 0, 0, 0
+        for k in range(0, D4, 4):
+            w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
+            a0, a1, a2, a3 = xa[k], xa[k + 1], xa[k + 2], xa[k + 3]
+            b0, b1, b2, b3 = xb[k], xb[k + 1], xb[k + 2], xb[k + 3]
+            c0, c1, c2, c3 = xc[k], xc[k + 1], xc[k + 2], xc[k + 3]
+            d0, d1, d2, d3 = xd[k], xd[k + 1], xd[k + 2], xd[k + 3]
+            for j in range(H):
+                p, q, r, t = w0[j], w1[j], w2[j], w3[j]
+                za[j] = za[j] + a0 * p + a1 * q + a2 * r + a3 * t
+                zb[j] = zb[j] + b0 * p + b1 * q + b2 * r + b3 * t
+                zc[j] = zc[j] + c0 * p + c1 * q + c2 * r + c3 * t
+                zd[j] = zd[j] + d0 * p + d1 * q + d2 * r + d3 * t
+        for k in range(D4, D):
+            w, a, b, c, d = W[k], xa[k], xb[k], xc[k], xd[k]
+            for j in range(H):
+                p = w[j]
+                za[j], zb[j], zc[j], zd[j] = za[j] + a * p, zb[j] + b * p, zc[j] + c * p, zd[j] + d * p
+
+
+@_internal
+def _logits_tile(w, s, net, data, work, update):
+    """LOGITS, tile w: rows w·TILE_ROWS.. of the batch (TILE_ROWS, fewer in the last tile) through
+    every layer into work.logits: gathered into a block of the tile's own, zero rows after them up
+    to a multiple of 4 (_tile_product takes four at a time), then each layer's product and a
+    bias/activation pass. _forward_rows without BLAS; work's other buffers are not used."""
+    index, sizes, at, params = _batch(s, data), net.sizes, work.at, net.params
+    lo = w * TILE_ROWS
+    hi = min(index.shape[0], lo + TILE_ROWS)
+    m = hi - lo
+    A = np.empty(((m + 3) // 4 * 4, sizes[0]), params.dtype)
+    _gather(A[:m], data.images, index[lo:hi], data.scale, data.shift, np.int64(0), sizes[0])
+    for i in range(m, A.shape[0]):
+        for j in range(sizes[0]):
+            A[i, j] = 0
+    for l in range(sizes.shape[0] - 1):
+        d_in, d_out = sizes[l], sizes[l + 1]
+        Z = np.empty((A.shape[0], d_out), params.dtype)
+        _tile_product(Z, A, params[at[l, W_AT] : at[l, W_AT] + d_in * d_out].reshape(d_in, d_out))
+        _bias_activation(Z, params[at[l, B_AT] : at[l, B_AT] + d_out], net.activations[l])
+        A = Z
+    K = sizes[-1]
+    out = work.logits[lo * K : hi * K].reshape(m, K)
+    for i in range(m):
+        for j in range(K):
+            out[i, j] = A[i, j]
+
+
+_first_layer_piece_apart, _forward_rows_apart, _backward_rows_apart, _weight_gradients_apart, _logits_tile_apart = (
+    apart(k) for k in (_first_layer_piece, _forward_rows, _backward_rows, _weight_gradients, _logits_tile))
 
 # The kinds of pass _mlp runs, each a parallel loop over the parts of a batch: a training step is
-# FIRST_LAYER, ROWS, BANDS (_STEP); logits are one LOGITS pass, every layer by rows.
+# FIRST_LAYER, ROWS, BANDS (_STEP); logits are one LOGITS pass, every layer by tiles of rows.
 FIRST_LAYER, ROWS, BANDS, LOGITS = 0, 1, 2, 3
 
 
@@ -537,13 +614,14 @@ def _pass(kind, w, s, net, data, work, update):
     elif kind == BANDS:
         ok, penalty = _weight_gradients_apart(w, s, net, data, work, update)
         work.results[w, RESULT_FINITE], work.results[w, RESULT_PENALTY] = ok, penalty
+    elif kind == LOGITS:
+        _logits_tile_apart(w, s, net, data, work, update)
     else:
         n = data.starts[s + 1] - data.starts[s]
         if n * (w + 1) // work.parts > n * w // work.parts:
             _forward_rows_apart(w, s, net, data, work, update)
-            if kind == ROWS:
-                work.results[w, RESULT_LOSS], work.results[w, RESULT_CORRECT] = _backward_rows_apart(
-                    w, s, net, data, work, update)
+            work.results[w, RESULT_LOSS], work.results[w, RESULT_CORRECT] = _backward_rows_apart(
+                w, s, net, data, work, update)
 
 
 _pass_apart = apart(_pass)
@@ -561,7 +639,7 @@ def _mlp(passes, net, data, work, update, alpha, limit, losses, correct):
                  first into deltas; the rows' loss into results
     BANDS        each part's band of rows of every W and entries of every b: dW = Aᵀ·dZ (+ L2),
                  db, and the optimiser's update of the band (params, m, v); Σ W² into results
-    LOGITS       each part's rows through every layer into work.logits (no step: logits only)
+    LOGITS       each tile's rows through every layer into work.logits (no step: logits only)
 
     losses[s] gets step s's loss with its L2 penalty (float64), correct[s] its rows predicted right
     before its update (where correct has room). Stops after a step whose loss is not
@@ -604,7 +682,8 @@ def _link(net, data, work, update):
     before _mlp runs: a cached _mlp names them without compiling them (kernels.linking)."""
     types = tuple(numba.typeof(x) for x in (net, data, work, update))
     if types not in _LINKED:
-        for kernel in (_first_layer_piece_apart, _forward_rows_apart, _backward_rows_apart, _weight_gradients_apart):
+        for kernel in (_first_layer_piece_apart, _forward_rows_apart, _backward_rows_apart, _weight_gradients_apart,
+                       _logits_tile_apart):
             kernel.link((_INT, _INT, *types))
         _pass_apart.link((_INT, _INT, _INT, *types))
         _LINKED.add(types)
@@ -803,7 +882,9 @@ def step_pass(name, images, index, labels, scale, shift, sizes, activations, par
 
 
 def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):
-    """Logits (N, K) of images[index] into out, the rows cut into parts that run on Numba's threads."""
+    """Logits (N, K) of images[index] into out, the rows cut into tiles of TILE_ROWS that run on
+    Numba's threads. A row's logits are the same bits wherever it stands in index and however many
+    threads run (_tile_product)."""
     _check_network(images, index, scale, shift, sizes, activations, params, work)
     index, sizes = np.ascontiguousarray(index, np.intp), np.asarray(sizes, np.int64)
     if out.shape != (len(index), sizes[-1]) or not out.flags.c_contiguous or out.dtype != params.dtype:
@@ -813,7 +894,7 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
     # what a step takes and logits do not read, of the types a step passes: both share one compiled kernel
     net = Network(sizes, np.asarray(activations, np.int64), params, params[:0])
     data = Batches(images, _NO_LABELS, scale, shift, index, np.array([0, len(index)], np.int64))
-    work = _scratch(work, sizes, _parts(work), False, out.reshape(-1))
+    work = _scratch(work, sizes, -(-len(index) // TILE_ROWS), False, out.reshape(-1))
     update = _update_of(None, (), (), 1, [0.0], [max(len(index), 1)], params.dtype, 0.0)
     _link(net, data, work, update)
     _mlp(_FORWARD, net, data, work, update, 0.0, 0.0, np.empty(1), _NO_COUNTS)
@@ -915,13 +996,14 @@ def all_finite(x):
 # Announced before a compile (fastnet.training.warm_up): what the last compile of a training run's
 # kernels took on this machine, remembered beside Numba's cache; before any, an estimate from how
 # fast this machine runs _probe, a fixed piece of Python: COMPILE_PER_PROBE compile seconds per
-# probe second, the ratio measured in docs/performance.md ("Compile time").
+# probe second, the ratio measured in docs/performance.md ("Compile time and the first run").
 COMPILE_PER_PROBE = 160
 _RECORD = "fastnet-compile-seconds.json"
 
 
 def _probe():
-    """Seconds this machine takes for a fixed piece of single-threaded Python (~30 ms here)."""
+    """Seconds this machine takes for a fixed piece of single-threaded Python (what it takes on the
+    machine of COMPILE_PER_PROBE's measurement: docs/performance.md, "Compile time and the first run")."""
     t0 = time.perf_counter()
     total = 0
     for i in range(300_000):

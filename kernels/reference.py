@@ -247,12 +247,19 @@ def mlp_train_steps(images, order, starts, labels, scale, shift, sizes, activati
 
 
 def mlp_logits(images, index, scale, shift, sizes, activations, params, out, work):
-    """Logits of images[index] through the MLP of mlp_gradients, into out (N, K). work is not needed."""
+    """Logits of images[index] through the MLP of mlp_gradients, into out (N, K). work is not needed.
+
+    A row's logits are its own bits: the same wherever the row stands in index, and on any number
+    of threads. So each layer is linear_forward with its product X·W summed by np.einsum, which runs
+    the same loop for every row, instead of BLAS (X @ W), whose blocked kernels compute a row with
+    other code depending on its place in the block, the block's size and BLAS's threads.
+    """
     names = activation_names(sizes, activations)
     Ws, bs = layer_views(params, sizes)
     A = gather_rows(images, index, scale, shift, np.empty((len(index), sizes[0]), params.dtype))
     for W, b, name in zip(Ws, bs, names):
-        A = linear_forward(A, W, b, np.empty((len(index), W.shape[1]), params.dtype), name)
+        Z = np.einsum("nd,dh->nh", A, W) + b
+        A = _store(ACTIVATION_FUNCTIONS[name].forward(Z), np.empty(Z.shape, params.dtype))
     return _store(A, out)
 
 
