@@ -21,11 +21,11 @@ import llvmlite.binding as llvm
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
-from tolerances import assert_close
 
 from fastnet.model import MLP, evaluate, predict_logits
 from fastnet.threads import limited
 from kernels import jit, reference
+from tests.kernels.tolerances import assert_close
 
 DTYPES = [np.float32, np.float64]
 THREADS = (1, 2, 3)  # Numba's are capped by NUMBA_NUM_THREADS: the fresh process below has 3
@@ -97,7 +97,7 @@ def test_a_rows_logits_are_the_same_bits_wherever_it_stands(backend, backend_nam
 @grid
 def test_logits_agree_with_the_float64_reference(backend, backend_name, dtype, net, n):
     """(d) Both backends' logits, in dtype, within the "network" tolerance of the reference's on the
-    same parameters in float64 (tests/tolerances.py)."""
+    same parameters in float64 (tests/kernels/tolerances.py)."""
     model, images, _ = net_and_rows(net, dtype, n)
     oracle = MLP(model.sizes, np.float64, model.input_scale, model.input_shift, model.activations)
     oracle.params[...] = model.params
@@ -132,6 +132,7 @@ def test_blas_runs_the_kernels_the_environment_names():
     assert found and all(str(a).lower() == coretype.lower() for a in found), found
 
 
+@pytest.mark.slow
 def test_the_same_in_a_fresh_process_on_openblas_haswell_kernels_and_three_numba_threads():
     """(c) The checks of this file again in a process whose OpenBLAS runs its Haswell (AVX2) kernels
     (OPENBLAS_CORETYPE, read when NumPy loads) and whose Numba may run 3 threads."""
@@ -144,5 +145,5 @@ def test_the_same_in_a_fresh_process_on_openblas_haswell_kernels_and_three_numba
     env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell", "NUMBA_NUM_THREADS": "3"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
                            "-k", "not fresh_process"], env=env, capture_output=True, text=True, timeout=900,
-                          cwd=Path(__file__).parents[1])
+                          cwd=Path(__file__).parents[2])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
