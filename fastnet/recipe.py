@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import ACTIVATIONS, parameter_count
+from kernels import ACTIVATIONS, TILE_ROWS, parameter_count
 
 from . import memory
 from .errors import InputError
@@ -430,7 +430,7 @@ def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, 
       batch rows of every layer, a partial product per thread but the first), and the largest of a
       step's temporaries (the compiled step has none; the numpy backend's float64 batch, layer
       products and Adam's expressions), an evaluation of eval_rows rows (their logits, a workspace
-      of at most 2,048 of them) and, for fastnet.fit and the estimator (api), the compilation's
+      of at most 2,048 of them; the compiled one's tiles of kernels.TILE_ROWS rows) and, for fastnet.fit and the estimator (api), the compilation's
       copy of the network and its optimiser.
     eval_rows is the most rows evaluated at once (eval_rows_of), scaled_rows the rows the input
     scaling reads (the training set; default eval_rows). Checked against the peak that tracemalloc
@@ -454,6 +454,8 @@ def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, 
         step = max(passes, (moments + 3) * params * item + 2 * 8 * widest)
         evaluation += evals * (inputs + top) * item + max(3 * 8 * evals * inputs, 3 * evals * top * item,
                                                           3 * 8 * eval_rows * classes)
+    else:  # the compiled evaluation's tiles: a tile's inputs and a layer's outputs, one tile a thread
+        evaluation += max(threads, 1) * (TILE_ROWS + 3) * 2 * top * item
     copy = (2 + moments) * params * item if api else 0
     small = 1 << 20  # a run's small buffers: each chunk's step constants and counts, the layout, Python's objects
     return data_bytes + small + max(scaling, init, state + workspace + max(step, evaluation, copy))

@@ -164,6 +164,11 @@ def _import(module_name):
 # from every inner loop. fastmath is not global: FASTMATH below is opt-in per kernel, and leaves
 # out nnan and ninf (with them LLVM may assume no NaN exists and fold isfinite checks to True).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+# Rows of a tile of the compiled evaluation (jit.mlp_logits): a speed setting, from the measurement in
+# docs/performance.md ("Evaluation"): small enough to share a batch among threads and keep a tile's
+# activations in cache, a multiple of 4 rows. A tile's inputs and a layer's outputs are allocated
+# inside the kernel, one tile per running thread (fastnet.recipe.peak_bytes counts them).
+TILE_ROWS = 32
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 

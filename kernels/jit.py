@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import (ACTIVATIONS, ADAM, FASTMATH, GD, JIT_OPTIONS, LOGISTIC, OPTIMIZER_HYPER, OPTIMIZER_STATE, OPTIMIZERS,
-               RELU, TANH, activation_names, parameter_count)
+               RELU, TANH, TILE_ROWS, activation_names, parameter_count)
 from .blas import gemm
 from .linking import apart, internal, light, twin_of
 
@@ -527,11 +527,8 @@ def _weight_gradients(w, s, net, data, work, update):
 
 
 # ----------------------------------------------------------------------------- evaluation
-# mlp_logits cuts a batch into tiles of TILE_ROWS rows, one part of the LOGITS pass each: the cut
-# never follows the threads. The bits do not depend on it either (_tile_product); the figure is a
-# speed setting, from the measurement in docs/performance.md ("Evaluation"): tiles small enough
-# to share a batch among threads and keep a tile's activations in cache, a multiple of 4 rows.
-TILE_ROWS = 32
+# mlp_logits cuts a batch into tiles of TILE_ROWS rows (kernels), one part of the LOGITS pass each:
+# the cut never follows the threads. The bits do not depend on it either (_tile_product).
 
 
 @_internal  # not fastmath: no reassociation, no fused multiply-add; every entry the same sum
