@@ -49,14 +49,16 @@ def warm_up(backend, state, train, evaluated=()):
 
 
 def _exercise(backend, net, optimizer, train, evaluated):
-    """One step of copies of net and optimizer on train's first row, and an evaluation of the first
-    row of each pair: slices keep the dtype, layout and read-only flag that the run passes."""
+    """One step of a small network like net (its inputs, classes, dtype, scaling and activations,
+    two hidden units: the kernels' types, at a fraction of net's memory) and of a fresh optimiser of
+    optimizer's kind on train's first row, and an evaluation of the first rows of each pair: slices
+    keep the dtype, layout and read-only flag that the run passes."""
     images, labels = train
-    copy = MLP(net.sizes, net.dtype, net.input_scale, net.input_shift, net.activations)
-    copy.params[...] = net.params
+    sizes = (net.sizes[0], 2, net.sizes[-1]) if len(net.sizes) > 2 else net.sizes
+    copy = MLP(sizes, net.dtype, net.input_scale, net.input_shift, (*net.activations[:len(sizes) - 2], "identity"))
     if optimizer is not None and len(labels):
-        opt = type(optimizer)(net.params.size, net.dtype, alpha=optimizer.alpha)
-        opt.train_step(backend, copy, images, np.zeros(1, np.intp), labels, Workspace(net.sizes, 1, net.dtype), 0.0)
+        opt = type(optimizer)(copy.params.size, net.dtype, alpha=optimizer.alpha)
+        opt.train_step(backend, copy, images, np.zeros(1, np.intp), labels, Workspace(sizes, 1, net.dtype), 0.0)
     for rows, classes in (train, *evaluated):
         if len(classes):  # two rows: a slice of one row is contiguous whatever the array's layout
             evaluate(copy, backend, rows[:2], classes[:2])
