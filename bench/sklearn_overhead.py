@@ -6,7 +6,7 @@ held out, seed 0), each in a fresh process with the default threads, rounds inte
 noisy neighbour hurts both alike. Reported: the median training epoch (shuffle, forward, backward,
 update) of each, and, timed in the estimator's process, the wall time per epoch of fit() from call
 to return (input checks, labels, standardisation, the epochs and their evaluations) against the
-command line's own steps from arrays to trained network (recipe.split, new_state, run_training).
+command line's own steps from arrays to trained network (recipe.split, recipe.new_state, run.train).
 Both train the same network: the same test accuracy, and the same parameters bit for bit.
 The machine, its load and the date go into bench/results/sklearn-overhead-DATE.json.
 """

@@ -16,7 +16,7 @@ from . import memory
 from .errors import InputError
 from .model import MAX_LAYERS, MLP, hidden_layers, parse_layers
 from .optim import OPTIMIZERS
-from .training import TrainState, fit, split_validation
+from .training import TrainState, split_validation
 
 MAX_THREADS = 4096  # more is a typo, and overflows the C int that BLAS libraries take
 MAX_PARAMETERS = 500_000_000  # more than any network this CPU trainer can train in a day
@@ -403,20 +403,6 @@ def split(images, labels, val_split, seed):
         return (images, labels), (images[:0], labels[:0])
     train_idx, val_idx = split_validation(len(labels), n_val, np.random.default_rng([seed, 1]))
     return (np.ascontiguousarray(images[train_idx]), labels[train_idx]), (images[val_idx], labels[val_idx])
-
-
-def run_training(state, backend, train, val, recipe, on_epoch=None, on_batch=None, stop=None, parts=0, share=None,
-                 train_pass=False, shuffle=True):
-    """Train state up to recipe.epochs with the recipe (training.fit); True when all epochs ran.
-
-    Non-finite values raise DivergenceError in fit, so NumPy's warnings about them are silenced.
-    parts, share and train_pass: how the batch is cut, how threads are shared, whether the
-    training rows are evaluated after each epoch (training.fit; else the epoch's running accuracy);
-    shuffle False takes the rows in order each epoch.
-    """
-    with np.errstate(all="ignore"):
-        return fit(state, backend, train, val, recipe.epochs, recipe.batch_size, recipe.lr, recipe.schedule,
-                   recipe.warmup, on_epoch, on_batch, stop, parts, share, train_pass=train_pass, shuffle=shuffle)
 
 
 def peak_bytes(sizes, batch_size, dtype, data_bytes, eval_rows=2048, threads=1, backend="numba", optimizer="adam",

@@ -2,35 +2,24 @@
 .npz, CSV), through the same loader: the same help, the same one-line errors."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fastnet import data
-from tests.helpers import idx_set, needs_real, run_cli
+from tests.helpers import assert_one_line_error, idx_set, needs_real, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def command(*args):
-    """`python -m ARGS` from the repository root, help unwrapped; the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "400"})
+    """`python -m ARGS` (tests.helpers.run_cli), help unwrapped."""
+    return run_cli(*args, env={**os.environ, "COLUMNS": "400"})
 
 
 def gradcheck(data_dir, *args):
     return command("fastnet.gradcheck", "--data-dir", data_dir, "--backend", "numpy", *args)
 
-
-def one_line_error(proc):
-    """The one stderr line of a command that refused its input (exit 2), checked to be one line."""
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("kind", ["idx", "npz", "float-npz", "csv"])
@@ -42,7 +31,7 @@ def test_gradcheck_passes_on_every_kind_of_data_dir(data_dirs, kind):
 
 
 def test_gradcheck_layers_that_do_not_fit_a_npz_are_one_line(data_dirs):
-    assert "--layers takes 784 inputs" in one_line_error(gradcheck(data_dirs["npz"]))
+    assert "--layers takes 784 inputs" in assert_one_line_error(gradcheck(data_dirs["npz"]))
 
 
 def test_gradcheck_refuses_bad_data_in_the_words_of_train(data_dirs, tmp_path):
@@ -51,8 +40,8 @@ def test_gradcheck_refuses_bad_data_in_the_words_of_train(data_dirs, tmp_path):
     del arrays["y_test"]
     np.savez(tmp_path / "partial.npz", **arrays)
     for bad in (tmp_path / "partial.npz", Path(data_dirs["csv"]) / "train.csv"):
-        line = one_line_error(gradcheck(bad, "--layers", "16,6,3"))
-        assert line == one_line_error(command("fastnet.train", "--data-dir", bad, "--layers", "16,6,3"))
+        line = assert_one_line_error(gradcheck(bad, "--layers", "16,6,3"))
+        assert line == assert_one_line_error(command("fastnet.train", "--data-dir", bad, "--layers", "16,6,3"))
         assert str(bad) in line
 
 

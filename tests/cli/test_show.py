@@ -2,31 +2,21 @@
 the same loader; rows that are not square images are a one-line error."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fastnet import data, plots, show
+from tests.helpers import assert_one_line_error, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def command(*args):
-    """`python -m ARGS` from the repository root, help unwrapped; the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "400"})
+    """`python -m ARGS` (tests.helpers.run_cli), help unwrapped."""
+    return run_cli(*args, env={**os.environ, "COLUMNS": "400"})
 
-
-def one_line_error(proc):
-    """The one stderr line of a command that refused its input (exit 2), checked to be one line."""
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("kind", ["idx", "npz", "float-npz", "csv"])
@@ -45,15 +35,15 @@ def test_rows_that_are_not_square_images_are_one_line(tmp_path):
     np.savez(tmp_path / "table.npz", X_train=rng.random((12, 7)), y_train=np.arange(12) % 2,
              X_test=rng.random((4, 7)), y_test=np.arange(4) % 2)
     out = tmp_path / "grid.png"
-    line = one_line_error(command("fastnet.show", "--data-dir", tmp_path / "table.npz", "--out", out))
+    line = assert_one_line_error(command("fastnet.show", "--data-dir", tmp_path / "table.npz", "--out", out))
     assert "rows of 7 values are not square images" in line and "table.npz" in line
     assert not out.exists()
 
 
 def test_show_refuses_bad_data_in_the_words_of_train(data_dirs):
     one_csv = Path(data_dirs["csv"]) / "train.csv"
-    line = one_line_error(command("fastnet.show", "--data-dir", one_csv))
-    assert line == one_line_error(command("fastnet.train", "--data-dir", one_csv))
+    line = assert_one_line_error(command("fastnet.show", "--data-dir", one_csv))
+    assert line == assert_one_line_error(command("fastnet.train", "--data-dir", one_csv))
 
 
 def test_show_help_describes_data_dir_as_train_does():
