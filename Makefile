@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 # The kernels compiled once for a portable x86-64 baseline (kernels.prebuild), so that a first run
 # compiles nothing; again whenever the kernels change.
 PREBUILT := kernels/prebuilt/manifest.json
-$(PREBUILT): $(VENV)/.installed kernels/jit.py kernels/blas.py kernels/linking.py kernels/prebuild.py kernels/__init__.py
+$(PREBUILT): $(VENV)/.installed kernels/jit.py kernels/blas.py kernels/linking.py kernels/parallel.py kernels/prebuild.py kernels/__init__.py
 	$(PY) -m kernels.prebuild
 
 setup: $(VENV)/.installed $(PREBUILT)

@@ -1,8 +1,9 @@
 """python -m bench.compile_profile: where a cold compile of the training kernels goes, by stage and by function.
 
 Runs fastnet.run.warm_up (the kernels of a training run and of evaluation: what a first
-`python -m fastnet.train` compiles) in a fresh process with an empty Numba cache, and splits its
-wall time, each moment counted once, by what was running then:
+`python -m fastnet.train` compiles) in a fresh process with an empty Numba cache, every kernel
+compiled in that process (kernels.parallel.MAX_WORKERS = 0: the whole compile's work), and splits
+its wall time, each moment counted once, by what was running then:
 
   stages     Numba typing (type inference), Numba lowering (Numba IR to LLVM IR), Numba's other
              passes (bytecode analysis, rewrites, parfors), LLVM function passes, LLVM module passes
@@ -11,7 +12,9 @@ wall time, each moment counted once, by what was running then:
   functions  the kernel whose compile was innermost at that moment (Numba's "numba:compile"
              events), with how many times it was compiled
 
-Stages are read from Numba's event API ("numba:run_pass") and from timers put around the LLVM
+Then, in another fresh process with another empty cache, the same warm_up as a run does it, the
+kernels shared with compile workers where the machine has a second core: the wall time a user
+waits. Stages are read from Numba's event API ("numba:run_pass") and from timers put around the LLVM
 calls of numba.core.codegen, in this process only (a profiling tool, not fastnet's runtime).
 """
 
@@ -23,6 +26,8 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+
+from kernels.parallel import cores
 
 STAGE_OF_PASS = {"nopython_type_inference": "Numba typing", "partial_type_inference": "Numba typing",
                  "native_lowering": "Numba lowering", "native_parfor_lowering": "Numba lowering"}
@@ -81,9 +86,31 @@ class Timeline:
                 self.pop(self.stages)
 
 
+def _warm_up_args(dtype, optimizer):
+    """What fastnet.run.warm_up takes for a run on IDX pixels and labels (uint8), a tiny network."""
+    import numpy as np
+
+    from fastnet.recipe import Recipe, new_state
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 3)).astype(np.uint8)
+    labels = np.array([0, 1, 1, 0], np.uint8)  # a run on IDX pixels and labels compiles for these types
+    state = new_state(Recipe(layers=(3, 2, 2), dtype=np.dtype(dtype).name, optimizer=optimizer), images)
+    return state, (images, labels), [(images, labels)]
+
+
+def shared(dtype="float32", optimizer="adam"):
+    """Seconds of one cold warm_up as a run does it (compile workers where a second core is)."""
+    from kernels import jit
+    from fastnet.run import warm_up
+
+    args = _warm_up_args(dtype, optimizer)
+    t0 = time.perf_counter()
+    warm_up(jit, *args)
+    return time.perf_counter() - t0
+
+
 def profile(dtype="float32", optimizer="adam"):
     """{stage: s}, {function: (s, compiles)} and the total of one cold warm_up, in this process."""
-    import numpy as np
     from numba.core import codegen, event
 
     timeline = Timeline()
@@ -99,27 +126,26 @@ def profile(dtype="float32", optimizer="adam"):
         def on_end(self, e):
             timeline.on_event(e)
 
-    from kernels import jit
-    from fastnet.recipe import Recipe, new_state
+    from kernels import jit, parallel
     from fastnet.run import warm_up
 
-    images = np.random.default_rng(0).integers(0, 256, (4, 3)).astype(np.uint8)
-    labels = np.array([0, 1, 1, 0], np.uint8)  # a run on IDX pixels and labels compiles for these types
-    state = new_state(Recipe(layers=(3, 2, 2), dtype=np.dtype(dtype).name, optimizer=optimizer), images)
-
+    parallel.MAX_WORKERS = 0  # every kernel compiled here, where the timers see it
+    args = _warm_up_args(dtype, optimizer)
     listener = Listener()
     for kind in ("numba:compile", "numba:run_pass"):
         event.register(kind, listener)
     t0 = timeline.last = time.perf_counter()
-    warm_up(jit, state, (images, labels), [(images, labels)])
+    warm_up(jit, *args)
     total = time.perf_counter() - t0
     timeline._tick()
     functions = {f: (s, timeline.compiles[f]) for f, s in timeline.by_function.items()}
     return dict(timeline.by_stage), functions, total
 
 
-def report(stages, functions, total, out=sys.stdout):
-    print(f"cold compile of a training run's kernels: {total:.2f} s", file=out)
+def report(stages, functions, total, wall=None, out=sys.stdout):
+    print(f"cold compile of a training run's kernels, in one process: {total:.2f} s", file=out)
+    if wall is not None:
+        print(f"the same as a run does it, with compile workers on {cores()} cores: {wall:.2f} s", file=out)
     print("by stage:", file=out)
     for name, s in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {name:24s} {s:6.2f} s  {100 * s / total:4.0f}%", file=out)
@@ -133,20 +159,26 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--optimizer", choices=("adam", "gd"), default="adam")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)  # the measuring child
+    parser.add_argument("--inner", choices=("profile", "shared"), help=argparse.SUPPRESS)  # the measuring child
     args = parser.parse_args(argv)
-    if args.inner:
+    if args.inner == "profile":
         stages, functions, total = profile(args.dtype, args.optimizer)
         print(json.dumps({"stages": stages, "functions": functions, "total": total}))
         return
-    with tempfile.TemporaryDirectory(prefix="fastnet-compile-") as cache:  # an empty cache: a cold compile
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTNET_NO_PREBUILT="1")  # a compile, not the shipped kernels
-        proc = subprocess.run([sys.executable, "-m", "bench.compile_profile", "--inner", "--dtype", args.dtype,
-                               "--optimizer", args.optimizer], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"the profile failed: {proc.stderr.strip().splitlines()[-1:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    report(result["stages"], result["functions"], result["total"])
+    if args.inner == "shared":
+        print(json.dumps({"wall": shared(args.dtype, args.optimizer)}))
+        return
+    result = {}
+    for inner in ("profile", "shared"):
+        with tempfile.TemporaryDirectory(prefix="fastnet-compile-") as cache:  # an empty cache: a cold compile
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache, FASTNET_NO_PREBUILT="1")  # a compile, not the shipped kernels
+            proc = subprocess.run([sys.executable, "-m", "bench.compile_profile", "--inner", inner, "--dtype",
+                                   args.dtype, "--optimizer", args.optimizer], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"the profile failed: {proc.stderr.strip().splitlines()[-1:]}")
+        result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    result["cores"] = cores()
+    report(result["stages"], result["functions"], result["total"], result["wall"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -36,6 +36,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from collections import namedtuple
 
@@ -46,6 +47,7 @@ from numba import njit, prange
 from . import (ACTIVATIONS, ADAM, FASTMATH, GD, JIT_OPTIONS, LOGISTIC, OPTIMIZER_HYPER, OPTIMIZER_STATE, OPTIMIZERS,
                RELU, TANH, TILE_ROWS, activation_names, parameter_count)
 from .blas import gemm
+from . import parallel
 from .linking import apart, internal, light, twin_of
 
 
@@ -435,7 +437,8 @@ def _forward_rows(w, s, net, data, work, update):
 def _backward_rows(w, s, net, data, work, update):
     """ROWS, part w: its rows' fused softmax-cross-entropy, then each layer's delta down to the first
     hidden layer (dZ·Wᵀ on BLAS, then the derivative of the layer below's activation). Returns the
-    rows' summed loss and how many of them the logits predict right (the epoch's running accuracy)."""
+    rows' summed loss and how many of them the logits predict right (the epoch's running accuracy)
+    into work.results[w]."""
     sizes, at, acts, deltas = net.sizes, work.at, work.acts, work.deltas
     n, L, classes = data.starts[s + 1] - data.starts[s], sizes.shape[0] - 1, sizes[-1]
     lo, hi = n * w // work.parts, n * (w + 1) // work.parts
@@ -453,7 +456,7 @@ def _backward_rows(w, s, net, data, work, update):
              deltas, below + lo * d_in, d_in)
         _times_derivative(deltas[below + lo * d_in : below + hi * d_in].reshape(m, d_in),
                           acts[below + lo * d_in : below + hi * d_in].reshape(m, d_in), net.activations[l - 1])
-    return loss, correct
+    work.results[w, RESULT_LOSS], work.results[w, RESULT_CORRECT] = loss, correct
 
 
 @_internal
@@ -493,8 +496,9 @@ def _update(code, p, g, m, v, c):
 @_internal
 def _weight_gradients(w, s, net, data, work, update):
     """BANDS, share w: every dW = Aᵀ·dZ + decay·W and db = Σ dZ over all n rows of the batch, then
-    the update (Update.code) of that share right away, while its gradients are in cache. Returns
-    (False when an updated parameter is not finite, Σ W² over the share's weights, 0 when decay is 0).
+    the update (Update.code) of that share right away, while its gradients are in cache. Into
+    work.results[w]: 0 when an updated parameter is not finite, Σ W² over the share's weights (0
+    when decay is 0).
 
     Each share is a band of rows of each W (and of entries of each b), so no two threads write the
     same gradient and none has to be summed: each entry is one whole-batch dot product on BLAS.
@@ -523,7 +527,7 @@ def _weight_gradients(w, s, net, data, work, update):
         _column_sums(grads[bias + c0 : bias + c1], work.deltas[out : out + n * d_out].reshape(n, d_out)[:, c0:c1])
         for lo, hi in ((W + r0 * d_out, W + r1 * d_out), (bias + c0, bias + c1)):
             finite &= _update(update.code, params[lo:hi], grads[lo:hi], update.m[lo:hi], update.v[lo:hi], step)
-    return finite, penalty
+    work.results[w, RESULT_FINITE], work.results[w, RESULT_PENALTY] = finite, penalty
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -609,16 +613,14 @@ def _pass(kind, w, s, net, data, work, update):
         if w < work.pieces:
             _first_layer_piece_apart(w, s, net, data, work, update)
     elif kind == BANDS:
-        ok, penalty = _weight_gradients_apart(w, s, net, data, work, update)
-        work.results[w, RESULT_FINITE], work.results[w, RESULT_PENALTY] = ok, penalty
+        _weight_gradients_apart(w, s, net, data, work, update)
     elif kind == LOGITS:
         _logits_tile_apart(w, s, net, data, work, update)
     else:
         n = data.starts[s + 1] - data.starts[s]
         if n * (w + 1) // work.parts > n * w // work.parts:
             _forward_rows_apart(w, s, net, data, work, update)
-            work.results[w, RESULT_LOSS], work.results[w, RESULT_CORRECT] = _backward_rows_apart(
-                w, s, net, data, work, update)
+            _backward_rows_apart(w, s, net, data, work, update)
 
 
 _pass_apart = apart(_pass)
@@ -674,16 +676,27 @@ _FORWARD = np.array([LOGITS], np.int64)
 _INT = numba.types.int64
 
 
-def _link(net, data, work, update):
-    """Compile (or load) the step's callees for these arguments' types and register their symbols,
-    before _mlp runs: a cached _mlp names them without compiling them (kernels.linking)."""
-    types = tuple(numba.typeof(x) for x in (net, data, work, update))
-    if types not in _LINKED:
-        for kernel in (_first_layer_piece_apart, _forward_rows_apart, _backward_rows_apart, _weight_gradients_apart,
-                       _logits_tile_apart):
-            kernel.link((_INT, _INT, *types))
-        _pass_apart.link((_INT, _INT, _INT, *types))
-        _LINKED.add(types)
+def _run(*args):
+    """_mlp(*args), after compiling (or loading) it and every kernel it calls apart for these
+    arguments' types and filling their slots (kernels.linking); where several must compile, on
+    more than one core (kernels.parallel)."""
+    if numba.config.DISABLE_JIT:
+        return _mlp(*args)
+    key = tuple(_mlp.typeof_pyval(a) for a in args)
+    if key not in _LINKED:
+        types = key[1:5]  # net, data, work, update
+
+        def step(*kernels):
+            return [(kernel, (_INT, _INT, *types)) for kernel in kernels]
+
+        # each group compiled in one process (its kernels share leaves), with the seconds it takes
+        # (bench.compile_profile; docs/performance.md#compile-time): how kernels.parallel shares them out
+        groups = [(2.2, step(_logits_tile_apart, _first_layer_piece_apart, _forward_rows_apart)), (1.1, [(_mlp, key)]),
+                  (0.85, step(_weight_gradients_apart)), (0.75, step(_backward_rows_apart)),
+                  (0.15, [(_pass_apart, (_INT, _INT, _INT, *types))])]
+        parallel.compile_all(groups, sys.modules[__name__])
+        _LINKED.add(key)
+    return _mlp(*args)
 
 
 _LINKED = set()
@@ -772,12 +785,11 @@ def _steps(images, order, starts, labels, scale, shift, sizes, activations, para
     losses = np.empty(len(starts) - 1)
     net, data = Network(sizes, activations, params, grads), Batches(images, labels, scale, shift, order, starts)
     work = _scratch(work, sizes, _parts(work), True)
-    _link(net, data, work, update)
     if correct is None:
         correct = _NO_COUNTS
     elif correct.dtype != np.int64 or correct.ndim != 1 or len(correct) < len(losses) or not correct.flags.writeable:
         raise ValueError(f"correct must be a writable int64 array of at least {len(losses)} counts")
-    done, valid, finite = _mlp(passes, net, data, work, update, float(alpha), float(limit), losses, correct)
+    done, valid, finite = _run(passes, net, data, work, update, float(alpha), float(limit), losses, correct)
     if not valid:
         index = order[starts[done] : starts[done + 1]]
         if index.min() < 0 or index.max() >= len(images):
@@ -893,8 +905,7 @@ def mlp_logits(images, index, scale, shift, sizes, activations, params, out, wor
     data = Batches(images, _NO_LABELS, scale, shift, index, np.array([0, len(index)], np.int64))
     work = _scratch(work, sizes, -(-len(index) // TILE_ROWS), False, out.reshape(-1))
     update = _update_of(None, (), (), 1, [0.0], [max(len(index), 1)], params.dtype, 0.0)
-    _link(net, data, work, update)
-    _mlp(_FORWARD, net, data, work, update, 0.0, 0.0, np.empty(1), _NO_COUNTS)
+    _run(_FORWARD, net, data, work, update, 0.0, 0.0, np.empty(1), _NO_COUNTS)
     return out
 
 
@@ -990,21 +1001,32 @@ def all_finite(x):
 
 
 # ----------------------------------------------------------------------------- compile time
-# Announced before a compile (fastnet.training.warm_up): what the last compile of a training run's
+# Announced before a compile (fastnet.run.warm_up): what the last compile of a training run's
 # kernels took on this machine, remembered beside Numba's cache; before any, an estimate from how
-# fast this machine runs _probe, a fixed piece of Python: COMPILE_PER_PROBE compile seconds per
-# probe second, the ratio measured in docs/performance.md ("Compile time and the first run").
-COMPILE_PER_PROBE = 160
+# long this machine takes to compile _probe_kernel, a small fixed kernel: COMPILE_PER_PROBE times
+# that for the whole compile in one process, and PARALLEL_SHARE of it where compile workers share
+# it (kernels.parallel). Both ratios: docs/performance.md#constants-and-where-they-come-from.
+COMPILE_PER_PROBE = 65
+PARALLEL_SHARE = 0.65
 _RECORD = "fastnet-compile-seconds.json"
 
 
+def _probe_kernel(x, y):
+    """A small loop over arrays: what _probe compiles."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        y[i] = max(x[i], 0.0) * 2.0
+        total += y[i]
+    return total
+
+
 def _probe():
-    """Seconds this machine takes for a fixed piece of single-threaded Python (what it takes on the
-    machine of COMPILE_PER_PROBE's measurement: docs/performance.md, "Compile time and the first run")."""
+    """Seconds this machine takes to compile _probe_kernel with Numba, after Numba's one-time
+    setup (made by compiling an empty function: the kernels' compile needs it anyway)."""
+    njit(lambda: None).compile(())
+    array = numba.types.float64[::1]
     t0 = time.perf_counter()
-    total = 0
-    for i in range(300_000):
-        total += i * i % 7
+    njit(error_model="numpy")(_probe_kernel).compile((array, array))
     return time.perf_counter() - t0
 
 
@@ -1029,7 +1051,7 @@ def compile_seconds():
         with open(_record_path()) as f:
             return float(json.load(f)["seconds"])
     except (OSError, TypeError, ValueError, KeyError):
-        return COMPILE_PER_PROBE * min(_probe() for _ in range(3))
+        return COMPILE_PER_PROBE * _probe() * (PARALLEL_SHARE if parallel.cores() > 1 else 1)
 
 
 def remember_compile_seconds(seconds):

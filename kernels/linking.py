@@ -1,38 +1,46 @@
-"""Kernels compiled once: compiled code calls them through a fixed symbol instead of a copy of their code.
+"""Kernels compiled once: compiled code calls them through a slot instead of a copy of their code.
 
 When one Numba function calls another, Numba links the callee's LLVM module into the caller's and
 optimises and generates machine code for the whole again; every level of a call chain re-does all
-the code below it (docs/performance.md, "Compile time"). Here a callee is compiled on its own, its
-machine code registered with LLVM under a name fixed by the function and its argument types
-(`fastnet_<name>_<hash>`), and callers hold only a call to that name, in Numba's own calling
-convention (exceptions propagate as from any Numba call). `kernels.blas` reaches OpenBLAS the same way.
+the code below it (docs/performance.md, "Compile time"). Here a callee is compiled on its own and
+callers hold only a call through its slot: a pointer in this process's memory, registered with
+LLVM under a name fixed by the kernel and its argument types (`fastnet_<name>_<hash>`), which holds
+the compiled callee's address once it is linked. The call is in Numba's own calling convention
+(exceptions propagate as from any Numba call). A callee called apart returns nothing (its results
+go into its arguments), so a caller's type is known without compiling the callee: callers and
+callees compile in any order, in any process (kernels.parallel). `kernels.blas` reaches OpenBLAS
+through a fixed symbol the same way.
 
 internal(fn): a Numba dispatcher with no CPython or cfunc wrapper, for kernels that only compiled
 code calls; from Python it raises TypeError (a wrapper-less kernel called from Python would
 otherwise crash the interpreter). apart(dispatcher): what compiled code calls instead of the
-dispatcher, and its `link(argtypes)`, which compiles (or loads from Numba's cache) the callee for
-those types and registers its symbol.
+dispatcher; its `slot(argtypes)` registers the slot, its `link(argtypes)` compiles (or loads from
+Numba's cache) the callee for those types and fills the slot.
 
-The trap: a caller loaded from Numba's cache names a callee's symbol without compiling the callee,
-and MCJIT ends the process when a name is unresolved. So before a cached caller runs, its callees
-must be linked for the caller's types: the Python wrappers in kernels.jit do it (jit._link); when a
-callee's cache entry is missing or stale, linking compiles it. Under NUMBA_DISABLE_JIT both are the
-plain Python functions.
+The traps: a caller loaded from Numba's cache names its callees' slots, and MCJIT ends the process
+when a name is unresolved, so every slot is registered before a cached caller loads; and a slot
+is empty until its callee is linked, so the Python wrappers in kernels.jit link every callee before
+the caller runs (jit._run), and a call through an empty slot raises RuntimeError instead of
+jumping to address 0. When a callee's cache entry is missing or stale, linking compiles it. Under
+NUMBA_DISABLE_JIT both are the plain Python functions.
 
-KernelCache: Numba's on-disk cache of fastnet's own dispatchers, loading lighter, and finding the
-kernels that kernels.prebuild ships (prebuilt/) when the user's cache lacks one.
+KernelCache: Numba's on-disk cache of fastnet's own dispatchers, loading lighter, finding the
+kernels that kernels.prebuild ships (prebuilt/) when the user's cache lacks one, and saving each
+version under a name of its own (KeyedCacheFile).
 """
 
+import ctypes
 import functools
 import hashlib
 import inspect
 import json
 import os
 import sys
-import types
+import types as pytypes
 
 import llvmlite.binding as llvm
-from numba import config, njit
+from llvmlite import ir
+from numba import config, njit, types
 from numba.core import cgutils
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.core.registry import CPUDispatcher
@@ -73,6 +81,16 @@ class KernelCache(FunctionCache):
         with self._guard_against_spurious_io_errors():
             return self._load_overload(sig, target_context) or self._load_prebuilt(sig, target_context)
 
+    def has(self, sig, codegen):
+        """True when a version for sig is here without compiling: in the user's cache or shipped
+        (read from the indexes, nothing loaded)."""
+        if _internals(self) is None:
+            return False
+        if self._index_key(sig, codegen) in self._cache_file._load_index():
+            return True
+        shipped = self._shipped(codegen)
+        return shipped is not None and self._prebuilt_key(sig, codegen) in shipped._load_index()
+
     def holds_any(self, codegen):
         """True when a load may find some compiled version here: the user's cache, or one shipped."""
         if self._cache_file._load_index():
@@ -82,16 +100,41 @@ class KernelCache(FunctionCache):
         shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
         return bool(shipped._load_index())
 
-    def _load_prebuilt(self, sig, target_context):
-        codegen = target_context.codegen()
+    def _shipped(self, codegen):
+        """The index of the kernels shipped prebuilt for this kernel, None where they do not fit."""
         if not prebuilt_usable(codegen):
             return None
+        return IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
+
+    def _prebuilt_key(self, sig, codegen):
+        """sig's index key in the shipped files: the host's, with the flavour's CPU and features."""
         cpu, features, _ = FLAVOURS[flavour()]
         key = self._index_key(sig, codegen)
-        key = (key[0], (codegen.magic_tuple()[0], cpu, features), *key[2:])
-        shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
-        data = shipped.load(key)
+        return (key[0], (codegen.magic_tuple()[0], cpu, features), *key[2:])
+
+    def _load_prebuilt(self, sig, target_context):
+        codegen = target_context.codegen()
+        shipped = self._shipped(codegen)
+        data = None if shipped is None else shipped.load(self._prebuilt_key(sig, codegen))
         return None if data is None else self._impl.rebuild(target_context, data)
+
+
+class KeyedCacheFile(IndexDataCacheFile):
+    """Numba's cache files of one function, each compiled version's data file named by its key.
+
+    Numba numbers the data files in the order versions are saved, so two processes saving two
+    versions of one function at once (compile workers, kernels.parallel; two runs sharing a cache)
+    may both take number n, and the index then maps one version to the other's code. Named by the
+    key, the data file of a version holds that version or nothing: writing the data before the
+    index, a lost race costs a compile, never wrong code.
+    """
+
+    def save(self, key, data):
+        name = self._data_name(int(hashlib.sha256(str(key).encode()).hexdigest()[:15], 16))
+        self._save_data(name, data)
+        overloads = self._load_index()
+        overloads[key] = name
+        self._save_index(overloads)
 
 
 def _internals(cache):
@@ -178,6 +221,8 @@ def light(dispatcher):
     """dispatcher, its on-disk cache (where it has one) a KernelCache."""
     if type(getattr(dispatcher, "_cache", None)) is FunctionCache:
         dispatcher._cache.__class__ = KernelCache
+        if type(getattr(dispatcher._cache, "_cache_file", None)) is IndexDataCacheFile:
+            dispatcher._cache._cache_file.__class__ = KeyedCacheFile
     return dispatcher
 
 
@@ -203,47 +248,65 @@ def twin_of(kernel, options):
     fn = getattr(kernel, "py_func", kernel)
     if config.DISABLE_JIT:
         return fn
-    copy = types.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_py", fn.__defaults__, fn.__closure__)
+    copy = pytypes.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_py", fn.__defaults__, fn.__closure__)
     copy.__qualname__, copy.__doc__ = f"{fn.__qualname__}_py", fn.__doc__
     return njit(**options)(copy)
 
 
 def symbol(name, argtypes):
-    """The fixed symbol of kernel `name` compiled for argtypes: the same in every process."""
+    """The fixed symbol of kernel `name`'s slot for argtypes: the same in every process."""
     return f"fastnet_{name}_{hashlib.sha256(str(tuple(argtypes)).encode()).hexdigest()[:20]}"
 
 
+_SLOTS = {}  # symbol -> the slot (a pointer in this process's memory) that LLVM resolves it to
+
+
+def slot(name, argtypes):
+    """The symbol of kernel `name`'s slot for argtypes, registered with LLVM: a pointer that holds
+    the compiled kernel's address once it is linked (null until then)."""
+    sym = symbol(name, argtypes)
+    if sym not in _SLOTS:
+        _SLOTS[sym] = ctypes.c_void_p(None)
+        llvm.add_symbol(sym, ctypes.addressof(_SLOTS[sym]))
+    return sym
+
+
 def apart(dispatcher):
-    """What compiled code calls in place of `dispatcher`: a call through the symbol of its compiled
-    version for the call's argument types. `.link(argtypes)` makes that version and its symbol."""
+    """What compiled code calls in place of `dispatcher`, a kernel that returns nothing: a call
+    through its slot for the call's argument types. A caller compiles without the callee; the
+    callee's `.link(argtypes)` compiles (or loads) it and fills the slot, before the caller runs.
+    A call through an empty slot raises RuntimeError instead of jumping to address 0."""
     if config.DISABLE_JIT:
         dispatcher.link = lambda argtypes: None
         return dispatcher
-    linked = {}
+    linked = set()
     name = dispatcher.py_func.__name__
 
     def link(argtypes):
-        """(symbol, return type) of the callee compiled for argtypes, registered with LLVM."""
+        """Compile or load the callee for argtypes and put its address in its slot."""
         argtypes = tuple(argtypes)
         if argtypes not in linked:
+            sym = slot(name, argtypes)
             dispatcher.compile(argtypes)
             cres = dispatcher.overloads[argtypes]
-            sym = symbol(name, argtypes)
-            llvm.add_symbol(sym, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
-            linked[argtypes] = sym, cres.signature.return_type
-        return linked[argtypes]
+            if cres.signature.return_type != types.none:
+                raise TypeError(f"{name} returns {cres.signature.return_type}: a kernel called apart returns nothing")
+            _SLOTS[sym].value = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            linked.add(argtypes)
 
     def typer(typingctx, *args):
-        sym, restype = link(args)
-        sig = restype(*args)
+        sym, sig = slot(name, args), types.none(*args)
 
         def codegen(context, builder, signature, llargs):
-            fnty = context.call_conv.get_function_type(sig.return_type, sig.args)
-            fn = cgutils.get_or_insert_function(builder.module, fnty, sym)
-            status, result = context.call_conv.call_function(builder, fn, sig.return_type, sig.args, llargs)
+            fnty = context.call_conv.get_function_type(types.none, sig.args)
+            pointer = builder.module.globals.get(sym) or ir.GlobalVariable(builder.module, fnty.as_pointer(), sym)
+            fn = builder.load(pointer)
+            with cgutils.if_unlikely(builder, cgutils.is_null(builder, fn)):
+                context.call_conv.return_user_exc(builder, RuntimeError, (f"{name} is not linked",))
+            status, _ = context.call_conv.call_function(builder, fn, types.none, sig.args, llargs)
             with cgutils.if_unlikely(builder, status.is_error):
                 context.call_conv.return_status_propagate(builder, status)
-            return result
+            return context.get_dummy_value()
 
         return sig, codegen
 
@@ -253,5 +316,6 @@ def apart(dispatcher):
     exec(f"def {name}(typingctx, {params}):\n    return typer(typingctx, {params})", scope)
     call = intrinsic(scope[name])
     call.link, call.dispatcher = link, dispatcher
+    call.slot = lambda argtypes: slot(name, tuple(argtypes))
     call.__doc__ = f"{name}, compiled apart (kernels.linking)"
     return call

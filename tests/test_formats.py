@@ -174,7 +174,7 @@ def npy(array):
 def forged_npz(tmp_path, x_train, **member):
     """A .npz of the four members, written by hand (helpers.zip_bytes): X_train's .npy bytes are
     x_train, stored as `member` says (method, flags, the sizes its directory claims, deflated)."""
-    (X, y), (Xt, yt) = banded_images(20, 2), banded_images(10, 2, seed=1)
+    (_, y), (Xt, yt) = banded_images(20, 2), banded_images(10, 2, seed=1)
     members = [dict(name=f"{k}.npy", data=npy(v), crc=zlib.crc32(npy(v)))
                for k, v in dict(y_train=y, X_test=Xt, y_test=yt).items()]
     first = dict(name="X_train.npy", data=x_train, crc=zlib.crc32(x_train), size=len(x_train))

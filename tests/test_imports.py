@@ -3,7 +3,6 @@ are leaves, the library reaches no command-line code, and the graph stays shallo
 
 import ast
 import functools
-from pathlib import Path
 
 import pytest
 

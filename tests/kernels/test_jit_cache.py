@@ -62,9 +62,10 @@ def test_read_only_package_compiles_into_the_user_cache_and_reuses_it(tmp_path):
 # --- kernels compiled once (kernels.linking) ---------------------------------------------------
 
 STEP_PROBE = """
-import hashlib, numpy as np, kernels, kernels.jit as jit
+import hashlib, subprocess, sys, numpy as np, kernels, kernels.jit as jit, kernels.parallel as parallel
 from numba.core.dispatcher import Dispatcher
 assert kernels.__file__.startswith({pkg!r}), kernels.__file__
+{setup}
 f32 = np.float32
 sizes, codes = np.array([6, 5, 3]), np.array([1, 0])
 rng = np.random.default_rng(0)
@@ -87,10 +88,14 @@ print(digest, ",".join(compiled) or "-")
 """
 
 
-def _step(pkg_parent, cache, **env):
+SERIAL = "parallel.MAX_WORKERS = 0"  # every kernel compiled in the probe's own process
+
+
+def _step(pkg_parent, cache, setup=SERIAL, **env):
+    """(digest of a few steps and logits, the kernels the probe's process compiled) in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(pkg_parent), "NUMBA_CACHE_DIR": str(cache), **env}
     env.pop("NUMBA_DISABLE_JIT", None)
-    proc = subprocess.run([sys.executable, "-c", STEP_PROBE.format(pkg=str(pkg_parent))], env=env,
+    proc = subprocess.run([sys.executable, "-c", STEP_PROBE.format(pkg=str(pkg_parent), setup=setup)], env=env,
                           capture_output=True, text=True, timeout=600, cwd=str(cache.parent))
     assert proc.returncode == 0, proc.stderr[-2000:]  # a process ended by an unresolved symbol lands here
     digest, compiled = proc.stdout.split()
@@ -122,6 +127,93 @@ def test_a_cached_step_whose_callees_are_missing_stale_or_of_another_cpu_compile
     source.write_text(source.read_text() + "\n# edited\n")
     edited, compiled = _step(pkg_parent, cache)
     assert edited == cold and {"_mlp", "_pass", "_weight_gradients"} <= compiled
+
+
+STEP_KERNELS = {"_mlp", "_pass", "_first_layer_piece", "_forward_rows", "_backward_rows", "_weight_gradients",
+                "_logits_tile"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="compile workers start only with a second core")
+def test_compile_workers_take_a_share_of_the_step_and_change_no_bit(tmp_path):
+    """With a second core, a cold step's kernels are shared with a worker process (kernels.parallel):
+    this process compiles only its share and loads the rest from the cache the worker wrote, with
+    the bits of a compile in one process; the next process compiles nothing."""
+    pkg_parent = tmp_path / "site"
+    shutil.copytree(ROOT / "kernels", pkg_parent / "kernels", ignore=shutil.ignore_patterns("__pycache__", "prebuilt"))
+    serial, compiled = _step(pkg_parent, tmp_path / "serial")
+    assert STEP_KERNELS <= compiled
+    shared, mine = _step(pkg_parent, tmp_path / "shared", setup="")
+    assert shared == serial
+    assert mine & STEP_KERNELS and STEP_KERNELS - mine, mine  # some compiled here, the others by the worker
+    assert _step(pkg_parent, tmp_path / "shared", setup="") == (serial, set())
+
+
+# Workers that let their share down, each in its own way: this process compiles what it cannot load.
+WORKER_FAILS = {
+    "cannot_start": "parallel._start = lambda module, share: None",
+    "exits_at_once": ("parallel._start = lambda module, share: subprocess.Popen([sys.executable, '-c', "
+                      "'raise SystemExit(1)'], stdin=subprocess.DEVNULL)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="compile workers start only with a second core")
+@pytest.mark.parametrize("how", sorted(WORKER_FAILS))
+def test_a_worker_that_fails_leaves_its_share_to_this_process(tmp_path, how):
+    """A worker that cannot start or exits at once compiles nothing: every kernel is compiled here,
+    with the same bits."""
+    pkg_parent = tmp_path / "site"
+    shutil.copytree(ROOT / "kernels", pkg_parent / "kernels", ignore=shutil.ignore_patterns("__pycache__", "prebuilt"))
+    serial, _ = _step(pkg_parent, tmp_path / "serial")
+    digest, compiled = _step(pkg_parent, tmp_path / how, setup=WORKER_FAILS[how])
+    assert digest == serial and STEP_KERNELS <= compiled
+
+
+def test_a_worker_compiles_nothing_from_another_file_than_its_callers():
+    """The worker imports the kernels by name; found elsewhere than the caller's file, it exits 3."""
+    import io
+    import pickle
+
+    from kernels import parallel
+
+    with pytest.raises(SystemExit) as stop:
+        parallel.work(io.BytesIO(pickle.dumps(("kernels.jit", "/elsewhere/kernels/jit.py", [("_mlp", ())]))))
+    assert stop.value.code == 3
+
+
+def test_a_version_saved_while_another_process_saves_one_keeps_its_own_code(tmp_path):
+    """Two processes saving two versions of one kernel at once (compile workers, two runs sharing a
+    cache): Numba's numbered data files can leave the index mapping one version to the other's code;
+    kernels.linking.KeyedCacheFile names each version's file by its key, so a version loads its own
+    data or nothing."""
+    from numba.core.caching import IndexDataCacheFile
+
+    from kernels.linking import KeyedCacheFile
+
+    def interleaved(kind, folder):
+        """Process A saves k1 while process B saves k2, both having read the empty index first:
+        A writes its index, B its index and data, then A its data (the order a race may take)."""
+        folder.mkdir()
+        a, b = (kind(str(folder), "jit.kernel-1.py311", "stamp") for _ in range(2))
+        empty = {}
+        writes = []
+        for cf in (a, b):
+            cf._load_index = lambda: dict(empty)
+            cf._save_data = lambda name, data, cf=cf: writes.append((cf, name, data))
+        for cf, key, data in ((a, "k1", b"code of k1"), (b, "k2", b"code of k2")):
+            cf.save(key, data)
+        (a_data, b_data) = [w for w in writes if w[0] is a], [w for w in writes if w[0] is b]
+        for cf, name, data in (*b_data, *a_data):  # B's data lands first, A's after it
+            IndexDataCacheFile._save_data(cf, name, data)
+        return IndexDataCacheFile(str(folder), "jit.kernel-1.py311", "stamp")
+
+    numbered = interleaved(IndexDataCacheFile, tmp_path / "numbered")
+    assert numbered.load("k2") == b"code of k1"  # the race this class exists for: k2 would run k1's code
+    keyed = interleaved(KeyedCacheFile, tmp_path / "keyed")
+    assert keyed.load("k2") == b"code of k2" and keyed.load("k1") in (None, b"code of k1")
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
@@ -161,3 +253,39 @@ def test_bench_and_tools_reach_no_private_kernel():
     for path in [*(ROOT / "bench").rglob("*.py"), *(ROOT / "fastnet").rglob("*.py")]:
         found = re.findall(r"\bjit\._\w+", path.read_text())
         assert not found, f"{path.relative_to(ROOT)} reaches {found}"
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
+def test_a_caller_compiles_before_its_callee_and_an_empty_slot_raises_instead_of_crashing():
+    """A kernel called apart is reached through its slot (kernels.linking): its caller compiles
+    and runs without it, a call before the callee is linked raises RuntimeError (not a jump to
+    address 0), and once linked the call goes through. A callee that returns a value is refused."""
+    import numba
+    import numpy as np
+
+    from kernels.linking import apart, internal
+
+    @internal({})
+    def add_one(x):
+        x[0] += 1
+
+    @internal({})
+    def returns(x):
+        return x[0]
+
+    add_one_apart, returns_apart = apart(add_one), apart(returns)
+
+    @numba.njit
+    def caller(x):
+        add_one_apart(x)
+        add_one_apart(x)
+
+    x = np.zeros(1)
+    with pytest.raises(RuntimeError, match="add_one is not linked"):
+        caller(x)
+    assert x[0] == 0
+    add_one_apart.link((numba.typeof(x),))
+    caller(x)
+    assert x[0] == 2
+    with pytest.raises(TypeError, match="returns nothing"):
+        returns_apart.link((numba.typeof(x),))

@@ -25,6 +25,7 @@ PROBE = """
 import hashlib, sys, numpy as np, kernels, kernels.jit as jit
 from numba.core.dispatcher import Dispatcher
 assert kernels.__file__.startswith({pkg!r}), kernels.__file__
+import kernels.parallel; kernels.parallel.MAX_WORKERS = 0  # every compile in this process, where stats see it
 {patch}
 rng = np.random.default_rng(0)
 sizes, codes = np.array([40, 24, 3]), np.array([1, 0])
