@@ -38,9 +38,12 @@ def compile_all(groups, module):
         for kernel, argtypes in jobs:
             if hasattr(kernel, "slot"):
                 kernel.slot(argtypes)
-    todo = [(seconds, jobs) for seconds, jobs in ((sec, [j for j in jobs if not _ready(*j)]) for sec, jobs in groups)
-            if jobs]
-    mine, workers = _start_workers(todo, module) if len(todo) > 1 else ([job for _, jobs in todo for job in jobs], [])
+    todo = []  # the groups' jobs that neither this process nor a cache holds
+    for seconds, jobs in groups:
+        missing = [(kernel, argtypes) for kernel, argtypes in jobs if not _ready(kernel, argtypes)]
+        if missing:
+            todo.append((seconds, missing))
+    mine, workers = _start_workers(todo, module)
     try:
         for kernel, argtypes in mine:
             _compile(kernel, argtypes)
@@ -61,7 +64,7 @@ def _start_workers(todo, module):
     to the least loaded process, a worker starting START_SECONDS behind. A worker's share that
     cannot start stays here; none start without a second core or Numba's on-disk cache."""
     count = min(cores(), len(todo), MAX_WORKERS + 1) - 1
-    if count < 1 or not _caching(todo):
+    if count < 1 or not _caching(todo):  # one group, one core, or nowhere to leave compiled code
         return [job for _, jobs in todo for job in jobs], []
     loads, shares = [0.0] + [START_SECONDS] * count, [[] for _ in range(count + 1)]
     for seconds, jobs in sorted(todo, key=lambda group: -group[0]):
@@ -118,9 +121,14 @@ def _start(module, share):
     try:
         worker = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, env=env, cwd=root)
+    except (OSError, ValueError):
+        return None
+    try:
         with worker.stdin:
             pickle.dump((module.__name__, os.path.abspath(module.__file__), share), worker.stdin)
-    except (OSError, ValueError, pickle.PicklingError):
+    except (OSError, pickle.PicklingError):  # it died at once, or a type would not pickle: no use waiting
+        worker.kill()
+        worker.wait()
         return None
     return worker
 

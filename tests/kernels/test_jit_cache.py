@@ -289,3 +289,26 @@ def test_a_caller_compiles_before_its_callee_and_an_empty_slot_raises_instead_of
     assert x[0] == 2
     with pytest.raises(TypeError, match="returns nothing"):
         returns_apart.link((numba.typeof(x),))
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="needs the JIT")
+def test_the_compile_announcement_says_what_this_machine_takes(tmp_path, monkeypatch):
+    """Before a compile (fastnet.run.warm_up): nothing when the cache or the prebuilt kernels hold
+    the step; else the last compile remembered beside the cache; else this machine's time to compile
+    a small kernel, scaled to the whole compile (COMPILE_PER_PROBE), shared with a worker on a second
+    core (PARALLEL_SHARE). The probe is a real compile: a fraction of a second, not zero."""
+    from kernels import jit, parallel
+    from kernels.linking import KernelCache
+
+    monkeypatch.setattr(KernelCache, "holds_any", lambda self, codegen: False)
+    monkeypatch.setattr(jit, "_record_path", lambda: str(tmp_path / "seconds.json"))
+    assert 0 < jit._probe() < 5
+    monkeypatch.setattr(jit, "_probe", lambda: 0.08)
+    monkeypatch.setattr(parallel, "cores", lambda: 1)
+    assert jit.compile_seconds() == pytest.approx(jit.COMPILE_PER_PROBE * 0.08)
+    monkeypatch.setattr(parallel, "cores", lambda: 2)
+    assert jit.compile_seconds() == pytest.approx(jit.COMPILE_PER_PROBE * 0.08 * jit.PARALLEL_SHARE)
+    jit.remember_compile_seconds(4.24)
+    assert jit.compile_seconds() == 4.2  # remembered, to a tenth of a second
+    monkeypatch.setattr(KernelCache, "holds_any", lambda self, codegen: True)
+    assert jit.compile_seconds() == 0
