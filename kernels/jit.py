@@ -436,7 +436,7 @@ def _forward_rows(w, s, net, data, work, update):
 @_internal
 def _backward_rows(w, s, net, data, work, update):
     """ROWS, part w: its rows' fused softmax-cross-entropy, then each layer's delta down to the first
-    hidden layer (dZ·Wᵀ on BLAS, then the derivative of the layer below's activation). Returns the
+    hidden layer (dZ·Wᵀ on BLAS, then the derivative of the layer below's activation). Writes the
     rows' summed loss and how many of them the logits predict right (the epoch's running accuracy)
     into work.results[w]."""
     sizes, at, acts, deltas = net.sizes, work.at, work.acts, work.deltas
@@ -700,7 +700,8 @@ def _run(*args):
             return [(kernel, (_INT, _INT, *types)) for kernel in kernels]
 
         # each group compiled in one process (its kernels share leaves), with the seconds it takes
-        # (bench.compile_profile; docs/performance.md#compile-time): how kernels.parallel shares them out
+        # (bench.compile_profile; docs/performance.md#constants-and-where-they-come-from): how
+        # kernels.parallel shares them out
         groups = [(2.2, step(_logits_tile_apart, _first_layer_piece_apart, _forward_rows_apart)), (1.1, [(_mlp, key)]),
                   (0.85, step(_weight_gradients_apart)), (0.75, step(_backward_rows_apart)),
                   (0.15, [(_pass_apart, (_INT, _INT, _INT, *types))])]
