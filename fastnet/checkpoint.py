@@ -23,7 +23,7 @@ import numpy as np
 from kernels import ACTIVATIONS, activation_codes, activation_names, parameter_count
 
 from .errors import InputError
-from .files import NPY_HEADER, atomic_write, npy_header
+from .files import NPY_HEADER, atomic_write, npy_header, signals_held
 from .model import MAX_LAYERS, MLP, hidden_layers
 from .training import MAX_STEP_LOSSES, History, TrainState
 
@@ -78,7 +78,8 @@ def save(path, state, recipe, trained, class_names, classes=None):
     if not all(np.isfinite(a).all() for a in (model.params, *opt.state().values())):
         raise InputError(f"refusing to write {path}: the model has non-finite values")
     with atomic_write(path, "wb", "model file") as f:
-        np.savez(f, **arrays)
+        with signals_held():  # zipfile cut by a signal raises ValueError instead: the Ctrl-C comes after it
+            np.savez(f, **arrays)
 
 
 # What a damaged zip can raise from zipfile, zlib or numpy's reader, besides ValueError.

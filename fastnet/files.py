@@ -28,9 +28,10 @@ def _umask():
 
 
 @contextmanager
-def _signals_held():
+def signals_held():
     """Stop signals wait while the block runs (delivered right after it): a Ctrl-C between creating
-    the temporary file and naming it, or while removing it, would leave it behind.
+    the temporary file and naming it, or while removing it, would leave it behind; one inside
+    zipfile's writing (checkpoint.save) turns into a ValueError and a traceback.
 
     Their Python handlers are swapped for one that notes them, and the noted ones are raised again
     once the handlers are back. Blocking them in this thread (pthread_sigmask) is not enough: any of
@@ -100,7 +101,7 @@ def atomic_write(path, mode="wb", what="output"):
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        with _signals_held():
+        with signals_held():
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{os.path.basename(path)}", dir=folder)
         with os.fdopen(fd, mode) as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
@@ -113,7 +114,7 @@ def atomic_write(path, mode="wb", what="output"):
     except OSError as exc:
         raise InputError(f"{what}: cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        with _signals_held():
+        with signals_held():
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
     try:

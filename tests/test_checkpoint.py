@@ -5,6 +5,7 @@ bounds follow what the file holds. Hostile and damaged files: test_model_files.p
 
 import json
 import os
+import signal
 import stat
 import zipfile
 
@@ -114,6 +115,35 @@ def test_save_failures_are_input_errors_and_leave_no_temporary_file(tmp_path):
         checkpoint.save(str(good), state, RECIPE, TRAINED, NAMES)
     assert good.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_directory", "m.npz"]
+
+
+@pytest.mark.parametrize("where", [("ZipFile", "close"), ("_ZipWriteFile", "close"), ("_ZipWriteFile", "write")])
+def test_a_ctrl_c_while_the_zip_is_written_cancels_the_save_cleanly(tmp_path, monkeypatch, where):
+    """A second Ctrl-C while a checkpoint is saved (python -m fastnet.train raises KeyboardInterrupt
+    on it) lands inside zipfile: it waits for np.savez to finish, then cancels the save, leaving the
+    file as it was and no temporary file. Before, a KeyboardInterrupt inside a member's close made
+    zipfile raise ValueError ("Can't close the ZIP file while there is an open writing handle"): a
+    traceback and exit status 1 (the hostile sweep's sig_sigterm_then_sigint_while_saving_a_checkpoint)."""
+    state, good = mid_epoch_state(), tmp_path / "m.npz"
+    checkpoint.save(str(good), state, RECIPE, TRAINED, NAMES)
+    before = good.read_bytes()
+    owner, name = getattr(zipfile, where[0]), where[1]
+    real = getattr(owner, name)
+
+    def interrupted(self, *args, **kw):
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at its next chance
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(owner, name, interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        state.model.params[0] += 1
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save(str(good), state, RECIPE, TRAINED, NAMES)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert good.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
 
 
 def test_a_long_runs_history_is_stored_as_float_members_and_reads_back_exactly(tmp_path):
