@@ -95,10 +95,8 @@ class KernelCache(FunctionCache):
         """True when a load may find some compiled version here: the user's cache, or one shipped."""
         if self._cache_file._load_index():
             return True
-        if not prebuilt_usable(codegen):
-            return False
-        shipped = IndexDataCacheFile(PREBUILT, self._impl.filename_base, self._cache_file._source_stamp)
-        return bool(shipped._load_index())
+        shipped = self._shipped(codegen)
+        return shipped is not None and bool(shipped._load_index())
 
     def _shipped(self, codegen):
         """The index of the kernels shipped prebuilt for this kernel, None where they do not fit."""
