@@ -56,8 +56,9 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP outside a StopRequest: handled as Ctrl-C is (files cleaned up, exit 130)."""
 
 
-# While run() runs: "name" set once a StopRequest has granted a stop, "decided" once main has
-# returned or raised (the exit status is decided: a further signal would only add a second line).
+# While run() runs: "name" set once a StopRequest has granted a stop, "raised" the stop a handler
+# raised (whatever error it turns into, the run ends as stopped), "decided" once main has returned
+# or raised (the exit status is decided: a further signal would only add a second line).
 _STOPPING = {}
 
 
@@ -67,7 +68,9 @@ def _interrupt(signum, frame):
     further signal is ignored."""
     if _STOPPING.get("name") or _STOPPING.get("decided"):
         return
-    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(STOP_SIGNALS[signum])
+    stop = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(STOP_SIGNALS[signum])
+    _STOPPING["raised"] = stop
+    raise stop
 
 
 def run(main, argv=None):
@@ -111,19 +114,45 @@ def _run(main, argv):
             _STOPPING["decided"] = True
         sys.stdout.flush()
     except (InputError, DivergenceError) as exc:
-        code = _fail(f"error: {exc}", exc.exit_code)
+        code = _stopped(_stop_behind(exc)) if _stop_behind(exc) else _fail(f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt as exc:
-        code = _fail(str(exc) if isinstance(exc, Terminated) else "interrupted", 130)
+        code = _stopped(exc)
     except BrokenPipeError:
         code = _fail(None, 1)
     except OSError as exc:
-        if stdout.failed is None:
+        if stdout.failed is not None:
+            code = _fail(f"error: cannot write to standard output ({exc.strerror or exc})", 2)
+        elif _stop_behind(exc) is not None:
+            code = _stopped(_stop_behind(exc))
+        else:
             raise
-        code = _fail(f"error: cannot write to standard output ({exc.strerror or exc})", 2)
+    except Exception as exc:
+        if _stop_behind(exc) is None:
+            raise
+        code = _stopped(_stop_behind(exc))
     finally:
         if sys.stdout is stdout:
             sys.stdout = stdout.stream
     sys.exit(code or 0)
+
+
+def _stop_behind(exc):
+    """The stop (KeyboardInterrupt, Terminated) behind exc, if any: one in its chain of causes, or
+    one that _interrupt raised before it. Code that a stop interrupts may turn it into another
+    error: Python 3.11 wraps one raised inside a class body's __set_name__ in RuntimeError, and a C
+    extension's import may print it and fail with ImportError (a signal while Numba imports)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return _STOPPING.get("raised")
+
+
+def _stopped(stop):
+    """The one line and status 130 of a stop (KeyboardInterrupt or Terminated)."""
+    return _fail(str(stop) if isinstance(stop, Terminated) else "interrupted", 130)
 
 
 class _Watched:
@@ -298,7 +327,8 @@ class StopRequest:
         if self.name is not None:
             if self.hold:
                 return
-            raise KeyboardInterrupt
+            stop = _STOPPING["raised"] = KeyboardInterrupt()
+            raise stop
         self.name = _STOPPING["name"] = self.NAMES[signum]
 
     def __call__(self):

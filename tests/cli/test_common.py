@@ -102,6 +102,51 @@ def test_errors_and_stops_are_one_line_and_their_status(capsys, exc, status, lin
     assert ran(raises(exc), capsys) == (status, "partial output\n", line)
 
 
+def wrapped(stop):
+    """What Python 3.11 makes of a KeyboardInterrupt raised inside a class body's __set_name__ (a
+    Ctrl-C while Numba's modules import): a RuntimeError caused by it."""
+    class Descriptor:
+        def __set_name__(self, owner, name):
+            raise stop
+
+    try:
+        type("Context", (), {"attribute": Descriptor()})
+    except BaseException as exc:  # RuntimeError on 3.11, the stop itself where Python no longer wraps it
+        return exc
+    raise AssertionError("__set_name__ was not called")
+
+
+@pytest.mark.parametrize("stop, line", [(KeyboardInterrupt(), "interrupted\n"),
+                                        (cli.Terminated("terminated"), "terminated\n")])
+def test_a_stop_wrapped_in_another_exception_is_still_a_stop(capsys, stop, line):
+    """A stop signal that surfaces as the cause of another exception exits 130 with its one line,
+    not a traceback and status 1 (the hostile sweep's signal_sigint_at_start_up, 1 run in 30)."""
+    exc = wrapped(stop)
+    assert cli._stop_behind(exc) is stop
+    assert ran(raises(exc), capsys) == (130, "partial output\n", line)
+    chained = ValueError("while stopping")
+    chained.__context__ = stop
+    assert ran(raises(chained), capsys) == (130, "partial output\n", line)
+
+
+def test_a_stop_that_an_import_turned_into_another_error_is_still_a_stop(capsys):
+    """A C extension's import may print the KeyboardInterrupt raised in it and fail with an ImportError
+    of its own, which the backend turns into an InputError: the run still ends as stopped."""
+    def main(argv):
+        try:
+            cli._interrupt(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # what the extension does: the error it raises instead has no cause
+        raise InputError("the numba backend is unavailable (numba._devicearray failed to import)")
+    assert ran(main, capsys) == (130, "", "interrupted\n")
+
+
+def test_an_error_with_no_stop_behind_it_is_not_taken_for_one(capsys):
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.run(raises(RuntimeError("a bug")), [])
+    capsys.readouterr()
+
+
 def test_a_closed_pipe_exits_1_without_a_message(capsys):
     assert ran(raises(BrokenPipeError()), capsys)[::2] == (1, "")
 
