@@ -113,27 +113,31 @@ def _run(main, argv):
         finally:
             _STOPPING["decided"] = True
         sys.stdout.flush()
-    except (InputError, DivergenceError) as exc:
-        code = _stopped(_stop_behind(exc)) if _stop_behind(exc) else _fail(f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt as exc:
         code = _stopped(exc)
-    except BrokenPipeError:
-        code = _fail(None, 1)
-    except OSError as exc:
-        if stdout.failed is not None:
-            code = _fail(f"error: cannot write to standard output ({exc.strerror or exc})", 2)
-        elif _stop_behind(exc) is not None:
-            code = _stopped(_stop_behind(exc))
-        else:
-            raise
     except Exception as exc:
-        if _stop_behind(exc) is None:
+        code = _ended(exc, stdout)
+        if code is None:
             raise
-        code = _stopped(_stop_behind(exc))
     finally:
         if sys.stdout is stdout:
             sys.stdout = stdout.stream
     sys.exit(code or 0)
+
+
+def _ended(exc, stdout):
+    """The exit status (its line printed) of main's error exc, or None for an error of no kind
+    known here (a bug: its traceback is wanted). An error a stop caused is the stop."""
+    stop = _stop_behind(exc)
+    if stop is not None:
+        return _stopped(stop)
+    if isinstance(exc, (InputError, DivergenceError)):
+        return _fail(f"error: {exc}", exc.exit_code)
+    if isinstance(exc, BrokenPipeError):
+        return _fail(None, 1)
+    if isinstance(exc, OSError) and stdout.failed is not None:
+        return _fail(f"error: cannot write to standard output ({exc.strerror or exc})", 2)
+    return None
 
 
 def _stop_behind(exc):
